@@ -1,0 +1,16 @@
+//! eDeploy server: a drop-in replacement for the legacy `upload.py` CGI.
+//!
+//! One module per concept of the legacy behaviour, so that each rule lives in
+//! one obvious place.
+
+pub mod cgi;
+pub mod cmdb;
+pub mod config;
+pub mod generate;
+pub mod hw;
+pub mod literal;
+pub mod provision;
+pub mod script;
+pub mod spec;
+pub mod state;
+pub mod store;
