@@ -1,1 +1,220 @@
-//! TODO
+//! The CMDB: a profile's pool of per-machine settings (addresses, names).
+//!
+//! A `<profile>.cmdb` file is a list of dicts, or a `generate({...})` model
+//! that expands to one. When a machine matches a profile, one entry is chosen
+//! for it, merged with its variables, marked `'used': 1` and written back; a
+//! machine that comes back finds its own entry again because the entry holds
+//! the variables it matched with.
+//!
+//! Large CMDBs (tens of thousands of entries) are handled one entry at a time:
+//! each entry is printed as soon as it is parsed and only the candidates are
+//! kept, so memory stays close to the size of the file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::generate::{self, GenerateError};
+use crate::literal::{self, ParseError, Streamed, Value};
+use crate::literal::Dict;
+
+/// The result of choosing an entry for a machine.
+#[derive(Debug)]
+pub struct Selection {
+    /// The machine's variables merged with the chosen entry (`used` set).
+    pub vars: Dict,
+    /// Index of the chosen entry in the (expanded) CMDB.
+    pub index: usize,
+    /// The CMDB file's new text.
+    pub contents: Vec<u8>,
+    /// The file held a `generate()` model: keep it as `<name>.orig`.
+    pub was_generated: bool,
+}
+
+#[derive(Debug)]
+pub enum CmdbError {
+    Parse(ParseError),
+    Generate { file: PathBuf, source: GenerateError },
+    /// An entry that is not a dict.
+    NotADict { file: PathBuf, index: usize },
+    /// No entry left for this machine (`forced`: `$$` variables were used).
+    Exhausted { file: PathBuf, forced: bool },
+}
+
+impl CmdbError {
+    /// The legacy server's message for an exhausted CMDB, kept verbatim
+    /// because operators grep their logs for it.
+    pub fn legacy_message(&self) -> Option<&'static str> {
+        match self {
+            CmdbError::Exhausted { forced: true, .. } => Some("No entry matched in the CMDB, aborting."),
+            CmdbError::Exhausted { forced: false, .. } => Some("No more entry in the CMDB, aborting."),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CmdbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdbError::Parse(e) => e.fmt(f),
+            CmdbError::Generate { file, source } => write!(f, "{}: {}", file.display(), source),
+            CmdbError::NotADict { file, index } => {
+                write!(f, "{}: entry {} is not a dict", file.display(), index)
+            }
+            CmdbError::Exhausted { .. } => f.write_str(self.legacy_message().unwrap_or_default()),
+        }
+    }
+}
+
+impl std::error::Error for CmdbError {}
+
+/// Python's `is_included(pref, entry)`: every key of `pref` is in `entry`
+/// with an equal value.
+pub fn is_included(pref: &Dict, entry: &Dict) -> bool {
+    pref.iter().all(|(k, v)| entry.get(k).is_some_and(|w| w == v))
+}
+
+/// Chooses the entry for a machine and returns the CMDB's new text.
+///
+/// `vars` are the machine's matched variables; `forced` the `$$` ones. The
+/// first entry that includes the preference (`forced`, or all of `vars` when
+/// there are none) wins; failing that, without `$$` variables, the first entry
+/// not yet `used`.
+pub fn select(file: &Path, src: &[u8], vars: &Dict, forced: &Dict) -> Result<Selection, CmdbError> {
+    let pref = if forced.is_empty() { vars } else { forced };
+    let mut scan = Scan::new(file, pref);
+    let mut each = |v: Value| scan.push(v);
+    let streamed = literal::parse_list_streaming(file, src, &mut each).map_err(CmdbError::Parse);
+    let was_generated = match streamed? {
+        Streamed::List => false,
+        Streamed::Generate(model) => {
+            let entries = generate::generate(&model).map_err(|source| CmdbError::Generate {
+                file: file.to_path_buf(),
+                source,
+            })?;
+            for entry in entries {
+                scan.push(entry).map_err(CmdbError::Parse)?;
+            }
+            true
+        }
+    };
+    if let Some(e) = scan.error.take() {
+        return Err(e);
+    }
+    let chosen = scan
+        .matching
+        .take()
+        .or_else(|| if forced.is_empty() { scan.unused.take() } else { None });
+    let Some((index, entry)) = chosen else {
+        return Err(CmdbError::Exhausted {
+            file: file.to_path_buf(),
+            forced: !forced.is_empty(),
+        });
+    };
+    // Python: entry.update(var); var.update(entry); var['used'] = 1
+    let mut merged = entry;
+    merged.update(vars);
+    merged.insert(Value::str("used"), Value::Int(1));
+    let contents = scan.finish(index, &Value::Dict(merged.clone()));
+    Ok(Selection {
+        vars: merged,
+        index,
+        contents,
+        was_generated,
+    })
+}
+
+/// Accumulates the printed entries and the candidates during one pass.
+struct Scan<'a> {
+    file: &'a Path,
+    pref: &'a Dict,
+    /// Every entry printed as a list element (indent 1, allowance 1).
+    out: Vec<u8>,
+    /// Where each entry's text ends in `out`.
+    ends: Vec<usize>,
+    /// While the whole list may still fit on one line: its repr length and
+    /// the entries themselves (a handful at most).
+    small: Option<(usize, Vec<Value>)>,
+    matching: Option<(usize, Dict)>,
+    unused: Option<(usize, Dict)>,
+    error: Option<CmdbError>,
+}
+
+/// Python's pprint puts a list on one line when its repr is this short.
+const ONE_LINE: usize = 79;
+
+impl<'a> Scan<'a> {
+    fn new(file: &'a Path, pref: &'a Dict) -> Scan<'a> {
+        Scan {
+            file,
+            pref,
+            out: Vec::new(),
+            ends: Vec::new(),
+            small: Some((0, Vec::new())),
+            matching: None,
+            unused: None,
+            error: None,
+        }
+    }
+
+    fn push(&mut self, value: Value) -> Result<(), ParseError> {
+        let index = self.ends.len();
+        let Value::Dict(entry) = &value else {
+            // Stop the parse; the typed error is returned by `select`.
+            self.error.get_or_insert(CmdbError::NotADict {
+                file: self.file.to_path_buf(),
+                index,
+            });
+            return Err(ParseError {
+                file: self.file.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("entry {index} is not a dict"),
+            });
+        };
+        if self.matching.is_none() && is_included(self.pref, entry) {
+            self.matching = Some((index, entry.clone()));
+        }
+        if self.unused.is_none() && entry.get_str("used").is_none() {
+            self.unused = Some((index, entry.clone()));
+        }
+        literal::format_at(&mut self.out, &value, 1, 1);
+        self.ends.push(self.out.len());
+        if let Some((len, values)) = &mut self.small {
+            // repr of a list of n items: their lengths + 2n.
+            *len += literal::repr(&value).len() + 2;
+            if *len <= ONE_LINE {
+                values.push(value);
+            } else {
+                self.small = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole list printed by pprint, entry `index` replaced by `entry`.
+    fn finish(self, index: usize, entry: &Value) -> Vec<u8> {
+        if let Some((_, mut values)) = self.small {
+            // The list may fit on one line: let the printer decide.
+            values[index] = entry.clone();
+            return literal::pformat(&Value::List(values));
+        }
+        let mut replaced = Vec::new();
+        literal::format_at(&mut replaced, entry, 1, 1);
+        let mut text = Vec::with_capacity(self.out.len() + replaced.len() + 3 * self.ends.len() + 3);
+        text.push(b'[');
+        let mut start = 0;
+        for (i, &end) in self.ends.iter().enumerate() {
+            if i > 0 {
+                text.extend_from_slice(b",\n ");
+            }
+            if i == index {
+                text.extend_from_slice(&replaced);
+            } else {
+                text.extend_from_slice(&self.out[start..end]);
+            }
+            start = end;
+        }
+        text.extend_from_slice(b"]\n");
+        text
+    }
+}
