@@ -1,1 +1,449 @@
-//! TODO
+//! The lock and the crash-safe file replacement behind every write.
+//!
+//! Several CGI processes may serve requests at once, and an operator tool may
+//! read the files meanwhile: the state, CMDB and `.hw` files must never be
+//! seen half-written, whatever is killed when. The legacy server wrote them in
+//! place and used an `O_EXCL` lock file that a killed process left behind,
+//! blocking every later request; here the lock is `flock(2)` (released by the
+//! kernel when its holder dies) and files are replaced by `rename(2)`.
+
+use std::ffi::OsString;
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A held `flock(2)` on the lock file, released when dropped (or when the
+/// process dies, however it dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Waits for and takes the lock for writing: no other holder at all.
+    pub fn exclusive(path: &Path) -> io::Result<Lock> {
+        let file = open_lock_file(path)?;
+        file.lock().map_err(|e| context(e, "cannot lock", path))?;
+        Ok(Lock { _file: file })
+    }
+
+    /// Waits for and takes the lock for reading: only other readers.
+    pub fn shared(path: &Path) -> io::Result<Lock> {
+        let file = open_lock_file(path)?;
+        file.lock_shared()
+            .map_err(|e| context(e, "cannot lock", path))?;
+        Ok(Lock { _file: file })
+    }
+}
+
+/// Opens the lock file, creating it if needed. A lock file we may not write
+/// (created by another user) is opened read-only: `flock` does not care.
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    match OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+    {
+        Ok(file) => Ok(file),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && path.exists() => {
+            File::open(path).map_err(|e| context(e, "cannot open lock file", path))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = parent_dir(path);
+            Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create lock file {}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                ),
+            ))
+        }
+        Err(e) => Err(context(e, "cannot open lock file", path)),
+    }
+}
+
+/// Adds what was done and to which path to an I/O error (std's carry none).
+fn context(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Replaces the content of `path` atomically: readers see the old or the new
+/// content, never a mix, and a crash leaves one of them on disk.
+///
+/// The new content goes to a fresh temporary file in the same directory,
+/// which is flushed to disk, given the permission bits (and, when allowed,
+/// the owner) of the file it replaces, then renamed over it; the directory
+/// is flushed last. A symbolic link is followed: its target is replaced, as
+/// the legacy in-place write did. On error the temporary file is removed and
+/// the old file is untouched (an error from the final directory flush means
+/// the new content is in place but maybe not yet durable).
+pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let target = resolve(path)?;
+    let old = match fs::metadata(&target) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(context(e, "cannot read", &target)),
+    };
+    replace_with(&target, |tmp| {
+        if let Some(meta) = &old {
+            // chown first: it clears set-id bits that chmod then restores.
+            match std::os::unix::fs::fchown(&*tmp, Some(meta.uid()), Some(meta.gid())) {
+                Err(e) if e.kind() != io::ErrorKind::PermissionDenied => return Err(e),
+                _ => {}
+            }
+            tmp.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        }
+        tmp.write_all(contents)
+    })
+}
+
+/// Copies `from` to `to` as [`replace_file`] does, keeping the permission
+/// bits and times of `from` (Python's `shutil.copy2`), for the CMDB `.orig`
+/// backup.
+pub fn copy_file_atomic(from: &Path, to: &Path) -> io::Result<()> {
+    let mut src = File::open(from).map_err(|e| context(e, "cannot open", from))?;
+    let meta = src
+        .metadata()
+        .map_err(|e| context(e, "cannot read", from))?;
+    let target = resolve(to)?;
+    replace_with(&target, |tmp| {
+        tmp.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        io::copy(&mut src, tmp).map_err(|e| context(e, "cannot copy", from))?;
+        tmp.set_times(
+            FileTimes::new()
+                .set_accessed(meta.accessed()?)
+                .set_modified(meta.modified()?),
+        )
+    })
+}
+
+/// The file a write to `path` must replace: the target of a symbolic link.
+fn resolve(path: &Path) -> io::Result<PathBuf> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            fs::canonicalize(path).map_err(|e| context(e, "cannot resolve symbolic link", path))
+        }
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Distinguishes temporary files of the threads of one process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Longest part of the target's name kept in the temporary name, so that
+/// the latter stays under `NAME_MAX` (255).
+const TEMP_NAME_KEEP: usize = 200;
+
+/// Creates a new temporary file next to `target` (`O_EXCL`: never an
+/// existing file, nor a symbolic link planted by someone else).
+fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
+    let dir = parent_dir(target);
+    let name = target
+        .file_name()
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a file name", target.display()),
+            )
+        })?
+        .as_encoded_bytes();
+    let keep = name.get(..TEMP_NAME_KEEP).unwrap_or(name);
+    let mut last_error = None;
+    for _ in 0..100 {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(String::from_utf8_lossy(keep).as_ref());
+        tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
+        let tmp_path = dir.join(tmp_name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .open(&tmp_path)
+        {
+            Ok(file) => return Ok((tmp_path, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
+            Err(e) => return Err(context(e, "cannot create a temporary file in", dir)),
+        }
+    }
+    let e = last_error.unwrap_or_else(|| io::Error::other("no free temporary name"));
+    Err(context(e, "cannot create a temporary file in", dir))
+}
+
+/// The common part of the replacements: temporary file, `fill`, fsync,
+/// rename over `target`, fsync of the directory.
+fn replace_with(target: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+    let (tmp_path, mut file) = create_temp(target)?;
+    let written = fill(&mut file)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| context(e, "cannot write", &tmp_path));
+    drop(file);
+    if let Err(e) = written.and_then(|()| {
+        fs::rename(&tmp_path, target).map_err(|e| context(e, "cannot rename over", target))
+    }) {
+        // Best effort: the error that matters is the one being returned.
+        let _ = fs::remove_file(&tmp_path);
+        return Err(e);
+    }
+    let dir = parent_dir(target);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| context(e, "cannot flush directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn replace_creates_then_replaces_keeping_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        replace_file(&path, b"[('vm', '*')]\n").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"[('vm', '*')]\n");
+
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        replace_file(&path, b"[]\n").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"[]\n");
+        assert_eq!(mode(&path), 0o640);
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn replace_follows_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real.cmdb");
+        let link = tmp.path().join("vm.cmdb");
+        fs::write(&real, b"old").unwrap();
+        std::os::unix::fs::symlink("real.cmdb", &link).unwrap();
+        replace_file(&link, b"new").unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(&real).unwrap(), b"new");
+    }
+
+    #[test]
+    fn replace_into_missing_directory_fails_cleanly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("nope").join("state");
+        let err = replace_file(&path, b"x").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn copy_keeps_mode_and_times() {
+        let tmp = tempfile::tempdir().unwrap();
+        let from = tmp.path().join("vm.cmdb");
+        let to = tmp.path().join("vm.cmdb.orig");
+        fs::write(&from, b"generate({'ip': '10.0.0.1-9'})\n").unwrap();
+        fs::set_permissions(&from, fs::Permissions::from_mode(0o604)).unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        File::options()
+            .write(true)
+            .open(&from)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        fs::write(&to, b"previous backup").unwrap();
+        copy_file_atomic(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), fs::read(&from).unwrap());
+        assert_eq!(mode(&to), 0o604);
+        assert_eq!(fs::metadata(&to).unwrap().modified().unwrap(), old);
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn concurrent_writers_never_tear() {
+        const SIZE: usize = 256 * 1024;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vm.cmdb");
+        replace_file(&path, &vec![b'a'; SIZE]).unwrap();
+        std::thread::scope(|s| {
+            for w in 0..4u8 {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..25u8 {
+                        let fill = b'b' + (w * 25 + i) % 24;
+                        replace_file(path, &vec![fill; SIZE]).unwrap();
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..200 {
+                        let content = fs::read(path).unwrap();
+                        assert_eq!(content.len(), SIZE);
+                        let first = content[0];
+                        assert!(content.iter().all(|&b| b == first), "torn file");
+                    }
+                });
+            }
+        });
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    }
+
+    /// Runs one `#[ignore]`d test of this module in a child process,
+    /// through `sh -c <prefix>` (to set limits), with `env`.
+    fn child_test(name: &str, shell_prefix: &str, env: (&str, &Path)) -> Command {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{shell_prefix} exec \"$0\" \"$@\""))
+            .arg(exe)
+            .args([
+                name,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(env.0, env.1);
+        cmd
+    }
+
+    #[test]
+    fn failed_write_keeps_old_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        fs::write(&path, b"old content").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        // A file size limit makes the write fail even for root, for whom a
+        // read-only directory is no obstacle.
+        let out = child_test(
+            "store::tests::failed_write_child",
+            "trap '' XFSZ; ulimit -f 8;",
+            ("EDEPLOY_STORE_TEST_FILE", &path),
+        )
+        .output()
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"old content");
+        assert_eq!(mode(&path), 0o640);
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    #[ignore = "child process of failed_write_keeps_old_file"]
+    fn failed_write_child() {
+        let path = PathBuf::from(std::env::var_os("EDEPLOY_STORE_TEST_FILE").unwrap());
+        let err = replace_file(&path, &vec![b'x'; 1 << 20]).unwrap_err();
+        assert!(err.to_string().contains("cannot write"), "{err}");
+    }
+
+    #[test]
+    fn lock_excludes_across_processes_and_dies_with_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("edeploy.lock");
+        let mut holder = child_test(
+            "store::tests::lock_holder_child",
+            "",
+            ("EDEPLOY_STORE_TEST_LOCK", &path),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+        assert!(
+            lines.any(|l| l.unwrap().ends_with("edeploy-test-locked")),
+            "the child did not take the lock"
+        );
+
+        let probe = File::open(&path).unwrap();
+        assert!(matches!(
+            probe.try_lock_shared(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+
+        let (tx, rx) = mpsc::channel();
+        let waiter_path = path.clone();
+        let waiter = std::thread::spawn(move || {
+            let lock = Lock::exclusive(&waiter_path);
+            tx.send(lock.is_ok()).unwrap();
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(300)),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
+
+        holder.kill().unwrap(); // SIGKILL: no destructor runs in the child
+        holder.wait().unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        waiter.join().unwrap();
+    }
+
+    #[test]
+    #[ignore = "child process of lock_excludes_across_processes_and_dies_with_holder"]
+    fn lock_holder_child() {
+        let path = PathBuf::from(std::env::var_os("EDEPLOY_STORE_TEST_LOCK").unwrap());
+        let _lock = Lock::exclusive(&path).unwrap();
+        println!("edeploy-test-locked");
+        io::stdout().flush().unwrap();
+        // Parked until the parent kills us; bounded in case the parent died.
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    #[test]
+    fn shared_locks_coexist_and_exclude_writers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("edeploy.lock");
+        let a = Lock::shared(&path).unwrap();
+        let b = Lock::shared(&path).unwrap();
+        let probe = File::open(&path).unwrap();
+        assert!(matches!(
+            probe.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+        drop((a, b));
+        assert!(probe.try_lock().is_ok());
+    }
+
+    #[test]
+    fn lock_in_missing_directory_is_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run").join("httpd");
+        let err = Lock::exclusive(&dir.join("edeploy.lock")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(
+            err.to_string()
+                .contains(&format!("directory {} does not exist", dir.display())),
+            "{err}"
+        );
+    }
+}
