@@ -48,6 +48,14 @@ apache_running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null;
 absent() { [ ! -e "$1" ] && [ ! -L "$1" ]; }
 files_in() { find "$1" -type f 2>/dev/null | wc -l; }
 gone_or_holds_data() { [ ! -e "$1" ] || [ -n "$(ls -A "$1")" ]; }
+# Every example profile still in config after a purge was changed by the server.
+no_untouched_example() {
+	local f
+	for f in "$data"/config/*; do
+		[ -e "$f" ] || continue
+		! cmp -s "$f" "$top/legacy-config/${f##*/}" || return 1
+	done
+}
 
 [ "$(id -u)" = 0 ] || fatal "must run as root"
 [ -f /etc/debian_version ] || fatal "must run on Debian"
@@ -172,7 +180,7 @@ hwfile=$(find "$data/hw" -name '*.hw' -type f | head -n 1)
 check ".hw file written by www-data" owner_is www-data:www-data "${hwfile:-/nonexistent}"
 check ".hw file holds the pprinted items" grep -q "^\[('" "${hwfile:-/nonexistent}"
 
-curl -s -S -o "$work/nofile" -X POST "$url/upload.py"
+curl -s -S -o "$work/nofile" -F section=SERVER "$url/upload.py"
 check "upload.py without a file answers the error script" grep -q 'No file passed to the CGI' "$work/nofile"
 
 printf 'install log\n' | gzip -9n >"$work/install.log.gz"
@@ -182,7 +190,7 @@ check "uploaded log saved in $data/logs" cmp -s "$work/install.log.gz" "$data/lo
 if [ -e "$cgi/upload-health.py" ]; then
 	(cd "$work" && curl -s -S -o health -F file=@hw.json.in -F session=installtest "$url/upload-health.py")
 	check "upload-health.py saves the hardware in $data/health" \
-		test -n "$(find "$data/health/installtest" -name '*.hw' -type f 2>/dev/null)"
+		test -n "$(find "$data/health" -name '*.hw' -type f)"
 else
 	skip "upload-health.py not packaged yet"
 fi
@@ -209,6 +217,8 @@ check "purge deletes /etc/edeploy.conf" [ ! -e /etc/edeploy.conf ]
 check "purge deletes the Apache snippet" [ ! -e /etc/apache2/conf-available/edeploy.conf ]
 check "purge forgets the Apache enablement" bash -c "! a2query -c edeploy >/dev/null 2>&1"
 check "purge deletes the lock file" [ ! -e "$data/edeploy.lock" ]
+check "purge deletes the untouched example profiles" no_untouched_example
+check "purge deletes the seed checksums" [ ! -e "$data/config.seeded.md5sums" ]
 if [ "$hwfiles" -gt 0 ]; then
 	check "purge keeps the saved hardware" [ "$(files_in "$data/hw")" = "$hwfiles" ]
 	check "purge says it keeps data" grep -q "keeping $data/hw" "$work/purge.log"
