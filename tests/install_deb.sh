@@ -1,0 +1,241 @@
+#!/bin/bash
+# Install test of the edeploy .deb, run as root on a Debian 12 machine (CI):
+# build the package, lintian it, install it, serve it with Apache, provision
+# a machine the initrd way, then remove and purge it and check that only the
+# data the server wrote is left.
+#
+#   bash tests/install_deb.sh
+#
+# Ends with `N passed, N failed`; exits non-zero on any failure. Safe to run
+# again: it refuses to touch an edeploy it did not install itself (marker
+# file below) and cleans up after itself. EXPECTED_PROFILE (default
+# kvm-test) is the profile the bundled example config gives legacy-config's
+# hw/kvm-test.json.
+set -u
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+expected_profile=${EXPECTED_PROFILE:-kvm-test}
+marker=/var/tmp/edeploy-install-test.owned
+data=/var/lib/edeploy
+cgi=/usr/lib/cgi-bin/edeploy
+url=http://127.0.0.1/cgi-bin/edeploy
+pidfile=/run/apache2/apache2.pid
+
+passed=0
+failed=0
+skipped=0
+ok() { passed=$((passed + 1)); echo "ok - $1"; }
+not_ok() { failed=$((failed + 1)); echo "not ok - $1"; }
+skip() { skipped=$((skipped + 1)); echo "skip - $1"; }
+check() {
+	local name=$1
+	shift
+	if "$@"; then ok "$name"; else not_ok "$name"; fi
+}
+finish() {
+	echo "$passed passed, $failed failed, $skipped skipped"
+	[ "$failed" -eq 0 ]
+	exit
+}
+fatal() {
+	not_ok "$1"
+	finish
+}
+
+owner_is() { [ "$(stat -c %U:%G "$2" 2>/dev/null)" = "$1" ]; }
+known_to_dpkg() { dpkg-query -W -f '${Status}' edeploy >/dev/null 2>&1 && ! dpkg-query -W -f '${Status}' edeploy | grep -q ' not-installed$'; }
+apache_running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+absent() { [ ! -e "$1" ] && [ ! -L "$1" ]; }
+files_in() { find "$1" -type f 2>/dev/null | wc -l; }
+gone_or_holds_data() { [ ! -e "$1" ] || [ -n "$(ls -A "$1")" ]; }
+# Every example profile still in config after a purge was changed by the server.
+no_untouched_example() {
+	local f
+	for f in "$data"/config/*; do
+		[ -e "$f" ] || continue
+		! cmp -s "$f" "$top/legacy-config/${f##*/}" || return 1
+	done
+}
+
+[ "$(id -u)" = 0 ] || fatal "must run as root"
+[ -f /etc/debian_version ] || fatal "must run on Debian"
+
+work=$(mktemp -d)
+apache_was_running=0
+
+# Leave the machine as found: Apache in its former state, no edeploy.
+cleanup() {
+	if [ "$apache_was_running" = 0 ] && apache_running; then
+		apache2ctl stop >/dev/null 2>&1
+	fi
+	if [ -e "$marker" ]; then
+		known_to_dpkg && dpkg --purge edeploy >/dev/null 2>&1
+		rm -rf "$data"
+		rm -f "$marker"
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- tools -----------------------------------------------------------------
+missing=()
+for p in apache2 lintian curl dpkg-dev binutils; do
+	dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q ' installed$' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "installing ${missing[*]}"
+	if ! { apt-get update -qq >/dev/null &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+		fatal "apt-get install ${missing[*]}"
+	fi
+fi
+ok "apache2, lintian, curl, dpkg-dev, binutils installed"
+apache_running && apache_was_running=1
+
+# --- a previous run of this test, or an edeploy not ours -------------------
+if [ -e "$marker" ]; then
+	known_to_dpkg && dpkg --purge edeploy >/dev/null 2>&1
+	rm -rf "$data"
+	rm -f "$marker"
+elif known_to_dpkg || [ -e "$data" ]; then
+	fatal "edeploy or $data exists and was not installed by this test: not touching it"
+fi
+touch "$marker"
+
+# --- build and lint ----------------------------------------------------------
+deb=$("$top/packaging/build-deb.sh" "$work" 2>"$work/build.log" | tail -n 1)
+if [ -z "$deb" ] || [ ! -f "$deb" ]; then
+	cat "$work/build.log"
+	fatal "packaging/build-deb.sh builds a .deb"
+fi
+grep '^build-deb.sh:' "$work/build.log"
+ok "packaging/build-deb.sh builds $(basename "$deb")"
+
+lintian --fail-on error "$deb" >"$work/lintian.log" 2>&1
+lintian_rc=$?
+sed 's/^/  lintian: /' "$work/lintian.log"
+check "lintian reports no error" [ "$lintian_rc" = 0 ]
+check "lintian output has no E: tag" bash -c "! grep -q '^E: ' '$work/lintian.log'"
+
+# --- install -----------------------------------------------------------------
+dpkg -i "$deb" >"$work/dpkg.log" 2>&1 || {
+	cat "$work/dpkg.log"
+	fatal "dpkg -i"
+}
+ok "dpkg -i"
+check "upload.py is an executable CGI" [ -x "$cgi/upload.py" ]
+check "/etc/edeploy.conf is a conffile" grep -qx /etc/edeploy.conf /var/lib/dpkg/info/edeploy.conffiles
+check "/etc/edeploy.conf uses /var/lib/edeploy" grep -q '^CONFIGDIR *= */var/lib/edeploy/config' /etc/edeploy.conf
+check "Apache snippet in conf-available" [ -f /etc/apache2/conf-available/edeploy.conf ]
+check "postinst enabled the Apache snippet" [ -L /etc/apache2/conf-enabled/edeploy.conf ]
+for d in config hw logs health; do
+	check "$data/$d belongs to www-data" owner_is www-data:www-data "$data/$d"
+done
+check "lock file belongs to www-data" owner_is www-data:www-data "$data/edeploy.lock"
+if [ -f "$top/legacy-config/state" ]; then
+	check "config seeded with the example state" cmp -s "$top/legacy-config/state" "$data/config/state"
+	check "seeded files belong to www-data" owner_is www-data:www-data "$data/config/state"
+else
+	skip "no legacy-config/state to seed"
+fi
+
+ls -la "$data/config" >"$work/config.before"
+dpkg -i "$deb" >"$work/dpkg2.log" 2>&1
+check "dpkg -i again (reinstall) succeeds" [ $? = 0 ]
+ls -la "$data/config" >"$work/config.after"
+check "reinstall does not reseed the config" cmp -s "$work/config.before" "$work/config.after"
+
+# --- serve ---------------------------------------------------------------------
+a2enconf -q edeploy >/dev/null
+a2enmod -q cgid >/dev/null
+check "apache2ctl configtest" apache2ctl configtest
+errlog=/var/log/apache2/error.log
+errlog_start=$(($(stat -c %s "$errlog" 2>/dev/null || echo 0) + 1))
+if apache_running; then apache2ctl graceful; else apache2ctl start; fi
+for _ in $(seq 50); do
+	curl -s -o /dev/null http://127.0.0.1/ && break
+	sleep 0.2
+done
+check "Apache answers on 127.0.0.1:80" curl -s -o /dev/null http://127.0.0.1/
+
+hw=$top/legacy-config/hw/kvm-test.json
+if [ ! -f "$hw" ]; then
+	hw=$work/hw.json
+	cat >"$hw" <<'EOF'
+[["disk", "vda", "size", "20"],
+ ["system", "product", "name", "edeploy_test_vm ()"],
+ ["network", "eth0", "serial", "52:54:12:34:00:03"],
+ ["network", "eth0", "ipv4", "192.168.122.45"]]
+EOF
+fi
+cp "$hw" "$work/hw.json.in"
+(cd "$work" && curl -s -S -D headers -o body -F file=@hw.json.in "$url/upload.py")
+sed 's/^/  upload.py: /' "$work/body" | head -n 5
+check "upload.py answers 200" grep -q '^HTTP/1.1 200' "$work/headers"
+check "upload.py answers text/x-python" grep -qi '^Content-Type: text/x-python' "$work/headers"
+check "configure script of profile $expected_profile" grep -qx "#EDEPLOY_PROFILE = $expected_profile" "$work/body"
+hwfiles=$(find "$data/hw" -name '*.hw' -type f | wc -l)
+check "one .hw file saved in $data/hw" [ "$hwfiles" = 1 ]
+hwfile=$(find "$data/hw" -name '*.hw' -type f | head -n 1)
+check ".hw file written by www-data" owner_is www-data:www-data "${hwfile:-/nonexistent}"
+check ".hw file holds the pprinted items" grep -q "^\[('" "${hwfile:-/nonexistent}"
+
+curl -s -S -o "$work/nofile" -F section=SERVER "$url/upload.py"
+check "upload.py without a file answers the error script" grep -q 'No file passed to the CGI' "$work/nofile"
+
+printf 'install log\n' | gzip -9n >"$work/install.log.gz"
+(cd "$work" && curl -s -S -o /dev/null -F file=@install.log.gz "$url/upload.py")
+check "uploaded log saved in $data/logs" cmp -s "$work/install.log.gz" "$data/logs/install.log.gz"
+
+if [ -e "$cgi/upload-health.py" ]; then
+	(cd "$work" && curl -s -S -o health -F file=@hw.json.in -F session=installtest "$url/upload-health.py")
+	check "upload-health.py saves the hardware in $data/health" \
+		test -n "$(find "$data/health" -name '*.hw' -type f)"
+else
+	skip "upload-health.py not packaged yet"
+fi
+
+tail -c +"$errlog_start" "$errlog" >"$work/error.log"
+sed 's/^/  error.log: /' "$work/error.log"
+check "Apache logged no CGI failure" bash -c \
+	"! grep -q -E 'End of script output before headers|malformed header|Permission denied|not found or unable to stat' '$work/error.log'"
+
+if [ "$apache_was_running" = 0 ]; then apache2ctl stop; fi
+
+# --- remove and purge ------------------------------------------------------------
+dpkg -r edeploy >"$work/remove.log" 2>&1
+check "dpkg -r" [ $? = 0 ]
+check "remove deletes the CGIs" [ ! -e "$cgi" ]
+check "remove disables the Apache snippet" [ ! -e /etc/apache2/conf-enabled/edeploy.conf ]
+check "remove keeps /etc/edeploy.conf" [ -f /etc/edeploy.conf ]
+check "remove keeps the saved hardware" [ "$(files_in "$data/hw")" = "$hwfiles" ]
+check "remove keeps the config directory" [ -d "$data/config" ]
+
+dpkg --purge edeploy >"$work/purge.log" 2>&1
+check "dpkg --purge" [ $? = 0 ]
+check "purge deletes /etc/edeploy.conf" [ ! -e /etc/edeploy.conf ]
+check "purge deletes the Apache snippet" [ ! -e /etc/apache2/conf-available/edeploy.conf ]
+check "purge forgets the Apache enablement" bash -c "! a2query -c edeploy >/dev/null 2>&1"
+check "purge deletes the lock file" [ ! -e "$data/edeploy.lock" ]
+check "purge deletes the untouched example profiles" no_untouched_example
+check "purge deletes the seed checksums" [ ! -e "$data/config.seeded.md5sums" ]
+if [ "$hwfiles" -gt 0 ]; then
+	check "purge keeps the saved hardware" [ "$(files_in "$data/hw")" = "$hwfiles" ]
+	check "purge says it keeps data" grep -q "keeping $data/hw" "$work/purge.log"
+else
+	check "purge deletes the empty hw directory" [ ! -e "$data/hw" ]
+fi
+check "purge deletes the empty health directory" gone_or_holds_data "$data/health"
+check "purge deletes the empty logs directory" gone_or_holds_data "$data/logs"
+rm -rf "$data"
+
+# --- a clean cycle leaves nothing --------------------------------------------------
+dpkg -i "$deb" >"$work/dpkg3.log" 2>&1 && dpkg --purge edeploy >"$work/purge2.log" 2>&1
+check "install then purge" [ $? = 0 ]
+for path in "$data" "$cgi" /usr/libexec/edeploy /usr/share/edeploy /usr/share/doc/edeploy \
+	/etc/edeploy.conf /etc/apache2/conf-available/edeploy.conf /etc/apache2/conf-enabled/edeploy.conf; do
+	check "nothing left at $path" absent "$path"
+done
+check "apache2ctl configtest after purge" apache2ctl configtest
+
+finish
