@@ -1,1 +1,338 @@
-//! TODO
+//! One provisioning request from start to finish: the legacy `upload.py`
+//! transaction (LEGACY-SEMANTICS.md §1 and §4).
+//!
+//! Under one exclusive lock: save the machine's `.hw` file, register it with
+//! pxemngr, then either record a failure report or find the first profile
+//! with quota whose specs match, choose its CMDB entry and build the
+//! configure script. Unlike the legacy server, nothing of the match is
+//! written until everything it needs has been read, and the answer is only
+//! produced once the CMDB and state files are durably replaced: a crash at
+//! any point leaves either the old files or the new ones, and a client never
+//! receives a script whose CMDB entry is not recorded as used.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cmdb::{self, CmdbError};
+use crate::config::Config;
+use crate::hw::{self, Item};
+use crate::literal::{self, Dict, Document, ParseError, Value};
+use crate::script;
+use crate::spec::{self, SpecError, Vars};
+use crate::state::{State, StateError};
+use crate::store::{self, Lock};
+
+/// What a request produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A profile matched: the script to send back.
+    Configured(Configured),
+    /// A failure report was recorded (or ignored: `'*'` or unknown profile).
+    /// The legacy client expects an empty answer.
+    FailureReported { profile: String, quota_restored: bool },
+}
+
+/// A successful match.
+#[derive(Debug)]
+pub struct Configured {
+    pub sysname: String,
+    pub profile: String,
+    pub vars: Dict,
+    /// Index of the CMDB entry given to the machine, when the profile has a CMDB.
+    pub cmdb_entry: Option<usize>,
+    pub script: Vec<u8>,
+    /// Problems that did not stop provisioning (pxemngr), for the log.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum ProvisionError {
+    Io { path: PathBuf, source: io::Error },
+    State(StateError),
+    Specs(ParseError),
+    Spec(SpecError),
+    Cmdb(CmdbError),
+    /// No profile has quota left.
+    NoQuota { state_file: PathBuf },
+    /// Profiles had quota but none matched.
+    NoMatch { config_dir: PathBuf, profiles: Vec<String> },
+}
+
+impl fmt::Display for ProvisionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProvisionError::Io { path, source } => write!(f, "{}: {}", path.display(), source),
+            ProvisionError::State(e) => e.fmt(f),
+            ProvisionError::Specs(e) => e.fmt(f),
+            ProvisionError::Spec(e) => e.fmt(f),
+            ProvisionError::Cmdb(e) => e.fmt(f),
+            // The legacy messages, verbatim.
+            ProvisionError::NoQuota { state_file } => {
+                write!(f, "No more role available in {}", state_file.display())
+            }
+            ProvisionError::NoMatch { config_dir, profiles } => write!(
+                f,
+                "Unable to match requirements on the following available roles in {}: {}",
+                config_dir.display(),
+                profiles.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProvisionError {}
+
+impl From<StateError> for ProvisionError {
+    fn from(e: StateError) -> ProvisionError {
+        ProvisionError::State(e)
+    }
+}
+
+impl From<CmdbError> for ProvisionError {
+    fn from(e: CmdbError) -> ProvisionError {
+        ProvisionError::Cmdb(e)
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
+    move |source| ProvisionError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How long `pxemngr addsystem` may take before it is abandoned.
+const PXEMNGR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one request for the machine described by `items`.
+///
+/// `failure` is the profile of a failed installation (the initrd's `-F` /
+/// `failure=`): its numeric count is given back and nothing else happens; we
+/// never consume quota on a failure report. With `dry_run`, nothing is
+/// written and no external command is run.
+pub fn provision(
+    cfg: &Config,
+    items: &[Item],
+    failure: Option<&str>,
+    dry_run: bool,
+) -> Result<Outcome, ProvisionError> {
+    let _lock = if dry_run {
+        Lock::shared(&cfg.lock_file)
+    } else {
+        Lock::exclusive(&cfg.lock_file)
+    }
+    .map_err(io_error(&cfg.lock_file))?;
+
+    let state_file = cfg.config_dir.join("state");
+    let src = std::fs::read(&state_file).map_err(io_error(&state_file))?;
+    let mut state = State::parse(&state_file, &src)?;
+
+    let (sysname, macs) = hw::sysname_and_macs(items);
+    let mut warnings = Vec::new();
+    if !dry_run {
+        let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
+        let text = literal::pformat(&hw::items_value(items));
+        store::replace_file(&hw_file, &text).map_err(io_error(&hw_file))?;
+        if cfg.use_pxemngr {
+            if let Err(e) = register_pxemngr(&sysname, &macs) {
+                warnings.push(e);
+            }
+        }
+    }
+
+    if let Some(profile) = failure {
+        let quota_restored = state.give_back(profile);
+        if quota_restored && !dry_run {
+            store::replace_file(&state_file, &state.to_bytes()).map_err(io_error(&state_file))?;
+        }
+        return Ok(Outcome::FailureReported {
+            profile: profile.to_owned(),
+            quota_restored,
+        });
+    }
+
+    let found = find_match(cfg, &state, items)?;
+    let configure_file = cfg.config_dir.join(format!("{}.configure", found.profile));
+    let configure = std::fs::read(&configure_file).map_err(io_error(&configure_file))?;
+    state.consume(found.state_index);
+
+    let mut vars = found.vars;
+    vars.insert(Value::str("edeploy-profile"), Value::str(&found.profile));
+    let pxemngr_url = cfg.pxemngr_url.as_deref().filter(|_| cfg.use_pxemngr);
+    let script = script::configure_script(
+        &found.profile,
+        &vars,
+        &configure,
+        pxemngr_url,
+        cfg.metadata_url.as_deref(),
+    );
+
+    if !dry_run {
+        if let Some(update) = &found.cmdb {
+            if update.selection.was_generated {
+                let orig = append_to_name(&update.file, ".orig");
+                store::copy_file_atomic(&update.file, &orig).map_err(io_error(&orig))?;
+            }
+            store::replace_file(&update.file, &update.selection.contents)
+                .map_err(io_error(&update.file))?;
+        }
+        store::replace_file(&state_file, &state.to_bytes()).map_err(io_error(&state_file))?;
+    }
+
+    Ok(Outcome::Configured(Configured {
+        sysname,
+        profile: found.profile,
+        vars,
+        cmdb_entry: found.cmdb.map(|u| u.selection.index),
+        script,
+        warnings,
+    }))
+}
+
+/// A profile that matched, with everything needed to commit it.
+struct Found {
+    state_index: usize,
+    profile: String,
+    vars: Dict,
+    cmdb: Option<CmdbUpdate>,
+}
+
+struct CmdbUpdate {
+    file: PathBuf,
+    selection: cmdb::Selection,
+}
+
+/// The legacy `find_match`: the first profile, in state order, that has
+/// quota and whose specs match. A CMDB error stops the search.
+fn find_match(cfg: &Config, state: &State, items: &[Item]) -> Result<Found, ProvisionError> {
+    let mut tried = Vec::new();
+    for (state_index, entry) in state.entries().iter().enumerate() {
+        if !entry.quota.available() {
+            continue;
+        }
+        tried.push(entry.profile.clone());
+        let specs_file = cfg.config_dir.join(format!("{}.specs", entry.profile));
+        // A profile without specs never matches, as in the legacy server.
+        let Some(specs) = read_if_exists(&specs_file)? else {
+            continue;
+        };
+        let specs = match literal::parse(&specs_file, &specs).map_err(ProvisionError::Specs)? {
+            Document::Literal(v) => v,
+            Document::Generate(_) => {
+                return Err(ProvisionError::Specs(ParseError {
+                    file: specs_file,
+                    line: 1,
+                    column: 1,
+                    message: "generate() is only allowed in CMDB files".into(),
+                }))
+            }
+        };
+        let specs = spec::specs_from_value(&specs_file, &specs).map_err(ProvisionError::Spec)?;
+        let mut vars = Vars::new();
+        let mut forced = Vars::new();
+        if !spec::match_all(items, &specs, &mut vars, &mut forced).map_err(ProvisionError::Spec)? {
+            continue;
+        }
+        let vars = to_dict(&vars);
+        let forced = to_dict(&forced);
+        let cmdb_file = cfg.config_dir.join(format!("{}.cmdb", entry.profile));
+        let (vars, cmdb) = match read_if_exists(&cmdb_file)? {
+            Some(src) => {
+                let selection = cmdb::select(&cmdb_file, &src, &vars, &forced)?;
+                let vars = selection.vars.clone();
+                let update = CmdbUpdate {
+                    file: cmdb_file,
+                    selection,
+                };
+                (vars, Some(update))
+            }
+            None => (vars, None),
+        };
+        return Ok(Found {
+            state_index,
+            profile: entry.profile.clone(),
+            vars,
+            cmdb,
+        });
+    }
+    if tried.is_empty() {
+        Err(ProvisionError::NoQuota {
+            state_file: cfg.config_dir.join("state"),
+        })
+    } else {
+        Err(ProvisionError::NoMatch {
+            config_dir: cfg.config_dir.clone(),
+            profiles: tried,
+        })
+    }
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, ProvisionError> {
+    match std::fs::read(path) {
+        Ok(src) => Ok(Some(src)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+fn to_dict(vars: &Vars) -> Dict {
+    vars.iter()
+        .map(|(k, v)| (Value::str(k), Value::str(v)))
+        .collect()
+}
+
+fn append_to_name(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// `<sysname>.hw`, made a single path component whatever the hardware
+/// reported (a MAC address is used as is in the legacy name).
+pub fn hw_file_name(sysname: &str) -> String {
+    let safe: String = sysname
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    format!("{safe}.hw")
+}
+
+/// `pxemngr addsystem <sysname> <macs...>`, run without a shell and bounded
+/// in time. Only MAC-shaped values are passed, as the legacy server did.
+fn register_pxemngr(sysname: &str, macs: &[String]) -> Result<(), String> {
+    let mut args = vec!["addsystem".to_owned(), sysname.to_owned()];
+    args.extend(macs.iter().filter(|m| m.len() == 17).cloned());
+    let handle = duct::cmd("pxemngr", &args)
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .start()
+        .map_err(|e| format!("pxemngr addsystem {sysname}: cannot run: {e}"))?;
+    let deadline = std::time::Instant::now() + PXEMNGR_TIMEOUT;
+    loop {
+        match handle.try_wait() {
+            Ok(Some(out)) if out.status.success() => return Ok(()),
+            Ok(Some(out)) => {
+                return Err(format!(
+                    "pxemngr addsystem {sysname}: {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Ok(None) => {
+                let _ = handle.kill();
+                return Err(format!(
+                    "pxemngr addsystem {sysname}: killed after {}s",
+                    PXEMNGR_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("pxemngr addsystem {sysname}: {e}")),
+        }
+    }
+}
