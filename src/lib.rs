@@ -7,8 +7,10 @@ pub mod cgi;
 pub mod cmdb;
 pub mod config;
 pub mod generate;
+
 pub mod hw;
 pub mod literal;
+pub mod logs;
 pub mod provision;
 pub mod script;
 pub mod spec;
