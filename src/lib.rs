@@ -7,7 +7,7 @@ pub mod cgi;
 pub mod cmdb;
 pub mod config;
 pub mod generate;
-
+pub mod health;
 pub mod hw;
 pub mod literal;
 pub mod logs;
