@@ -31,6 +31,11 @@
 //! answers still carry an error script as body, so even a client that runs
 //! it blindly stops with the message instead of doing something else.
 //!
+//! mod_cgid drops a script's answer when the script did not read the whole
+//! body, so a refused body is drained afterwards when it is no larger than
+//! an acceptable one ([`discard_rest`]); a larger one is abandoned at once
+//! and the client sees the connection reset.
+//!
 //! A GET (or a POST without a `file` field) is not an error here: the caller
 //! answers 'No file passed to the CGI' with status 200, as the legacy did.
 //!
@@ -249,8 +254,60 @@ impl std::error::Error for CgiError {
 }
 
 /// Reads the request of this process: its environment and stdin.
+///
+/// Then discards what is left of the body (see [`discard_rest`]), so that
+/// Apache delivers the answer.
 pub fn read_process_request(limits: Limits) -> Result<Request, CgiError> {
-    read_request(&|name| std::env::var_os(name), io::stdin(), limits)
+    let env = |name: &str| std::env::var_os(name);
+    let mut stdin = Counted {
+        inner: io::stdin(),
+        count: 0,
+    };
+    let result = read_request(&env, &mut stdin, limits);
+    if !matches!(result, Err(CgiError::Truncated { .. } | CgiError::Io(_))) {
+        discard_rest(&env, &mut stdin.inner, stdin.count, limits);
+    }
+    result
+}
+
+/// Reads and drops the rest of the body when it is no larger than a body we
+/// would accept ([`Limits::max_body`]); a larger rest is left unread.
+///
+/// mod_cgid writes the whole body to the script before reading its answer,
+/// and drops the answer (resetting the connection) when the script stopped
+/// reading early. Discarding costs time, not memory, and never more than a
+/// valid request would; beyond that, a quick reset beats reading a
+/// gigabyte. Parsing itself ([`read_request`]) still stops at the first byte
+/// over a limit.
+pub fn discard_rest<R: Read>(
+    env: &dyn Fn(&str) -> Option<OsString>,
+    body: &mut R,
+    consumed: u64,
+    limits: Limits,
+) {
+    let length = env("CONTENT_LENGTH")
+        .and_then(|v| v.into_string().ok())
+        .and_then(|v| parse_length(&v).ok());
+    if let Some(rest) = length.map(|l| l.saturating_sub(consumed)) {
+        if rest > 0 && rest <= limits.max_body() {
+            // A read error only means there is nothing more to discard.
+            let _ = io::copy(&mut body.take(rest), &mut io::sink());
+        }
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 /// Reads a request from the CGI variables given by `env` and the body in
@@ -362,6 +419,16 @@ fn read_post<R: Read + Send + Unpin>(
                 multer::Error::NoBoundary => CgiError::MissingBoundary,
                 e => CgiError::BadMultipart(format!("bad CONTENT_TYPE: {e}")),
             })?;
+            // RFC 2046: 1 to 70 characters. An empty one would make every
+            // body look like an empty form.
+            if boundary.is_empty() {
+                return Err(CgiError::MissingBoundary);
+            }
+            if boundary.len() > 70 {
+                return Err(CgiError::BadMultipart(
+                    "boundary longer than 70 characters".to_owned(),
+                ));
+            }
             if length > limits.max_body() {
                 return Err(CgiError::BodyTooLarge {
                     length,

@@ -298,7 +298,12 @@ fn missing_content_length_is_411() {
 fn missing_boundary_is_400() {
     let c = hw_capture();
     let len = c.body.len().to_string();
-    for ct in ["multipart/form-data", "multipart/form-data; charset=utf-8"] {
+    for ct in [
+        "multipart/form-data",
+        "multipart/form-data; charset=utf-8",
+        "multipart/form-data; boundary=",
+        "multipart/form-data; boundary=\"\"",
+    ] {
         let (r, read) = post(ct, Some(&len), &c.body, LIMITS);
         let e = r.unwrap_err();
         assert!(matches!(e, CgiError::MissingBoundary), "{ct}: {e:?}");
