@@ -617,3 +617,24 @@ fn urlencoded_post_without_content_type() {
     assert_eq!(r.section.as_deref(), Some("S2"));
     assert_eq!(r.failure.as_deref(), Some("P"));
 }
+
+#[test]
+fn discard_rest_reads_at_most_an_acceptable_body() {
+    let small = Limits {
+        max_hw_size: 1000,
+        max_log_size: 1000,
+    };
+    let data = vec![0u8; 200_000];
+    for (length, consumed, expect) in [
+        ("5000", 100, 4900),
+        ("5000", 5000, 0),
+        ("5000", 6000, 0),
+        ("500000", 0, 0),
+        ("junk", 0, 0),
+    ] {
+        let env = |k: &str| (k == "CONTENT_LENGTH").then(|| OsString::from(length));
+        let mut reader = &data[..];
+        edeploy::cgi::discard_rest(&env, &mut reader, consumed, small);
+        assert_eq!(data.len() - reader.len(), expect, "{length} {consumed}");
+    }
+}
