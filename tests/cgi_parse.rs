@@ -302,7 +302,6 @@ fn missing_boundary_is_400() {
         "multipart/form-data",
         "multipart/form-data; charset=utf-8",
         "multipart/form-data; boundary=",
-        "multipart/form-data; boundary=\"\"",
     ] {
         let (r, read) = post(ct, Some(&len), &c.body, LIMITS);
         let e = r.unwrap_err();
@@ -310,6 +309,18 @@ fn missing_boundary_is_400() {
         assert_eq!(e.status(), 400);
         assert_eq!(read, 0);
     }
+    for ct in [
+        "multipart/form-data; boundary=\"\"",
+        "multipart/form-data; boundary=\"x",
+    ] {
+        let (r, read) = post(ct, Some(&len), &c.body, LIMITS);
+        let e = r.unwrap_err();
+        assert!(matches!(e, CgiError::BadMultipart(_)), "{ct}: {e:?}");
+        assert_eq!(read, 0);
+    }
+    let long = format!("multipart/form-data; boundary={}", "b".repeat(71));
+    let (r, _) = post(&long, Some(&len), &c.body, LIMITS);
+    assert!(matches!(r, Err(CgiError::BadMultipart(_))), "{r:?}");
 }
 
 #[test]
