@@ -1,0 +1,194 @@
+//! `upload-health.py`: the CGI that receives health-check results.
+//!
+//! The health-check initrd posts its hardware and benchmark description
+//! (`curl -s -S -F file=@/health.py [-F session=…] …/upload-health.py`); we
+//! file it under HEALTHDIR (see `edeploy::health`). Like `upload.py` it also
+//! accepts `.log.gz` uploads, stored in LOGDIR. It reads the `SERVER` section
+//! of the configuration (`$EDEPLOY_CONF`, else `/etc/edeploy.conf`, else the
+//! legacy defaults next to the program), as the legacy script did.
+//!
+//! The initrd never executes this answer (it does not save it), so failures
+//! get meaningful statuses: 400 for a bad request or hardware file, 500 for a
+//! server-side problem, each with an error script as body like `upload.py`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use edeploy::cgi::{self, Limits, Request};
+use edeploy::config::{Config, ConfigErrorKind};
+use edeploy::logs::{self, LogError};
+use edeploy::{health, hw, literal, script};
+
+const PROGRAM: &str = "upload-health";
+
+/// An answer: HTTP status and body.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn done() -> Answer {
+        Answer {
+            status: 200,
+            body: Vec::new(),
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Answer {
+        Answer {
+            status,
+            body: script::error_script(message),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // A bug must still produce an answer rather than an empty 500 from
+    // Apache; the panic message itself goes to stderr (the error log).
+    let answer = std::panic::catch_unwind(serve).unwrap_or_else(|_| {
+        Answer::error(500, "internal error in upload-health, see the server log")
+    });
+    let mut out = io::stdout().lock();
+    match cgi::write_response(&mut out, answer.status, &answer.body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cgi::log_event(PROGRAM, "error", "-", &format!("cannot answer: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve() -> Answer {
+    let now = SystemTime::now();
+    let cfg = match load_config() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let remote = std::env::var("REMOTE_ADDR").unwrap_or_else(|_| "-".to_owned());
+            let msg = format!("{e:#}");
+            cgi::log_event(PROGRAM, "error", &remote, &msg);
+            return Answer::error(500, &msg);
+        }
+    };
+    let limits = Limits {
+        max_hw_size: cfg.max_hw_size,
+        max_log_size: cfg.max_log_size,
+    };
+    let req = match cgi::read_process_request(limits) {
+        Ok(req) => req,
+        Err(e) => {
+            let remote = std::env::var("REMOTE_ADDR").unwrap_or_else(|_| "-".to_owned());
+            cgi::log_event(
+                PROGRAM,
+                "error",
+                &remote,
+                &format!("refused ({}): {e}", e.status()),
+            );
+            return Answer::error(e.status(), &e.to_string());
+        }
+    };
+    handle(&cfg, &req, now)
+}
+
+fn handle(cfg: &Config, req: &Request, now: SystemTime) -> Answer {
+    let log = |level: &str, msg: &str| cgi::log_event(PROGRAM, level, &req.remote_addr, msg);
+    let Some(file) = &req.file else {
+        log("info", "no file passed");
+        return Answer::error(200, "No file passed to the CGI");
+    };
+    if file.is_log() {
+        return match logs::store_log(&cfg.log_dir, &file.filename, &file.data) {
+            Ok(stored) => {
+                match &stored.rotated {
+                    Some(r) => log(
+                        "info",
+                        &format!(
+                            "log saved as {} (previous one rotated to {})",
+                            stored.path.display(),
+                            r.display()
+                        ),
+                    ),
+                    None => log("info", &format!("log saved as {}", stored.path.display())),
+                }
+                Answer::done()
+            }
+            Err(e) => {
+                log("error", &e.to_string());
+                Answer::error(log_status(&e), &e.to_string())
+            }
+        };
+    }
+    let items = match hw::parse_hw(Path::new(&file.filename), &file.data) {
+        Ok(items) => items,
+        Err(e) => {
+            let msg = format!("Invalid hardware file: {e}");
+            log("error", &msg);
+            return Answer::error(400, &msg);
+        }
+    };
+    let (sysname, _) = hw::sysname_and_macs(&items);
+    let contents = literal::pformat(&hw::items_value(&items));
+    match health::store_health(
+        &cfg.health_dir,
+        req.session.as_deref(),
+        &sysname,
+        &contents,
+        now,
+    ) {
+        Ok(path) => {
+            log(
+                "info",
+                &format!("health result saved as {}", path.display()),
+            );
+            Answer::done()
+        }
+        Err(e) => {
+            log("error", &e.to_string());
+            let status = match e {
+                health::HealthError::Session(_) | health::HealthError::SystemName(_) => 400,
+                _ => 500,
+            };
+            Answer::error(status, &e.to_string())
+        }
+    }
+}
+
+fn log_status(e: &LogError) -> u16 {
+    match e {
+        LogError::Name(_) | LogError::NotALog(_) => 400,
+        _ => 500,
+    }
+}
+
+/// The `SERVER` section of `$EDEPLOY_CONF` or `/etc/edeploy.conf`; without
+/// either file, the legacy defaults relative to this program.
+fn load_config() -> anyhow::Result<Config> {
+    let script_dir = script_dir()?;
+    let explicit = std::env::var_os("EDEPLOY_CONF").map(PathBuf::from);
+    let path = explicit
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/edeploy.conf"));
+    match Config::load(&path, "SERVER", &script_dir) {
+        Ok(cfg) => Ok(cfg),
+        Err(e) if explicit.is_none() && e.kind == ConfigErrorKind::Io(io::ErrorKind::NotFound) => {
+            let mut cfg = Config::for_dir(&script_dir.join("../config"));
+            cfg.health_dir = script_dir.join("../health");
+            Ok(cfg)
+        }
+        Err(e) => Err(e).context("cannot read the configuration"),
+    }
+}
+
+/// The directory of this program, symbolic links resolved (the legacy
+/// defaults are relative to it).
+fn script_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the program")?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    Ok(exe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/")))
+}
