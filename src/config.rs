@@ -113,6 +113,40 @@ impl Config {
     }
 }
 
+/// Where the programs look for their configuration: `$EDEPLOY_CONF` when
+/// set (then the file must exist), else `/etc/edeploy.conf`.
+pub fn default_path() -> (PathBuf, bool) {
+    match std::env::var_os("EDEPLOY_CONF") {
+        Some(path) => (PathBuf::from(path), true),
+        None => (PathBuf::from("/etc/edeploy.conf"), false),
+    }
+}
+
+/// Reads `section` of the file named by [`default_path`]. When that is
+/// `/etc/edeploy.conf` and it does not exist, `fallback` gives the
+/// configuration instead (the legacy defaults, or the bundled examples).
+pub fn load_default(
+    section: &str,
+    script_dir: &Path,
+    fallback: impl FnOnce() -> Config,
+) -> Result<Config, ConfigError> {
+    let (path, explicit) = default_path();
+    match Config::load(&path, section, script_dir) {
+        Err(e) if !explicit && e.kind == ConfigErrorKind::Io(io::ErrorKind::NotFound) => Ok(fallback()),
+        other => other,
+    }
+}
+
+/// The directory of the running program, symbolic links resolved: the
+/// legacy defaults (`<script_dir>/../config`, `../health`) are relative to it.
+pub fn program_dir() -> PathBuf {
+    std::env::current_exe()
+        .map(|exe| exe.canonicalize().unwrap_or(exe))
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
 /// What kind of problem a [`ConfigError`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigErrorKind {

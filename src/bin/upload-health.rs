@@ -12,13 +12,13 @@
 //! server-side problem, each with an error script as body like `upload.py`.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
 use edeploy::cgi::{self, Limits, Request};
-use edeploy::config::{Config, ConfigErrorKind};
+use edeploy::config::{self, Config};
 use edeploy::logs::{self, LogError};
 use edeploy::{health, hw, literal, script};
 
@@ -166,29 +166,11 @@ fn log_status(e: &LogError) -> u16 {
 /// The `SERVER` section of `$EDEPLOY_CONF` or `/etc/edeploy.conf`; without
 /// either file, the legacy defaults relative to this program.
 fn load_config() -> anyhow::Result<Config> {
-    let script_dir = script_dir()?;
-    let explicit = std::env::var_os("EDEPLOY_CONF").map(PathBuf::from);
-    let path = explicit
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/etc/edeploy.conf"));
-    match Config::load(&path, "SERVER", &script_dir) {
-        Ok(cfg) => Ok(cfg),
-        Err(e) if explicit.is_none() && e.kind == ConfigErrorKind::Io(io::ErrorKind::NotFound) => {
-            let mut cfg = Config::for_dir(&script_dir.join("../config"));
-            cfg.health_dir = script_dir.join("../health");
-            Ok(cfg)
-        }
-        Err(e) => Err(e).context("cannot read the configuration"),
-    }
-}
-
-/// The directory of this program, symbolic links resolved (the legacy
-/// defaults are relative to it).
-fn script_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot locate the program")?;
-    let exe = exe.canonicalize().unwrap_or(exe);
-    Ok(exe
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/")))
+    let dir = config::program_dir();
+    config::load_default("SERVER", &dir, || {
+        let mut cfg = Config::for_dir(&dir.join("../config"));
+        cfg.health_dir = dir.join("../health");
+        cfg
+    })
+    .context("cannot read the configuration")
 }

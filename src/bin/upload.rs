@@ -8,11 +8,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use edeploy::config::{Config, ConfigErrorKind};
-use edeploy::hw;
+use anyhow::{anyhow, bail, Context, Result};
+use edeploy::cgi::{self, Limits};
+use edeploy::config::{self, Config};
 use edeploy::provision::{self, Outcome};
-use edeploy::script;
+use edeploy::{hw, logs, script};
+
+const PROGRAM: &str = "upload";
 
 const USAGE: &str = "usage: upload -f HW_FILE [-F PROFILE] [--dry-run]
 
@@ -53,46 +55,167 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Args>> {
     }))
 }
 
-/// The directory of this program, links resolved: the legacy defaults for
-/// CONFIGDIR and HEALTHDIR are relative to it.
-fn script_dir() -> PathBuf {
-    std::env::current_exe()
-        .and_then(|p| p.canonicalize())
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."))
+/// The configuration of the command line: `SERVER` of $EDEPLOY_CONF or
+/// /etc/edeploy.conf, else the bundled examples.
+fn cli_config() -> Result<Config> {
+    Ok(config::load_default("SERVER", &config::program_dir(), || {
+        Config::for_dir(Path::new(BUNDLED_CONFIG))
+    })?)
 }
 
-/// `section` of $EDEPLOY_CONF, else of /etc/edeploy.conf, else (command line
-/// only) the bundled examples.
-fn load_config(section: &str, allow_bundled: bool) -> Result<Config> {
-    let explicit = std::env::var_os("EDEPLOY_CONF").map(PathBuf::from);
-    let path = explicit
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/etc/edeploy.conf"));
-    match Config::load(&path, section, &script_dir()) {
-        Ok(cfg) => Ok(cfg),
-        Err(e) if explicit.is_none() && allow_bundled && e.kind == ConfigErrorKind::Io(std::io::ErrorKind::NotFound) => {
-            Ok(Config::for_dir(Path::new(BUNDLED_CONFIG)))
+/// The configuration of the CGI: without a configuration file, the legacy
+/// defaults next to the program.
+fn cgi_config(section: &str) -> Result<Config> {
+    let dir = config::program_dir();
+    Ok(config::load_default(section, &dir, || {
+        let mut cfg = Config::for_dir(&dir.join("../config"));
+        cfg.health_dir = dir.join("../health");
+        cfg
+    })?)
+}
+
+/// Parses the hardware description and serves the request: the configure
+/// script, or `None` for a failure report.
+fn serve_hw(
+    cfg: &Config,
+    name: &Path,
+    src: &[u8],
+    failure: Option<&str>,
+    dry_run: bool,
+    log: &dyn Fn(&str, &str),
+) -> Result<Option<Vec<u8>>> {
+    let items = hw::parse_hw(name, src).map_err(|e| anyhow!("Invalid hardware file: {e}"))?;
+    match provision::provision(cfg, &items, failure, dry_run)? {
+        Outcome::Configured(c) => {
+            for w in &c.warnings {
+                log("warn", w);
+            }
+            let entry = c
+                .cmdb_entry
+                .map(|i| format!(", CMDB entry {i}"))
+                .unwrap_or_default();
+            log(
+                "info",
+                &format!("{}: profile {} matched{entry}", c.sysname, c.profile),
+            );
+            Ok(Some(c.script))
         }
-        Err(e) => Err(e.into()),
+        Outcome::FailureReported {
+            profile,
+            quota_restored,
+        } => {
+            let what = if quota_restored {
+                "one installation given back"
+            } else {
+                "no numeric quota to give back"
+            };
+            log("info", &format!("failure reported for profile {profile}: {what}"));
+            Ok(None)
+        }
     }
 }
 
 fn run_cli(args: &Args) -> Result<Option<Vec<u8>>> {
-    let cfg = load_config("SERVER", true)?;
+    let cfg = cli_config()?;
     let src = read_limited(&args.hw_file, cfg.max_hw_size)?;
-    let items = hw::parse_hw(&args.hw_file, &src).map_err(|e| anyhow::anyhow!("Invalid hardware file: {e}"))?;
-    let outcome = provision::provision(&cfg, &items, args.failure.as_deref(), args.dry_run)?;
-    Ok(match outcome {
-        Outcome::Configured(c) => {
-            for w in &c.warnings {
-                eprintln!("upload: warning: {w}");
-            }
-            Some(c.script)
+    let log = |level: &str, msg: &str| eprintln!("upload: {level}: {msg}");
+    serve_hw(&cfg, &args.hw_file, &src, args.failure.as_deref(), args.dry_run, &log)
+}
+
+/// An HTTP answer.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// Serves a CGI request. Every answer the initrd executes has status 200,
+/// as with the legacy server (see `edeploy::cgi`).
+fn serve_cgi() -> Answer {
+    let error = |status, msg: &str| Answer {
+        status,
+        body: script::error_script(msg),
+    };
+    let remote = std::env::var("REMOTE_ADDR").unwrap_or_else(|_| "-".to_owned());
+    let server = match cgi_config("SERVER") {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            cgi::log_event(PROGRAM, "error", &remote, &msg);
+            return error(500, &msg);
         }
-        Outcome::FailureReported { .. } => None,
-    })
+    };
+    let limits = Limits {
+        max_hw_size: server.max_hw_size,
+        max_log_size: server.max_log_size,
+    };
+    let req = match cgi::read_process_request(limits) {
+        Ok(req) => req,
+        Err(e) => {
+            let msg = e.to_string();
+            cgi::log_event(PROGRAM, "error", &remote, &format!("refused ({}): {msg}", e.status()));
+            return error(e.status(), &msg);
+        }
+    };
+    let log = |level: &str, msg: &str| cgi::log_event(PROGRAM, level, &req.remote_addr, msg);
+    // The initrd sends `section=` even when it has none.
+    let cfg = match req.section.as_deref().filter(|s| !s.is_empty() && *s != "SERVER") {
+        None => server,
+        Some(section) => match cgi_config(section) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                log("error", &msg);
+                return error(200, &msg);
+            }
+        },
+    };
+    let Some(file) = &req.file else {
+        log("info", "no file passed");
+        return error(200, "No file passed to the CGI");
+    };
+    if file.is_log() {
+        return match logs::store_log(&cfg.log_dir, &file.filename, &file.data) {
+            Ok(stored) => {
+                log("info", &format!("log saved as {}", stored.path.display()));
+                Answer { status: 200, body: Vec::new() }
+            }
+            Err(e) => {
+                log("error", &e.to_string());
+                error(500, &e.to_string())
+            }
+        };
+    }
+    if file.data.len() as u64 > cfg.max_hw_size {
+        let msg = format!("hardware file larger than the {} bytes allowed (MAXHWSIZE)", cfg.max_hw_size);
+        log("error", &msg);
+        return error(413, &msg);
+    }
+    let failure = req.failure.as_deref().filter(|f| !f.is_empty());
+    match serve_hw(&cfg, Path::new(&file.filename), &file.data, failure, false, &log) {
+        Ok(script) => Answer { status: 200, body: script.unwrap_or_default() },
+        Err(e) => {
+            let msg = format!("{e:#}");
+            log("error", &msg);
+            error(200, &msg)
+        }
+    }
+}
+
+fn cgi_main() -> ExitCode {
+    // A bug must still produce an answer rather than an empty 500 from
+    // Apache; the panic message itself goes to stderr (the error log).
+    let answer = std::panic::catch_unwind(serve_cgi).unwrap_or_else(|_| Answer {
+        status: 500,
+        body: script::error_script("internal error in upload.py, see the server log"),
+    });
+    let mut out = std::io::stdout().lock();
+    match cgi::write_response(&mut out, answer.status, &answer.body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cgi::log_event(PROGRAM, "error", "-", &format!("cannot answer: {e}"));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
@@ -109,6 +232,9 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os("GATEWAY_INTERFACE").is_some() {
+        return cgi_main();
+    }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
@@ -131,7 +257,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("upload: {e:#}");
+            eprintln!("upload: error: {e:#}");
             let _ = stdout.write_all(&script::error_script(&format!("{e:#}")));
             ExitCode::FAILURE
         }
