@@ -119,9 +119,9 @@ pub fn provision(
     dry_run: bool,
 ) -> Result<Outcome, ProvisionError> {
     let _lock = if dry_run {
-        Lock::shared(&cfg.lock_file)
+        Lock::shared_if_exists(&cfg.lock_file)
     } else {
-        Lock::exclusive(&cfg.lock_file)
+        Lock::exclusive(&cfg.lock_file).map(Some)
     }
     .map_err(io_error(&cfg.lock_file))?;
 

@@ -29,6 +29,19 @@ impl Lock {
         Ok(Lock { _file: file })
     }
 
+    /// Like [`Lock::shared`], but only when the lock file exists: a reader
+    /// that must write nothing (a dry run) does not create it.
+    pub fn shared_if_exists(path: &Path) -> io::Result<Option<Lock>> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(context(e, "cannot open lock file", path)),
+        };
+        file.lock_shared()
+            .map_err(|e| context(e, "cannot lock", path))?;
+        Ok(Some(Lock { _file: file }))
+    }
+
     /// Waits for and takes the lock for reading: only other readers.
     pub fn shared(path: &Path) -> io::Result<Lock> {
         let file = open_lock_file(path)?;
