@@ -14,8 +14,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::generate::{self, GenerateError};
-use crate::literal::{self, ParseError, Streamed, Value};
 use crate::literal::Dict;
+use crate::literal::{self, ParseError, Streamed, Value};
 
 /// The result of choosing an entry for a machine.
 #[derive(Debug)]
@@ -33,11 +33,20 @@ pub struct Selection {
 #[derive(Debug)]
 pub enum CmdbError {
     Parse(ParseError),
-    Generate { file: PathBuf, source: GenerateError },
+    Generate {
+        file: PathBuf,
+        source: GenerateError,
+    },
     /// An entry that is not a dict.
-    NotADict { file: PathBuf, index: usize },
+    NotADict {
+        file: PathBuf,
+        index: usize,
+    },
     /// No entry left for this machine (`forced`: `$$` variables were used).
-    Exhausted { file: PathBuf, forced: bool },
+    Exhausted {
+        file: PathBuf,
+        forced: bool,
+    },
 }
 
 impl CmdbError {
@@ -45,8 +54,12 @@ impl CmdbError {
     /// because operators grep their logs for it.
     pub fn legacy_message(&self) -> Option<&'static str> {
         match self {
-            CmdbError::Exhausted { forced: true, .. } => Some("No entry matched in the CMDB, aborting."),
-            CmdbError::Exhausted { forced: false, .. } => Some("No more entry in the CMDB, aborting."),
+            CmdbError::Exhausted { forced: true, .. } => {
+                Some("No entry matched in the CMDB, aborting.")
+            }
+            CmdbError::Exhausted { forced: false, .. } => {
+                Some("No more entry in the CMDB, aborting.")
+            }
             _ => None,
         }
     }
@@ -70,7 +83,8 @@ impl std::error::Error for CmdbError {}
 /// Python's `is_included(pref, entry)`: every key of `pref` is in `entry`
 /// with an equal value.
 pub fn is_included(pref: &Dict, entry: &Dict) -> bool {
-    pref.iter().all(|(k, v)| entry.get(k).is_some_and(|w| w == v))
+    pref.iter()
+        .all(|(k, v)| entry.get(k).is_some_and(|w| w == v))
 }
 
 /// Chooses the entry for a machine and returns the CMDB's new text.
@@ -100,10 +114,13 @@ pub fn select(file: &Path, src: &[u8], vars: &Dict, forced: &Dict) -> Result<Sel
     if let Some(e) = scan.error.take() {
         return Err(e);
     }
-    let chosen = scan
-        .matching
-        .take()
-        .or_else(|| if forced.is_empty() { scan.unused.take() } else { None });
+    let chosen = scan.matching.take().or_else(|| {
+        if forced.is_empty() {
+            scan.unused.take()
+        } else {
+            None
+        }
+    });
     let Some((index, entry)) = chosen else {
         return Err(CmdbError::Exhausted {
             file: file.to_path_buf(),
@@ -200,7 +217,8 @@ impl<'a> Scan<'a> {
         }
         let mut replaced = Vec::new();
         literal::format_at(&mut replaced, entry, 1, 1);
-        let mut text = Vec::with_capacity(self.out.len() + replaced.len() + 3 * self.ends.len() + 3);
+        let mut text =
+            Vec::with_capacity(self.out.len() + replaced.len() + 3 * self.ends.len() + 3);
         text.push(b'[');
         let mut start = 0;
         for (i, &end) in self.ends.iter().enumerate() {

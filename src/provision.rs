@@ -31,7 +31,10 @@ pub enum Outcome {
     Configured(Configured),
     /// A failure report was recorded (or ignored: `'*'` or unknown profile).
     /// The legacy client expects an empty answer.
-    FailureReported { profile: String, quota_restored: bool },
+    FailureReported {
+        profile: String,
+        quota_restored: bool,
+    },
 }
 
 /// A successful match.
@@ -49,15 +52,23 @@ pub struct Configured {
 
 #[derive(Debug)]
 pub enum ProvisionError {
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
     State(StateError),
     Specs(ParseError),
     Spec(SpecError),
     Cmdb(CmdbError),
     /// No profile has quota left.
-    NoQuota { state_file: PathBuf },
+    NoQuota {
+        state_file: PathBuf,
+    },
     /// Profiles had quota but none matched.
-    NoMatch { config_dir: PathBuf, profiles: Vec<String> },
+    NoMatch {
+        config_dir: PathBuf,
+        profiles: Vec<String>,
+    },
 }
 
 impl fmt::Display for ProvisionError {
@@ -72,7 +83,10 @@ impl fmt::Display for ProvisionError {
             ProvisionError::NoQuota { state_file } => {
                 write!(f, "No more role available in {}", state_file.display())
             }
-            ProvisionError::NoMatch { config_dir, profiles } => write!(
+            ProvisionError::NoMatch {
+                config_dir,
+                profiles,
+            } => write!(
                 f,
                 "Unable to match requirements on the following available roles in {}: {}",
                 config_dir.display(),

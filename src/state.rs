@@ -47,14 +47,22 @@ pub struct State {
 pub enum StateError {
     Parse(ParseError),
     /// The file parsed but is not a list of `(profile, count)` pairs.
-    Invalid { file: PathBuf, index: usize, message: String },
+    Invalid {
+        file: PathBuf,
+        index: usize,
+        message: String,
+    },
 }
 
 impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StateError::Parse(e) => e.fmt(f),
-            StateError::Invalid { file, index, message } => {
+            StateError::Invalid {
+                file,
+                index,
+                message,
+            } => {
                 write!(f, "{}: entry {}: {}", file.display(), index, message)
             }
         }
@@ -101,7 +109,12 @@ impl State {
         };
         let list = match literal::parse(path, src)? {
             Document::Literal(Value::List(items)) => items,
-            _ => return Err(invalid(0, "expected a list of (profile, count) pairs".into())),
+            _ => {
+                return Err(invalid(
+                    0,
+                    "expected a list of (profile, count) pairs".into(),
+                ))
+            }
         };
         let mut entries = Vec::with_capacity(list.len());
         for (index, item) in list.into_iter().enumerate() {
@@ -113,17 +126,25 @@ impl State {
                 }
                 other => {
                     let shown = String::from_utf8_lossy(&literal::repr(&other)).into_owned();
-                    return Err(invalid(index, format!("expected (profile, count), got {shown}")));
+                    return Err(invalid(
+                        index,
+                        format!("expected (profile, count), got {shown}"),
+                    ));
                 }
             };
             let profile = name
                 .as_text()
                 .filter(|p| !p.is_empty())
-                .ok_or_else(|| invalid(index, "the profile name must be a non-empty string".into()))?
+                .ok_or_else(|| {
+                    invalid(index, "the profile name must be a non-empty string".into())
+                })?
                 .to_owned();
             let quota = quota_of(&count).ok_or_else(|| {
                 let shown = String::from_utf8_lossy(&literal::repr(&count)).into_owned();
-                invalid(index, format!("invalid count {shown} for profile '{profile}'"))
+                invalid(
+                    index,
+                    format!("invalid count {shown} for profile '{profile}'"),
+                )
             })?;
             entries.push(Entry {
                 profile,
@@ -193,7 +214,11 @@ mod tests {
     #[test]
     fn counts_of_every_legacy_form() {
         let s = state("[('hp', 4), ('vm', '*'), ('kvm', ' 2'), ('old', 0), ('neg', -1)]").unwrap();
-        let q: Vec<_> = s.entries().iter().map(|e| (e.profile.as_str(), e.quota)).collect();
+        let q: Vec<_> = s
+            .entries()
+            .iter()
+            .map(|e| (e.profile.as_str(), e.quota))
+            .collect();
         assert_eq!(
             q,
             [
@@ -227,8 +252,13 @@ mod tests {
 
     #[test]
     fn bad_entries_are_named() {
-        let e = state("[('hp', 4), ('vm', 'lots')]").unwrap_err().to_string();
-        assert_eq!(e, "/cfg/state: entry 1: invalid count 'lots' for profile 'vm'");
+        let e = state("[('hp', 4), ('vm', 'lots')]")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "/cfg/state: entry 1: invalid count 'lots' for profile 'vm'"
+        );
         let e = state("[('hp', 4, 5)]").unwrap_err().to_string();
         assert!(e.contains("entry 0: expected (profile, count)"), "{e}");
         let e = state("{'hp': 4}").unwrap_err().to_string();

@@ -58,9 +58,11 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Args>> {
 /// The configuration of the command line: `SERVER` of $EDEPLOY_CONF or
 /// /etc/edeploy.conf, else the bundled examples.
 fn cli_config() -> Result<Config> {
-    Ok(config::load_default("SERVER", &config::program_dir(), || {
-        Config::for_dir(Path::new(BUNDLED_CONFIG))
-    })?)
+    Ok(config::load_default(
+        "SERVER",
+        &config::program_dir(),
+        || Config::for_dir(Path::new(BUNDLED_CONFIG)),
+    )?)
 }
 
 /// The configuration of the CGI: without a configuration file, the legacy
@@ -109,7 +111,10 @@ fn serve_hw(
             } else {
                 "no numeric quota to give back"
             };
-            log("info", &format!("failure reported for profile {profile}: {what}"));
+            log(
+                "info",
+                &format!("failure reported for profile {profile}: {what}"),
+            );
             Ok(None)
         }
     }
@@ -119,7 +124,14 @@ fn run_cli(args: &Args) -> Result<Option<Vec<u8>>> {
     let cfg = cli_config()?;
     let src = read_limited(&args.hw_file, cfg.max_hw_size)?;
     let log = |level: &str, msg: &str| eprintln!("upload: {level}: {msg}");
-    serve_hw(&cfg, &args.hw_file, &src, args.failure.as_deref(), args.dry_run, &log)
+    serve_hw(
+        &cfg,
+        &args.hw_file,
+        &src,
+        args.failure.as_deref(),
+        args.dry_run,
+        &log,
+    )
 }
 
 /// An HTTP answer.
@@ -152,13 +164,22 @@ fn serve_cgi() -> Answer {
         Ok(req) => req,
         Err(e) => {
             let msg = e.to_string();
-            cgi::log_event(PROGRAM, "error", &remote, &format!("refused ({}): {msg}", e.status()));
+            cgi::log_event(
+                PROGRAM,
+                "error",
+                &remote,
+                &format!("refused ({}): {msg}", e.status()),
+            );
             return error(e.status(), &msg);
         }
     };
     let log = |level: &str, msg: &str| cgi::log_event(PROGRAM, level, &req.remote_addr, msg);
     // The initrd sends `section=` even when it has none.
-    let cfg = match req.section.as_deref().filter(|s| !s.is_empty() && *s != "SERVER") {
+    let cfg = match req
+        .section
+        .as_deref()
+        .filter(|s| !s.is_empty() && *s != "SERVER")
+    {
         None => server,
         Some(section) => match cgi_config(section) {
             Ok(cfg) => cfg,
@@ -177,7 +198,10 @@ fn serve_cgi() -> Answer {
         return match logs::store_log(&cfg.log_dir, &file.filename, &file.data) {
             Ok(stored) => {
                 log("info", &format!("log saved as {}", stored.path.display()));
-                Answer { status: 200, body: Vec::new() }
+                Answer {
+                    status: 200,
+                    body: Vec::new(),
+                }
             }
             Err(e) => {
                 log("error", &e.to_string());
@@ -186,13 +210,26 @@ fn serve_cgi() -> Answer {
         };
     }
     if file.data.len() as u64 > cfg.max_hw_size {
-        let msg = format!("hardware file larger than the {} bytes allowed (MAXHWSIZE)", cfg.max_hw_size);
+        let msg = format!(
+            "hardware file larger than the {} bytes allowed (MAXHWSIZE)",
+            cfg.max_hw_size
+        );
         log("error", &msg);
         return error(413, &msg);
     }
     let failure = req.failure.as_deref().filter(|f| !f.is_empty());
-    match serve_hw(&cfg, Path::new(&file.filename), &file.data, failure, false, &log) {
-        Ok(script) => Answer { status: 200, body: script.unwrap_or_default() },
+    match serve_hw(
+        &cfg,
+        Path::new(&file.filename),
+        &file.data,
+        failure,
+        false,
+        &log,
+    ) {
+        Ok(script) => Answer {
+            status: 200,
+            body: script.unwrap_or_default(),
+        },
         Err(e) => {
             let msg = format!("{e:#}");
             log("error", &msg);
@@ -220,13 +257,17 @@ fn cgi_main() -> ExitCode {
 
 fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut src = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut src)
         .with_context(|| format!("cannot read {}", path.display()))?;
     if src.len() as u64 > limit {
-        bail!("{}: larger than the {limit} bytes allowed (MAXHWSIZE)", path.display());
+        bail!(
+            "{}: larger than the {limit} bytes allowed (MAXHWSIZE)",
+            path.display()
+        );
     }
     Ok(src)
 }
@@ -250,7 +291,11 @@ fn main() -> ExitCode {
     match run_cli(&args) {
         Ok(answer) => {
             if let Some(script) = answer {
-                if stdout.write_all(&script).and_then(|_| stdout.flush()).is_err() {
+                if stdout
+                    .write_all(&script)
+                    .and_then(|_| stdout.flush())
+                    .is_err()
+                {
                     return ExitCode::FAILURE;
                 }
             }
