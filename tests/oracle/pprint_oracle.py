@@ -1,10 +1,14 @@
-"""Oracle for tests/literal_pprint.rs: Python 2.7's own repr and pprint.
+"""Oracle for tests/literal_pprint.rs: Python 2.7's own repr, pprint and eval.
 
-Reads one JSON case per line on stdin: [value, indent, allowance], the value
-in a tagged encoding (see `dec`). For each case writes three length-prefixed
-blocks ("<len>\n<bytes>"): pprint.saferepr(value), builtin repr(value) (or
-"-" when the value holds a dict, whose builtin repr follows hash order), and
-PrettyPrinter()._format(value, indent, allowance) + "|" + pprint.pformat.
+Default mode reads one JSON case per line on stdin: [value, indent,
+allowance], the value in a tagged encoding (see `dec`). For each case writes
+three length-prefixed blocks ("<len>\n<bytes>"): pprint.saferepr(value),
+builtin repr(value) (or "-" when the value holds a dict, whose builtin repr
+follows hash order), and PrettyPrinter()._format(value, indent, allowance) +
+"|" + pprint.pformat.
+
+Mode "eval" reads one hex-encoded source text per line and writes one JSON
+line per source: ["ok", <tagged value>] or ["err", "<exception>"].
 """
 import json
 import pprint
@@ -43,6 +47,45 @@ def dec(x):
     raise ValueError(t)
 
 
+def enc(v):
+    if v is None:
+        return ['n']
+    if isinstance(v, bool):
+        return ['b', int(v)]
+    if isinstance(v, int):
+        return ['i', str(v)]
+    if isinstance(v, long):
+        return ['L', str(v)]
+    if isinstance(v, float):
+        return ['f', struct.pack('>d', v).encode('hex')]
+    if isinstance(v, str):
+        return ['s', v.encode('hex')]
+    if isinstance(v, unicode):
+        return ['u', v.encode('utf-8').encode('hex')]
+    if isinstance(v, list):
+        return ['l', [enc(e) for e in v]]
+    if isinstance(v, tuple):
+        return ['t', [enc(e) for e in v]]
+    if isinstance(v, dict):
+        return ['d', [[enc(k), enc(e)] for k, e in v.items()]]
+    raise TypeError(type(v).__name__)
+
+
+# eval() with nothing but the names a literal may use.
+NAMES = {'__builtins__': {}, 'True': True, 'False': False, 'None': None}
+
+
+def evaluate():
+    for line in sys.stdin:
+        src = line.strip().decode('hex')
+        try:
+            answer = ['ok', enc(eval(src, NAMES, {}))]
+        except Exception as e:
+            answer = ['err', repr(e)]
+        sys.stdout.write(json.dumps(answer) + '\n')
+    sys.stdout.flush()
+
+
 def has_dict(v):
     if isinstance(v, dict):
         return True
@@ -71,4 +114,7 @@ def main():
     out.flush()
 
 
-main()
+if sys.argv[1:] == ['eval']:
+    evaluate()
+else:
+    main()
