@@ -1,1 +1,239 @@
-//! TODO
+//! Hardware items: what a machine reports about itself, as 4-string lines
+//! (`('disk', 'sda', 'size', '20')`).
+//!
+//! The initrd posts them as JSON; the legacy server reduces every string to
+//! ASCII, saves them as a pprinted Python list in `<sysname>.hw`, and names
+//! that file after the machine (`sysname`). Older tools read those `.hw`
+//! files back, so both forms are accepted here.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::literal::{self, Document, Value};
+
+/// One hardware line, ASCII only.
+pub type Item = [String; 4];
+
+/// Why a hardware file was rejected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HwError {
+    pub file: PathBuf,
+    /// 1-based line and column, when the syntax is at fault.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for HwError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                line,
+                column,
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for HwError {}
+
+/// Parses a hardware file: a JSON list of 4-string lists (what the initrd
+/// sends), or the Python literal list of 4-tuples the server saves (told
+/// apart by its first element starting with `(` or a quote other than `"`).
+/// Non-ASCII characters are dropped from every string, as the legacy server
+/// does. Nesting is bounded by both parsers (serde_json stops at 128 levels).
+pub fn parse_hw(file: &Path, src: &[u8]) -> Result<Vec<Item>, HwError> {
+    let error = |position, message: String| HwError {
+        file: file.to_path_buf(),
+        position,
+        message,
+    };
+    if looks_like_python(src) {
+        let value = match literal::parse(file, src) {
+            Ok(Document::Literal(v)) => v,
+            Ok(Document::Generate(_)) => {
+                return Err(error(
+                    None,
+                    "expected a list of hardware lines, found generate()".into(),
+                ))
+            }
+            Err(e) => return Err(error(Some((e.line, e.column)), e.message)),
+        };
+        return items_from_literal(&value).map_err(|m| error(None, m));
+    }
+    let src = drop_non_ascii_escapes(src);
+    let json: serde_json::Value = serde_json::from_slice(&src).map_err(|e| {
+        let position = (e.line() > 0).then(|| (e.line(), e.column()));
+        error(position, format!("invalid JSON: {e}"))
+    })?;
+    items_from_json(&json).map_err(|m| error(None, m))
+}
+
+/// The saved `.hw` form: `[('disk', ...` or `[u'...` / `['...`.
+fn looks_like_python(src: &[u8]) -> bool {
+    let mut rest = src.iter().skip_while(|b| b.is_ascii_whitespace());
+    if rest.next() != Some(&b'[') {
+        return false;
+    }
+    let mut rest = rest.skip_while(|b| b.is_ascii_whitespace());
+    match rest.next() {
+        Some(b'(') => true,
+        Some(b'[') => {
+            let mut rest = rest.skip_while(|b| b.is_ascii_whitespace());
+            matches!(
+                rest.next(),
+                Some(b'\'' | b'u' | b'b' | b'r' | b'U' | b'B' | b'R')
+            )
+        }
+        _ => false,
+    }
+}
+
+/// Removes JSON `\uXXXX` escapes of non-ASCII characters: they would be
+/// dropped anyway, and serde_json rejects the lone surrogates Python's
+/// `json.dumps` can produce.
+fn drop_non_ascii_escapes(src: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(src.len());
+    let mut in_string = false;
+    let mut i = 0;
+    while let Some(&b) = src.get(i) {
+        if in_string && b == b'\\' {
+            let escape = src.get(i + 2..i + 6);
+            let code = escape
+                .filter(|_| src.get(i + 1) == Some(&b'u'))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            match code {
+                Some(c) if c >= 0x80 => i += 6,
+                _ => {
+                    out.extend(src.get(i..i + 2).unwrap_or(&src[i..]));
+                    i += 2;
+                }
+            }
+            continue;
+        }
+        if b == b'"' {
+            in_string = !in_string;
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
+}
+
+fn ascii(s: &str) -> String {
+    s.chars().filter(char::is_ascii).collect()
+}
+
+fn items_from_json(json: &serde_json::Value) -> Result<Vec<Item>, String> {
+    let serde_json::Value::Array(elements) = json else {
+        return Err("expected a list of hardware lines".into());
+    };
+    let mut items = Vec::with_capacity(elements.len());
+    for (i, element) in elements.iter().enumerate() {
+        let serde_json::Value::Array(fields) = element else {
+            return Err(format!("element {i}: expected a list of 4 strings"));
+        };
+        if fields.len() != 4 {
+            return Err(format!(
+                "element {i}: expected 4 strings, found {}",
+                fields.len()
+            ));
+        }
+        let mut item: Item = Default::default();
+        for (j, (slot, field)) in item.iter_mut().zip(fields).enumerate() {
+            let serde_json::Value::String(s) = field else {
+                return Err(format!("element {i}: field {j} is not a string"));
+            };
+            *slot = ascii(s);
+        }
+        items.push(item);
+    }
+    Ok(items)
+}
+
+fn items_from_literal(value: &Value) -> Result<Vec<Item>, String> {
+    let Value::List(elements) = value else {
+        return Err("expected a list of hardware lines".into());
+    };
+    let mut items = Vec::with_capacity(elements.len());
+    for (i, element) in elements.iter().enumerate() {
+        let (Value::Tuple(fields) | Value::List(fields)) = element else {
+            return Err(format!("element {i}: expected a tuple of 4 strings"));
+        };
+        if fields.len() != 4 {
+            return Err(format!(
+                "element {i}: expected 4 strings, found {}",
+                fields.len()
+            ));
+        }
+        let mut item: Item = Default::default();
+        for (j, (slot, field)) in item.iter_mut().zip(fields).enumerate() {
+            *slot = match field {
+                Value::Str(b) => b
+                    .iter()
+                    .filter(|b| b.is_ascii())
+                    .map(|&b| char::from(b))
+                    .collect(),
+                Value::Unicode(s) => ascii(s),
+                _ => return Err(format!("element {i}: field {j} is not a string")),
+            };
+        }
+        items.push(item);
+    }
+    Ok(items)
+}
+
+/// The items as a list of 4-tuples of `str`: the value pprinted into
+/// `<sysname>.hw`.
+pub fn items_value(items: &[Item]) -> Value {
+    Value::List(
+        items
+            .iter()
+            .map(|item| Value::Tuple(item.iter().map(|s| Value::str(s)).collect()))
+            .collect(),
+    )
+}
+
+/// The machine's name for its `.hw` file, and its MAC addresses
+/// (LEGACY-SEMANTICS §6).
+///
+/// The product vendor gives the name, the product name replaces it, the
+/// product serial is appended (each stripped to `[A-Za-z0-9_]` and followed
+/// by `-`), then the first MAC with `:` turned into `-`. The MACs are the
+/// values of every `('network', <nic>, 'serial', <mac>)` line, in order.
+pub fn sysname_and_macs(items: &[Item]) -> (String, Vec<String>) {
+    let first = |key: &str| {
+        items
+            .iter()
+            .find(|i| i[0] == "system" && i[1] == "product" && i[2] == key)
+            .map(|i| clean(&i[3]) + "-")
+    };
+    let mut sysname = first("vendor").unwrap_or_default();
+    if let Some(name) = first("name") {
+        sysname = name;
+    }
+    if let Some(serial) = first("serial") {
+        sysname.push_str(&serial);
+    }
+    let macs: Vec<String> = items
+        .iter()
+        .filter(|i| i[0] == "network" && i[2] == "serial")
+        .map(|i| i[3].clone())
+        .collect();
+    if let Some(mac) = macs.first() {
+        sysname.push_str(&mac.replace(':', "-"));
+    }
+    (sysname, macs)
+}
+
+/// Python's `re.sub(r'\W+', '', s)` on a byte string.
+fn clean(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}

@@ -1,1 +1,1455 @@
-//! TODO
+//! Legacy spec matching: which hardware lines a profile's `.specs` accepts,
+//! and which variables it binds.
+//!
+//! The variables end up in the configure script and in the CMDB, and a
+//! machine that re-installs finds its CMDB entry again only if it gets the
+//! same variables, so every observable detail of the legacy matcher is kept:
+//! the backtracking order of `match_all`, the argument parsing of the
+//! functions, and even the iteration order of the CPython 2.7 dict that holds
+//! the variables (see [`pydict`]): it decides which `$$x` variables the legacy
+//! code forgets to rename.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+use crate::hw::Item;
+use crate::literal::Value;
+
+/// One line of a `.specs` file: four fields matched against a hardware line.
+pub type Spec = [String; 4];
+
+/// Variables bound by matching (name without the leading `$`).
+pub type Vars = BTreeMap<String, String>;
+
+/// Work allowed to one [`match_all`]: a match_spec call costs 1 plus the
+/// number of lines it looks at, a backtracking point the lines it copies.
+/// Real profiles use a few thousand units; a hostile spec file would
+/// otherwise backtrack for hours (the legacy recursion is exponential).
+pub const MATCH_BUDGET: u64 = 20_000_000;
+
+/// Depth of the legacy recursion, after which a branch fails.
+const MAX_LEVEL: usize = 50;
+
+/// Nesting of function calls inside a field (`not(and(gt(1), ...))`); deeper
+/// fields fail instead of exhausting the stack.
+const MAX_NESTING: usize = 32;
+
+/// Why specs could not be used.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpecError {
+    /// The specs file is not a list of 4-tuples of strings.
+    Invalid {
+        file: PathBuf,
+        /// Index of the bad entry, when one entry is at fault.
+        index: Option<usize>,
+        message: String,
+    },
+    /// [`match_all`] ran out of its work budget: the specs backtrack too much.
+    TooComplex { budget: u64 },
+    /// The legacy server crashes on these specs after a successful match; we
+    /// report an error as it does. `message` is the Python exception.
+    LegacyCrash { message: &'static str },
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpecError::Invalid {
+                file,
+                index: Some(i),
+                message,
+            } => write!(f, "{}: entry {}: {}", file.display(), i, message),
+            SpecError::Invalid {
+                file,
+                index: None,
+                message,
+            } => write!(f, "{}: {}", file.display(), message),
+            SpecError::TooComplex { budget } => write!(
+                f,
+                "specs too complex: matching gave up after {budget} steps of backtracking"
+            ),
+            SpecError::LegacyCrash { message } => write!(
+                f,
+                "specs not supported (the legacy server fails with {message:?}): \
+                 a variable is named both $x and $$x, or a field is a bare '$'"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// Reads the specs of a profile from the value of its `.specs` file: a list
+/// of 4-tuples (or 4-lists) of strings. `file` only names it in errors.
+pub fn specs_from_value(file: &Path, v: &Value) -> Result<Vec<Spec>, SpecError> {
+    let invalid = |index, message: String| SpecError::Invalid {
+        file: file.to_path_buf(),
+        index,
+        message,
+    };
+    let Value::List(entries) = v else {
+        return Err(invalid(
+            None,
+            "expected a list of 4-tuples of strings".to_string(),
+        ));
+    };
+    let mut specs = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let fields = match entry {
+            Value::Tuple(f) | Value::List(f) if f.len() == 4 => f,
+            Value::Tuple(f) | Value::List(f) => {
+                return Err(invalid(
+                    Some(i),
+                    format!("expected 4 fields, found {}", f.len()),
+                ))
+            }
+            _ => return Err(invalid(Some(i), "expected a 4-tuple of strings".into())),
+        };
+        let mut spec: Spec = Default::default();
+        for (slot, field) in spec.iter_mut().zip(fields) {
+            *slot = match field.as_text() {
+                Some(s) => s.to_string(),
+                None if matches!(field, Value::Str(_)) => {
+                    return Err(invalid(Some(i), "a field is not valid UTF-8".into()))
+                }
+                None => return Err(invalid(Some(i), "a field is not a string".into())),
+            };
+        }
+        specs.push(spec);
+    }
+    Ok(specs)
+}
+
+/// Matches one spec against `lines`: on success removes the matching line
+/// from `lines`, binds the spec's variables in `vars` and returns the line.
+///
+/// A line equal to the spec is taken first; otherwise the first line whose
+/// four fields all pass (equal text, true function, or a variable that is
+/// unbound or bound to the same value).
+pub fn match_spec(spec: &Spec, lines: &mut Vec<Item>, vars: &mut Vars) -> Option<Item> {
+    let (line, binds) = find_line(spec, lines, |k| vars.get(k).map(String::as_str))?;
+    for (k, v) in binds {
+        vars.insert(k, v);
+    }
+    Some(line)
+}
+
+/// Finds and removes the line for `spec`; returns it with the variables to
+/// bind, in field order.
+fn find_line<'a>(
+    spec: &Spec,
+    lines: &mut Vec<Item>,
+    bound: impl Fn(&str) -> Option<&'a str>,
+) -> Option<(Item, Vec<(String, String)>)> {
+    if let Some(pos) = lines.iter().position(|l| l == spec) {
+        return Some((lines.remove(pos), Vec::new()));
+    }
+    'lines: for (pos, line) in lines.iter().enumerate() {
+        let mut binds = Vec::new();
+        for (field, value) in spec.iter().zip(line.iter()) {
+            if let Some(var) = field.strip_prefix('$') {
+                let name = match split_assignment(var) {
+                    Some((name, func)) => {
+                        if !func.ends_with(')') || call_field(func, value) != Some(true) {
+                            continue 'lines;
+                        }
+                        name
+                    }
+                    None => var,
+                };
+                if bound(name).is_some_and(|b| b != value) {
+                    continue 'lines;
+                }
+                binds.push((name.to_string(), value.clone()));
+            } else if field.ends_with(')') && !matches!(classify(field), Field::NotCall) {
+                if call_field(field, value) != Some(true) {
+                    continue 'lines;
+                }
+            } else if field != value {
+                continue 'lines;
+            }
+        }
+        return Some((lines.remove(pos), binds));
+    }
+    None
+}
+
+/// `name=func(...)` when the text (after `$`) holds exactly one `=`.
+fn split_assignment(var: &str) -> Option<(&str, &str)> {
+    let (name, func) = var.split_once('=')?;
+    (!func.contains('=')).then_some((name, func))
+}
+
+/// Evaluates a field that looks like a function call against a line value:
+/// `None` when it is not a call of a known function, `Some(false)` also when
+/// it cannot be computed (the legacy code raises there; we do not match).
+fn call_field(field: &str, value: &str) -> Option<bool> {
+    let call = parse_call(field)?;
+    Some(call.eval(value).is_ok_and(|a| a.truthy()))
+}
+
+/// The legacy call syntax: `name(first, rest...)`. The name is everything
+/// before the first `(`; the first argument runs to the first comma; the
+/// closing `)` may be followed by one newline (Python's `$`).
+fn func_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"\A([^(]+)\((?-u:\s)*([^,]+)(?:(?-u:\s)*,(?-u:\s)*(.+))?\)\n?\z")
+            .expect("static regex")
+    })
+}
+
+fn arg_split_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"(?-u:\s)*,(?-u:\s)*").expect("static regex"))
+}
+
+const FUNCTIONS: [&str; 11] = [
+    "gt", "ge", "lt", "le", "in", "network", "regexp", "range", "not", "and", "or",
+];
+
+/// A call of a known function, parsed once per field text: specs are
+/// evaluated against every hardware line.
+#[derive(Debug)]
+struct Call {
+    name: &'static str,
+    args: Vec<Expr>,
+}
+
+#[derive(Debug)]
+enum Expr {
+    /// Plain text, quotes stripped.
+    Text(String),
+    Call(Call),
+    /// A call nested deeper than [`MAX_NESTING`]: never computed.
+    TooDeep,
+}
+
+/// The function name and the quote-stripped arguments of a known call.
+fn call_parts(text: &str) -> Option<(&'static str, Vec<&str>)> {
+    let caps = func_re().captures(text)?;
+    let head = caps.get(1)?.as_str();
+    let name = *FUNCTIONS.iter().find(|f| **f == head)?;
+    let first = caps.get(2)?.as_str();
+    let rest = caps
+        .get(3)
+        .into_iter()
+        .flat_map(|rest| arg_split_re().split(rest.as_str()));
+    Some((
+        name,
+        std::iter::once(first)
+            .chain(rest)
+            .map(strip_quotes)
+            .collect(),
+    ))
+}
+
+fn parse_call_at(text: &str, depth: usize) -> Option<Call> {
+    let (name, raw) = call_parts(text)?;
+    let args = raw
+        .into_iter()
+        .map(|a| {
+            if depth + 1 >= MAX_NESTING {
+                return match call_parts(a) {
+                    Some(_) => Expr::TooDeep,
+                    None => Expr::Text(a.to_string()),
+                };
+            }
+            match parse_call_at(a, depth + 1) {
+                Some(c) => Expr::Call(c),
+                None => Expr::Text(a.to_string()),
+            }
+        })
+        .collect();
+    Some(Call { name, args })
+}
+
+/// What a field ending with `)` is.
+#[derive(Clone)]
+enum Field {
+    /// Not the call syntax: compared as text.
+    NotCall,
+    /// A call of an unknown function: never matches.
+    Unknown,
+    Call(Rc<Call>),
+}
+
+/// Classifies `text` (cached: a spec field is met once per hardware line).
+fn classify(text: &str) -> Field {
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Field>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|cache| {
+        if let Some(hit) = cache.borrow().get(text) {
+            return hit.clone();
+        }
+        let field = match parse_call_at(text, 0) {
+            Some(c) => Field::Call(Rc::new(c)),
+            None if func_re().is_match(text) => Field::Unknown,
+            None => Field::NotCall,
+        };
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(text.to_string(), field.clone());
+        field
+    })
+}
+
+fn parse_call(text: &str) -> Option<Rc<Call>> {
+    match classify(text) {
+        Field::Call(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// A function argument once evaluated: text, or the result of a nested call.
+#[derive(Debug, PartialEq)]
+enum Arg<'a> {
+    Str(&'a str),
+    Bool(bool),
+    /// A `regexp` result (Python returns a match object, not a bool).
+    Match(bool),
+}
+
+impl Arg<'_> {
+    fn truthy(&self) -> bool {
+        match self {
+            Arg::Str(s) => !s.is_empty(),
+            Arg::Bool(b) | Arg::Match(b) => *b,
+        }
+    }
+
+    /// Python's `float(arg)`.
+    fn float(&self) -> Option<f64> {
+        match self {
+            Arg::Str(s) => py_float(s),
+            Arg::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            Arg::Match(_) => None,
+        }
+    }
+
+    fn text(&self) -> Option<&str> {
+        match self {
+            Arg::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Why a call could not be computed (the legacy code raises an exception).
+#[derive(Debug, PartialEq)]
+struct CallFailed;
+
+impl Call {
+    /// Calls the function with the (quote-stripped) line value as implicit
+    /// first argument, after evaluating nested calls with the same value.
+    fn eval(&self, value: &str) -> Result<Arg<'_>, CallFailed> {
+        let value = strip_quotes(value);
+        let mut args = Vec::with_capacity(self.args.len());
+        for arg in &self.args {
+            args.push(match arg {
+                Expr::Text(t) => Arg::Str(t),
+                Expr::Call(c) => c.eval(value)?,
+                Expr::TooDeep => return Err(CallFailed),
+            });
+        }
+        apply(self.name, value, &args).ok_or(CallFailed)
+    }
+}
+
+fn strip_quotes(s: &str) -> &str {
+    s.trim_matches(|c| c == '\'' || c == '"')
+}
+
+/// Applies a known function to the (quote-stripped) line value and the
+/// evaluated arguments; `None` when Python would raise.
+fn apply(name: &str, value: &str, args: &[Arg<'_>]) -> Option<Arg<'static>> {
+    let cmp = |f: fn(f64, f64) -> bool| match args {
+        [a] => Some(Arg::Bool(f(py_float(value)?, a.float()?))),
+        _ => None,
+    };
+    match name {
+        "gt" => cmp(|v, a| v > a),
+        "ge" => cmp(|v, a| v >= a),
+        "lt" => cmp(|v, a| v < a),
+        "le" => cmp(|v, a| v <= a),
+        "in" => Some(Arg::Bool(args.iter().any(|a| a.text() == Some(value)))),
+        "network" => match args {
+            [net] => Some(Arg::Bool(in_network(value, net.text()?)?)),
+            _ => None,
+        },
+        "regexp" => match args {
+            [re] => Some(Arg::Match(regexp_search(re.text()?, value)?)),
+            _ => None,
+        },
+        "range" => match args {
+            [lo, hi] => {
+                let v = py_float(value)?;
+                Some(Arg::Bool(lo.float()? <= v && v <= hi.float()?))
+            }
+            _ => None,
+        },
+        "not" => match args {
+            [a] => Some(Arg::Bool(!a.truthy())),
+            _ => None,
+        },
+        "and" => match args {
+            [a, b] => Some(Arg::Bool(a.truthy() && b.truthy())),
+            _ => None,
+        },
+        "or" => match args {
+            [a, b] => Some(Arg::Bool(a.truthy() || b.truthy())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Python's whitespace for `float()`, `int()` and `\s` on byte strings.
+fn is_py_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+}
+
+/// Python 2's `float(s)` on a byte string: surrounding whitespace allowed,
+/// decimal or exponent notation, `inf`/`infinity`/`nan` in any case.
+fn py_float(s: &str) -> Option<f64> {
+    let s = s.trim_matches(is_py_space);
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let special = ["inf", "infinity", "nan"]
+        .iter()
+        .any(|w| body.eq_ignore_ascii_case(w));
+    let numeric = body
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    if !special && !numeric {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `network(cidr)`: is `value` an IPv4 address inside `cidr`? Host bits in
+/// `cidr` are allowed; the prefix is a length or a dotted netmask/hostmask.
+/// `None` when either side does not parse (the legacy code raises).
+fn in_network(value: &str, cidr: &str) -> Option<bool> {
+    let addr = u32::from(value.parse::<Ipv4Addr>().ok()?);
+    let (net, mask) = parse_network(cidr)?;
+    Some(addr & mask == net & mask)
+}
+
+/// Parses `a.b.c.d[/prefix]` as the legacy `ipaddr.IPv4Network` does.
+fn parse_network(cidr: &str) -> Option<(u32, u32)> {
+    let (addr, prefix) = match cidr.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (cidr, None),
+    };
+    let net = u32::from(addr.parse::<Ipv4Addr>().ok()?);
+    let len = match prefix {
+        None => 32,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            let digits = p.trim_start_matches('0');
+            if digits.len() > 2 {
+                return None;
+            }
+            match digits.parse::<u32>().unwrap_or(0) {
+                n @ 0..=32 => n,
+                _ => return None,
+            }
+        }
+        Some(p) => {
+            let m = u32::from(p.parse::<Ipv4Addr>().ok()?);
+            if m.leading_ones() + m.trailing_zeros() == 32 {
+                m.leading_ones()
+            } else if m.leading_zeros() + m.trailing_ones() == 32 {
+                m.leading_zeros()
+            } else {
+                return None;
+            }
+        }
+    };
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    Some((net, mask))
+}
+
+/// Python `re.search(pattern, value)`; `None` when the pattern is invalid
+/// for Python or beyond what the `regex` crate does (backreferences,
+/// lookaround, conditionals).
+fn regexp_search(pattern: &str, value: &str) -> Option<bool> {
+    thread_local! {
+        static CACHE: RefCell<HashMap<String, Option<Regex>>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= 1024 && !cache.contains_key(pattern) {
+            cache.clear();
+        }
+        cache
+            .entry(pattern.to_string())
+            .or_insert_with(|| pyre::compile(pattern))
+            .as_ref()
+            .map(|re| re.is_match(value))
+    })
+}
+
+/// What is wrong with one spec field, found without any hardware: used by
+/// `edeploy check`. Plain text and variables are always fine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldProblem(pub String);
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FieldProblem {}
+
+/// Checks one spec field statically: unknown function names (the legacy
+/// server then never matches the field), wrong argument counts, unreadable
+/// numbers, invalid regexps or networks (it raises), `range` (missing from
+/// the legacy library), and the variable forms the legacy server crashes on.
+pub fn check_field(field: &str) -> Result<(), FieldProblem> {
+    let problem = |m: String| Err(FieldProblem(m));
+    let call = |text: &str| match parse_call(text) {
+        Some(c) => check_call(&c),
+        None => problem(format!(
+            "{text:?}: unknown function, the field never matches"
+        )),
+    };
+    if let Some(var) = field.strip_prefix('$') {
+        return match split_assignment(var) {
+            Some((_, func)) if !func.ends_with(')') || matches!(classify(func), Field::NotCall) => {
+                problem(format!(
+                    "{field:?}: after '=' a function call is expected, this never matches"
+                ))
+            }
+            Some((name, func)) => check_var_name(name).and_then(|_| call(func)),
+            None => check_var_name(var),
+        };
+    }
+    if field.ends_with(')') && !matches!(classify(field), Field::NotCall) {
+        return call(field);
+    }
+    Ok(())
+}
+
+fn check_var_name(name: &str) -> Result<(), FieldProblem> {
+    if name.is_empty() || name == "$" {
+        return Err(FieldProblem(format!(
+            "variable {:?} has an empty name: the legacy server crashes on it",
+            format!("${name}")
+        )));
+    }
+    Ok(())
+}
+
+fn check_call(call: &Call) -> Result<(), FieldProblem> {
+    let problem = |m: String| Err(FieldProblem(m));
+    let name = call.name;
+    let expected = match name {
+        "in" => None,
+        "and" | "or" | "range" => Some(2),
+        _ => Some(1),
+    };
+    if let Some(n) = expected.filter(|&n| n != call.args.len()) {
+        return problem(format!(
+            "{name}() takes {n} argument(s), {} given (commas always split arguments)",
+            call.args.len()
+        ));
+    }
+    if name == "range" {
+        return problem("range() is unknown to the legacy server: it never matches there".into());
+    }
+    for arg in &call.args {
+        let text = match arg {
+            Expr::Call(c) => {
+                check_call(c)?;
+                continue;
+            }
+            Expr::TooDeep => return problem(format!("{name}(): functions nested too deeply")),
+            Expr::Text(t) => t,
+        };
+        match name {
+            "gt" | "ge" | "lt" | "le" if py_float(text).is_none() => {
+                return problem(format!("{name}(): {text:?} is not a number"))
+            }
+            "network" if parse_network(text).is_none() => {
+                return problem(format!("network(): {text:?} is not an IPv4 network"))
+            }
+            "regexp" if pyre::compile(text).is_none() => {
+                return problem(format!(
+                    "regexp(): {text:?} is not a regular expression we support \
+                     (invalid, or uses backreferences, lookaround or conditionals)"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Matches all the specs against the hardware lines, backtracking exactly as
+/// the legacy `match_all` does (LEGACY-SEMANTICS §3), within
+/// [`MATCH_BUDGET`].
+///
+/// On success `vars` holds every bound variable; `$$x` variables are renamed
+/// `x` and also put in `forced`, except where the legacy code skips them
+/// (see [`pydict`]). `vars` is expected empty, as the legacy server passes it.
+/// Errors: [`SpecError::TooComplex`] and [`SpecError::LegacyCrash`].
+pub fn match_all(
+    lines: &[Item],
+    specs: &[Spec],
+    vars: &mut Vars,
+    forced: &mut Vars,
+) -> Result<bool, SpecError> {
+    match_all_with_budget(lines, specs, vars, forced, MATCH_BUDGET)
+}
+
+/// [`match_all`] with an explicit work budget.
+pub fn match_all_with_budget(
+    lines: &[Item],
+    specs: &[Spec],
+    vars: &mut Vars,
+    forced: &mut Vars,
+    budget: u64,
+) -> Result<bool, SpecError> {
+    let mut dict = pydict::PyDict::new();
+    for (k, v) in vars.iter() {
+        dict.insert(k, v);
+    }
+    let mut forced_dict = pydict::PyDict::new();
+    for (k, v) in forced.iter() {
+        forced_dict.insert(k, v);
+    }
+    let mut m = Matcher {
+        specs,
+        forced: &mut forced_dict,
+        left: budget,
+        budget,
+    };
+    let ok = m.match_all(lines.to_vec(), 0, &mut dict, 0)?;
+    *vars = dict.to_map();
+    *forced = forced_dict.to_map();
+    Ok(ok)
+}
+
+struct Matcher<'s, 'f> {
+    specs: &'s [Spec],
+    forced: &'f mut pydict::PyDict,
+    left: u64,
+    budget: u64,
+}
+
+/// A backtracking point: the lines (the matched one moved last), the index
+/// of the spec to retry from and the variables before it matched.
+struct Point {
+    lines: Vec<Item>,
+    spec: usize,
+    vars: pydict::PyDict,
+}
+
+impl Matcher<'_, '_> {
+    fn charge(&mut self, units: usize) -> Result<(), SpecError> {
+        let units = u64::try_from(units).unwrap_or(u64::MAX);
+        self.left = self.left.checked_sub(units).ok_or(SpecError::TooComplex {
+            budget: self.budget,
+        })?;
+        Ok(())
+    }
+
+    fn match_all(
+        &mut self,
+        mut lines: Vec<Item>,
+        first_spec: usize,
+        vars: &mut pydict::PyDict,
+        level: usize,
+    ) -> Result<bool, SpecError> {
+        let mut saved = vars.copy();
+        let mut points: Vec<Point> = Vec::new();
+        if level == MAX_LEVEL {
+            return Ok(false);
+        }
+        for (index, spec) in self.specs.iter().enumerate().skip(first_spec) {
+            self.charge(1 + lines.len())?;
+            let Some((line, binds)) = find_line(spec, &mut lines, |k| vars.get(k)) else {
+                while let Some(p) = points.pop() {
+                    let mut v = p.vars;
+                    if self.match_all(p.lines, p.spec, &mut v, level + 1)? {
+                        // The legacy code merges the successful branch's
+                        // variables into the failed one's: stale `$x` keys
+                        // stay, unrenamed.
+                        vars.update(&v);
+                        return Ok(true);
+                    }
+                }
+                return Ok(false);
+            };
+            for (k, v) in &binds {
+                vars.insert(k, v);
+            }
+            if *vars != saved {
+                self.charge(lines.len() + 1)?;
+                let mut retry = lines.clone();
+                retry.push(line);
+                points.push(Point {
+                    lines: retry,
+                    spec: index,
+                    vars: std::mem::replace(&mut saved, vars.copy()),
+                });
+            }
+        }
+        vars.move_forced(self.forced)
+            .map_err(|message| SpecError::LegacyCrash { message })?;
+        Ok(true)
+    }
+}
+
+/// A simulation of the CPython 2.7 dict holding the legacy variables.
+///
+/// After matching, the legacy code renames each `$x` key to `x` while
+/// iterating over the same dict. Inserting may resize the table mid-loop,
+/// and the iteration then skips some keys: those `$$` variables stay `$x`
+/// and are not forced. Which ones depends on string hashes, table size and
+/// the history of insertions and deletions, so this module replays them on
+/// a copy of CPython's table (open addressing, perturbation probing).
+/// Hash randomisation is off in Python 2.7 by default.
+mod pydict {
+    use std::collections::BTreeMap;
+
+    const MINSIZE: usize = 8;
+    const PERTURB_SHIFT: u32 = 5;
+
+    #[derive(Clone, Debug)]
+    enum Slot {
+        Empty,
+        Dummy,
+        Active {
+            hash: i64,
+            key: String,
+            value: String,
+        },
+    }
+
+    #[derive(Clone, Debug)]
+    pub struct PyDict {
+        table: Vec<Slot>,
+        used: usize,
+        fill: usize,
+    }
+
+    /// Python 2.7's `hash()` of a byte string (64-bit build).
+    pub fn str_hash(s: &[u8]) -> i64 {
+        let Some(&first) = s.first() else {
+            return 0;
+        };
+        let mut x = i64::from(first) << 7;
+        for &c in s {
+            x = x.wrapping_mul(1_000_003) ^ i64::from(c);
+        }
+        x ^= s.len() as i64;
+        if x == -1 {
+            -2
+        } else {
+            x
+        }
+    }
+
+    impl PartialEq for PyDict {
+        fn eq(&self, other: &PyDict) -> bool {
+            self.used == other.used && self.iter().all(|(k, v)| other.get(k) == Some(v))
+        }
+    }
+
+    impl PyDict {
+        pub fn new() -> PyDict {
+            PyDict {
+                table: vec![Slot::Empty; MINSIZE],
+                used: 0,
+                fill: 0,
+            }
+        }
+
+        fn mask(&self) -> usize {
+            self.table.len() - 1
+        }
+
+        /// `lookdict_string`: the slot holding `key`, else the slot where
+        /// it would go (the first dummy on its probe path, or the empty
+        /// slot ending it).
+        fn lookup(&self, key: &str, hash: i64) -> usize {
+            let mask = self.mask();
+            let mut i = (hash as u64 as usize) & mask;
+            let mut freeslot = None;
+            match &self.table[i] {
+                Slot::Empty => return i,
+                Slot::Active { key: k, .. } if k == key => return i,
+                Slot::Dummy => freeslot = Some(i),
+                Slot::Active { .. } => {}
+            }
+            let mut perturb = hash as u64 as usize;
+            loop {
+                i = (i << 2)
+                    .wrapping_add(i)
+                    .wrapping_add(perturb)
+                    .wrapping_add(1);
+                let j = i & mask;
+                match &self.table[j] {
+                    Slot::Empty => return freeslot.unwrap_or(j),
+                    Slot::Active { key: k, .. } if k == key => return j,
+                    Slot::Dummy if freeslot.is_none() => freeslot = Some(j),
+                    _ => {}
+                }
+                perturb >>= PERTURB_SHIFT;
+            }
+        }
+
+        pub fn get(&self, key: &str) -> Option<&str> {
+            match &self.table[self.lookup(key, str_hash(key.as_bytes()))] {
+                Slot::Active { value, .. } => Some(value),
+                _ => None,
+            }
+        }
+
+        /// `insertdict`, without the resize check.
+        fn insert_no_resize(&mut self, key: &str, hash: i64, value: &str) {
+            let j = self.lookup(key, hash);
+            match &mut self.table[j] {
+                Slot::Active { value: v, .. } => *v = value.to_string(),
+                slot => {
+                    if matches!(slot, Slot::Empty) {
+                        self.fill += 1;
+                    }
+                    *slot = Slot::Active {
+                        hash,
+                        key: key.to_string(),
+                        value: value.to_string(),
+                    };
+                    self.used += 1;
+                }
+            }
+        }
+
+        /// `d[key] = value` (`PyDict_SetItem`).
+        pub fn insert(&mut self, key: &str, value: &str) {
+            let n_used = self.used;
+            self.insert_no_resize(key, str_hash(key.as_bytes()), value);
+            if self.used > n_used && self.fill * 3 >= self.table.len() * 2 {
+                let factor = if self.used > 50_000 { 2 } else { 4 };
+                self.resize(factor * self.used);
+            }
+        }
+
+        /// `del d[key]`.
+        fn remove(&mut self, key: &str) {
+            let j = self.lookup(key, str_hash(key.as_bytes()));
+            if matches!(self.table[j], Slot::Active { .. }) {
+                self.table[j] = Slot::Dummy;
+                self.used -= 1;
+            }
+        }
+
+        /// `dictresize`: a table of the smallest power of two above
+        /// `minused`, active entries re-inserted in old table order.
+        fn resize(&mut self, minused: usize) {
+            let mut size = MINSIZE;
+            while size <= minused {
+                size <<= 1;
+            }
+            let old = std::mem::replace(&mut self.table, vec![Slot::Empty; size]);
+            self.used = 0;
+            self.fill = 0;
+            let mask = size - 1;
+            for slot in old {
+                if let Slot::Active { hash, key, value } = slot {
+                    let mut i = (hash as u64 as usize) & mask;
+                    let mut perturb = hash as u64 as usize;
+                    while !matches!(self.table[i & mask], Slot::Empty) {
+                        i = (i << 2)
+                            .wrapping_add(i)
+                            .wrapping_add(perturb)
+                            .wrapping_add(1);
+                        perturb >>= PERTURB_SHIFT;
+                    }
+                    self.table[i & mask] = Slot::Active { hash, key, value };
+                    self.used += 1;
+                    self.fill += 1;
+                }
+            }
+        }
+
+        /// `self.update(other)` (`PyDict_Merge`): one resize up front if
+        /// needed, then the entries in `other`'s table order.
+        pub fn update(&mut self, other: &PyDict) {
+            if other.used == 0 {
+                return;
+            }
+            if (self.fill + other.used) * 3 >= self.table.len() * 2 {
+                self.resize((self.used + other.used) * 2);
+            }
+            for slot in &other.table {
+                if let Slot::Active { hash, key, value } = slot {
+                    self.insert_no_resize(key, *hash, value);
+                }
+            }
+        }
+
+        /// `d.copy()`.
+        pub fn copy(&self) -> PyDict {
+            let mut d = PyDict::new();
+            d.update(self);
+            d
+        }
+
+        pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+            self.table.iter().filter_map(|s| match s {
+                Slot::Active { key, value, .. } => Some((key.as_str(), value.as_str())),
+                _ => None,
+            })
+        }
+
+        pub fn to_map(&self) -> BTreeMap<String, String> {
+            self.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        }
+
+        /// The legacy rename loop, run on the live table:
+        /// `for k in d: if k[0] == '$': d[k[1:]] = d[k]; forced[k[1:]] =
+        /// d[k]; del d[k]`. Errors are the exceptions Python raises: a key
+        /// `''` (`IndexError`), or a rename onto an existing key, which
+        /// shrinks the dict under the iterator (`RuntimeError`).
+        pub fn move_forced(&mut self, forced: &mut PyDict) -> Result<(), &'static str> {
+            let size_at_start = self.used;
+            let mut pos = 0;
+            loop {
+                if self.used != size_at_start {
+                    return Err("RuntimeError: dictionary changed size during iteration");
+                }
+                let Some(i) =
+                    (pos..self.table.len()).find(|&i| matches!(self.table[i], Slot::Active { .. }))
+                else {
+                    return Ok(());
+                };
+                pos = i + 1;
+                let Slot::Active { key, value, .. } = &self.table[i] else {
+                    continue;
+                };
+                let Some(name) = key.strip_prefix('$') else {
+                    if key.is_empty() {
+                        return Err("IndexError: string index out of range");
+                    }
+                    continue;
+                };
+                let (key, name, value) = (key.clone(), name.to_string(), value.clone());
+                self.insert(&name, &value);
+                forced.insert(&name, &value);
+                self.remove(&key);
+            }
+        }
+    }
+}
+
+/// Python 2.7 regular expressions (`re`, byte strings) on top of the `regex`
+/// crate.
+///
+/// The pattern is parsed with Python's rules and re-emitted in `regex`
+/// syntax, so that the text means what it meant to the legacy server: `{`
+/// not starting a repetition is literal, `[` inside a class is literal,
+/// `\e` is `e`, `\Z` ends the text, `$` also matches before a final newline,
+/// inline flags apply to the whole pattern, `\d \w \s \b` are ASCII.
+/// Unsupported (the field then never matches): backreferences, lookaround,
+/// conditionals. Known differences: patterns Python 2.7 rejects because a
+/// repeated group can match the empty string (`(a*)*`) are accepted; after
+/// a `$`, a `\n` cannot match the final newline.
+mod pyre {
+    use regex::{Regex, RegexBuilder};
+    use std::fmt::Write;
+
+    /// Compiled size limit: hostile patterns fail instead of using memory.
+    const SIZE_LIMIT: usize = 1 << 20;
+
+    pub fn compile(pattern: &str) -> Option<Regex> {
+        let translated = translate(pattern.as_bytes())?;
+        RegexBuilder::new(&translated)
+            .size_limit(SIZE_LIMIT)
+            .dfa_size_limit(SIZE_LIMIT)
+            .build()
+            .ok()
+    }
+
+    #[derive(Clone, Copy, Default, PartialEq)]
+    struct Flags {
+        ignore_case: bool,
+        multiline: bool,
+        dotall: bool,
+        verbose: bool,
+    }
+
+    impl Flags {
+        fn union(self, o: Flags) -> Flags {
+            Flags {
+                ignore_case: self.ignore_case || o.ignore_case,
+                multiline: self.multiline || o.multiline,
+                dotall: self.dotall || o.dotall,
+                verbose: self.verbose || o.verbose,
+            }
+        }
+    }
+
+    /// Translates, re-parsing from the start when inline flags appear (they
+    /// are global in Python 2, and verbose mode changes the parse).
+    pub fn translate(pattern: &[u8]) -> Option<String> {
+        let mut flags = Flags::default();
+        loop {
+            let mut p = Parser {
+                s: pattern,
+                pos: 0,
+                flags,
+                seen: Flags::default(),
+                out: String::new(),
+                depth: 0,
+            };
+            p.parse_alternation()?;
+            if p.pos != pattern.len() {
+                return None; // unbalanced ')'
+            }
+            let all = flags.union(p.seen);
+            if all == flags {
+                let mut prefix = String::new();
+                if flags.ignore_case {
+                    prefix.push_str("(?i)");
+                }
+                if flags.multiline {
+                    prefix.push_str("(?m)");
+                }
+                if flags.dotall {
+                    prefix.push_str("(?s)");
+                }
+                return Some(prefix + &p.out);
+            }
+            flags = all;
+        }
+    }
+
+    /// What precedes a repetition operator.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Last {
+        Nothing,
+        Anchor,
+        Item,
+        Repeat,
+    }
+
+    /// Groups nest at most this deep (the parser is recursive).
+    const MAX_DEPTH: usize = 100;
+
+    struct Parser<'a> {
+        s: &'a [u8],
+        pos: usize,
+        flags: Flags,
+        seen: Flags,
+        out: String,
+        depth: usize,
+    }
+
+    enum ClassItem {
+        Byte(u8),
+        Range(u8, u8),
+        /// A class escape (`\d` ...), already in `regex` syntax.
+        Category(&'static str),
+    }
+
+    fn push_byte(out: &mut String, b: u8) {
+        if b.is_ascii_alphanumeric() {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "\\x{{{b:02X}}}");
+        }
+    }
+
+    /// `\d \D \s \S \w \W` as Python 2 defines them on byte strings, usable
+    /// inside and outside a class.
+    fn category(c: u8) -> Option<&'static str> {
+        Some(match c {
+            b'd' => "[0-9]",
+            b'D' => "[^0-9]",
+            b's' => r"[\t\n\x0B\x0C\r ]",
+            b'S' => r"[^\t\n\x0B\x0C\r ]",
+            b'w' => "[0-9A-Za-z_]",
+            b'W' => "[^0-9A-Za-z_]",
+            _ => return None,
+        })
+    }
+
+    /// Simple escapes shared by classes and the rest.
+    fn simple_escape(c: u8) -> Option<u8> {
+        Some(match c {
+            b'a' => 0x07,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'v' => 0x0b,
+            b'\\' => b'\\',
+            _ => return None,
+        })
+    }
+
+    impl Parser<'_> {
+        fn peek(&self) -> Option<u8> {
+            self.s.get(self.pos).copied()
+        }
+
+        fn peek_at(&self, n: usize) -> Option<u8> {
+            self.s.get(self.pos + n).copied()
+        }
+
+        fn eat(&mut self, b: u8) -> bool {
+            if self.peek() == Some(b) {
+                self.pos += 1;
+                true
+            } else {
+                false
+            }
+        }
+
+        fn digits(&mut self) -> &[u8] {
+            let start = self.pos;
+            while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                self.pos += 1;
+            }
+            &self.s[start..self.pos]
+        }
+
+        fn parse_alternation(&mut self) -> Option<()> {
+            loop {
+                self.parse_sequence()?;
+                if !self.eat(b'|') {
+                    return Some(());
+                }
+                self.out.push('|');
+            }
+        }
+
+        fn parse_sequence(&mut self) -> Option<()> {
+            let mut last = Last::Nothing;
+            while let Some(c) = self.peek() {
+                if c == b'|' || c == b')' {
+                    break;
+                }
+                self.pos += 1;
+                if self.flags.verbose {
+                    if matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
+                        continue;
+                    }
+                    if c == b'#' {
+                        while let Some(c) = self.peek() {
+                            self.pos += 1;
+                            if c == b'\n' {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                }
+                last = match c {
+                    b'[' => {
+                        self.parse_class()?;
+                        Last::Item
+                    }
+                    b'*' | b'+' | b'?' | b'{' => {
+                        let Some((min, max)) = self.repeat_bounds(c)? else {
+                            push_byte(&mut self.out, b'{');
+                            last = Last::Item;
+                            continue;
+                        };
+                        if matches!(last, Last::Nothing | Last::Anchor | Last::Repeat) {
+                            return None; // nothing to repeat / multiple repeat
+                        }
+                        match max {
+                            Some(max) => write!(self.out, "{{{min},{max}}}").ok()?,
+                            None => write!(self.out, "{{{min},}}").ok()?,
+                        }
+                        if self.eat(b'?') {
+                            self.out.push('?');
+                        }
+                        Last::Repeat
+                    }
+                    b'.' => {
+                        self.out.push('.');
+                        Last::Item
+                    }
+                    b'^' => {
+                        self.out.push('^');
+                        Last::Anchor
+                    }
+                    b'$' => {
+                        self.out.push_str(if self.flags.multiline {
+                            "$"
+                        } else {
+                            r"(?:\n?\z)"
+                        });
+                        Last::Anchor
+                    }
+                    b'(' => match self.parse_group()? {
+                        true => Last::Item,
+                        false => continue, // comment or flags: no item
+                    },
+                    b'\\' => self.parse_escape()?,
+                    _ => {
+                        push_byte(&mut self.out, c);
+                        Last::Item
+                    }
+                };
+            }
+            Some(())
+        }
+
+        /// Bounds of `* + ?` or `{m,n}`: `Some(None)` when `{` is literal.
+        #[allow(clippy::type_complexity)]
+        fn repeat_bounds(&mut self, c: u8) -> Option<Option<(u32, Option<u32>)>> {
+            Some(Some(match c {
+                b'*' => (0, None),
+                b'+' => (1, None),
+                b'?' => (0, Some(1)),
+                _ => {
+                    let here = self.pos;
+                    if self.peek() == Some(b'}') {
+                        return Some(None);
+                    }
+                    let lo = self.digits().to_vec();
+                    let hi = if self.eat(b',') {
+                        Some(self.digits().to_vec())
+                    } else {
+                        None
+                    };
+                    if !self.eat(b'}') {
+                        self.pos = here;
+                        return Some(None);
+                    }
+                    let num = |d: &[u8]| -> Option<Option<u32>> {
+                        if d.is_empty() {
+                            return Some(None);
+                        }
+                        let n: u64 = std::str::from_utf8(d).ok()?.parse().ok()?;
+                        // Python's MAXREPEAT; beyond it raises.
+                        u32::try_from(n).ok().filter(|&n| n < u32::MAX).map(Some)
+                    };
+                    let min = num(&lo)?.unwrap_or(0);
+                    let max = match hi {
+                        None => Some(min),
+                        Some(h) => num(&h)?,
+                    };
+                    if max.is_some_and(|m| m < min) {
+                        return None;
+                    }
+                    (min, max)
+                }
+            }))
+        }
+
+        /// After `(`: `true` if a group was emitted, `false` for a comment
+        /// or a flags group.
+        fn parse_group(&mut self) -> Option<bool> {
+            let mut open = "(";
+            if self.eat(b'?') {
+                match self.peek()? {
+                    b'P' => {
+                        self.pos += 1;
+                        if !self.eat(b'<') {
+                            return None; // (?P=name) backreference, or invalid
+                        }
+                        let start = self.pos;
+                        while self.peek().is_some_and(|b| b != b'>') {
+                            self.pos += 1;
+                        }
+                        let name = &self.s[start..self.pos];
+                        let valid = name.first().is_some_and(|b| !b.is_ascii_digit())
+                            && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+                        if !self.eat(b'>') || !valid {
+                            return None;
+                        }
+                    }
+                    b':' => {
+                        self.pos += 1;
+                        open = "(?:";
+                    }
+                    b'#' => {
+                        while self.peek().is_some_and(|b| b != b')') {
+                            self.pos += 1;
+                        }
+                        return self.eat(b')').then_some(false);
+                    }
+                    b'i' | b'L' | b'm' | b's' | b'u' | b'x' => {
+                        while let Some(f) = self.peek() {
+                            match f {
+                                b'i' => self.seen.ignore_case = true,
+                                b'm' => self.seen.multiline = true,
+                                b's' => self.seen.dotall = true,
+                                b'x' => self.seen.verbose = true,
+                                b'L' | b'u' => {}
+                                _ => break,
+                            }
+                            self.pos += 1;
+                        }
+                        return self.eat(b')').then_some(false);
+                    }
+                    // Lookaround, conditionals, unknown extensions.
+                    _ => return None,
+                }
+            }
+            if self.depth >= MAX_DEPTH {
+                return None;
+            }
+            self.depth += 1;
+            self.out.push_str(open);
+            self.parse_alternation()?;
+            self.depth -= 1;
+            if !self.eat(b')') {
+                return None;
+            }
+            self.out.push(')');
+            Some(true)
+        }
+
+        /// After `\` outside a class.
+        fn parse_escape(&mut self) -> Option<Last> {
+            let c = self.peek()?;
+            self.pos += 1;
+            let anchor = match c {
+                b'A' => Some(r"\A"),
+                b'Z' => Some(r"\z"),
+                b'b' => Some(r"(?-u:\b)"),
+                b'B' => Some(r"(?-u:\B)"),
+                _ => None,
+            };
+            if let Some(a) = anchor {
+                self.out.push_str(a);
+                return Some(Last::Anchor);
+            }
+            if let Some(cat) = category(c) {
+                self.out.push_str(cat);
+                return Some(Last::Item);
+            }
+            let byte = match c {
+                b'x' => self.hex_escape()?,
+                b'0' => self.octal_digits(u32::from(c - b'0'), 2),
+                b'1'..=b'9' => {
+                    let (d1, d2) = (self.peek(), self.peek_at(1));
+                    let octal = |b: Option<u8>| b.is_some_and(|b| (b'0'..=b'7').contains(&b));
+                    if c <= b'7' && octal(d1) && octal(d2) {
+                        self.octal_digits(u32::from(c - b'0'), 2)
+                    } else {
+                        return None; // group reference
+                    }
+                }
+                _ => simple_escape(c).unwrap_or(c),
+            };
+            push_byte(&mut self.out, byte);
+            Some(Last::Item)
+        }
+
+        /// `\xhh`: exactly two hex digits.
+        fn hex_escape(&mut self) -> Option<u8> {
+            let h = self.s.get(self.pos..self.pos + 2)?;
+            let h = std::str::from_utf8(h).ok()?;
+            if !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            self.pos += 2;
+            u8::from_str_radix(h, 16).ok()
+        }
+
+        /// Up to `more` further octal digits after the first; value & 0xff.
+        fn octal_digits(&mut self, mut value: u32, more: usize) -> u8 {
+            for _ in 0..more {
+                match self.peek() {
+                    Some(d @ b'0'..=b'7') => {
+                        value = value * 8 + u32::from(d - b'0');
+                        self.pos += 1;
+                    }
+                    _ => break,
+                }
+            }
+            (value & 0xff) as u8
+        }
+
+        /// One element of a class: a byte or a category.
+        fn class_atom(&mut self, c: u8) -> Option<ClassItem> {
+            if c != b'\\' {
+                return Some(ClassItem::Byte(c));
+            }
+            let e = self.peek()?;
+            self.pos += 1;
+            if e == b'b' {
+                return Some(ClassItem::Byte(0x08));
+            }
+            if let Some(b) = simple_escape(e) {
+                return Some(ClassItem::Byte(b));
+            }
+            if let Some(cat) = category(e) {
+                return Some(ClassItem::Category(cat));
+            }
+            Some(ClassItem::Byte(match e {
+                b'x' => self.hex_escape()?,
+                b'0'..=b'7' => self.octal_digits(u32::from(e - b'0'), 2),
+                b'8' | b'9' => return None,
+                _ => e,
+            }))
+        }
+
+        /// After `[`, following `sre_parse` (Python 2.7).
+        fn parse_class(&mut self) -> Option<()> {
+            let negate = self.eat(b'^');
+            let mut items = Vec::new();
+            loop {
+                let c = self.peek()?;
+                self.pos += 1;
+                if c == b']' && !items.is_empty() {
+                    break;
+                }
+                let first = self.class_atom(c)?;
+                if self.eat(b'-') {
+                    let c2 = self.peek()?;
+                    self.pos += 1;
+                    if c2 == b']' {
+                        items.push(first);
+                        items.push(ClassItem::Byte(b'-'));
+                        break;
+                    }
+                    let second = self.class_atom(c2)?;
+                    match (first, second) {
+                        (ClassItem::Byte(lo), ClassItem::Byte(hi)) if lo <= hi => {
+                            items.push(ClassItem::Range(lo, hi))
+                        }
+                        _ => return None, // bad character range
+                    }
+                } else {
+                    items.push(first);
+                }
+            }
+            self.out.push_str(if negate { "[^" } else { "[" });
+            for item in items {
+                match item {
+                    ClassItem::Byte(b) => {
+                        let _ = write!(self.out, "\\x{{{b:02X}}}");
+                    }
+                    ClassItem::Range(lo, hi) => {
+                        let _ = write!(self.out, "\\x{{{lo:02X}}}-\\x{{{hi:02X}}}");
+                    }
+                    ClassItem::Category(cat) => self.out.push_str(cat),
+                }
+            }
+            self.out.push(']');
+            Some(())
+        }
+    }
+}

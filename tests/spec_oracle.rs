@@ -1,0 +1,574 @@
+//! Differential tests of spec matching against the legacy Python 2.7 library
+//! (`hardware.matcher`): thousands of seeded random cases, run in one batched
+//! python2.7 process per test.
+//!
+//! The oracle must be installed (`PYENV_VERSION=2.7.18 python2.7` with
+//! `hardware`); without it these tests fail unless `EDEPLOY_SKIP_ORACLE=1`.
+//! Cases where the legacy code raises inside a function (`gt(abc)`, bad
+//! arity...) are skipped: there we deliberately do not match instead.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+
+use edeploy::hw::{sysname_and_macs, Item};
+use edeploy::spec::{match_all, match_all_with_budget, match_spec, Spec, SpecError, Vars};
+use serde_json::{json, Value as Json};
+
+/// Runs `tests/oracle/<script>` on `cases`; `None` when the oracle is
+/// missing and `EDEPLOY_SKIP_ORACLE=1`.
+fn oracle(script: &str, cases: &Json) -> Option<Vec<Json>> {
+    let python = |args: &[&str]| {
+        Command::new("python2.7")
+            .env("PYENV_VERSION", "2.7.18")
+            .args(args)
+            .output()
+    };
+    let available = python(&["-c", "import hardware.matcher, hardware.generate"])
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        if std::env::var("EDEPLOY_SKIP_ORACLE").as_deref() == Ok("1") {
+            eprintln!("oracle (python2.7 + hardware) missing: skipped");
+            return None;
+        }
+        panic!("oracle missing: install python2.7 + hardware==0.18, or set EDEPLOY_SKIP_ORACLE=1");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("cases.json");
+    std::fs::write(&input, serde_json::to_vec(cases).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/oracle")
+        .join(script);
+    let out = python(&[script.to_str().unwrap(), input.to_str().unwrap()]).unwrap();
+    assert!(
+        out.status.success(),
+        "oracle failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Json> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results.len(), cases.as_array().unwrap().len());
+    Some(results)
+}
+
+/// splitmix64: small, seeded, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())].clone()
+    }
+}
+
+const DISKS: [&str; 4] = ["sda", "sdb", "sdc", "vda"];
+const SIZES: [&str; 7] = ["8", "20", "100", "500", "1e3", " 50", "abc"];
+const VENDORS: [&str; 4] = ["ATA", "QEMU", "Dell", "'HP'"];
+const NICS: [&str; 4] = ["eth0", "eth1", "eth2", "em1"];
+const MACS: [&str; 5] = [
+    "52:54:00:12:34:56",
+    "52:54:00:12:34:57",
+    "28:d2:44:00:00:01",
+    "00:25:90:aa:bb:cc",
+    "52:54:00:12:34:56",
+];
+const IPS: [&str; 6] = [
+    "10.0.0.5",
+    "192.168.122.10",
+    "10.1.2.3",
+    "172.16.0.1",
+    "10.0.0.300",
+    "",
+];
+const NUMBERS: [&str; 8] = ["4", "8", "10", "20", "50", "99.5", "'16'", " 30 "];
+const NETWORKS: [&str; 7] = [
+    "10.0.0.0/8",
+    "10.0.0.0/24",
+    "192.168.122.0/24",
+    "10.1.2.3/16",
+    "0.0.0.0/0",
+    "172.16.0.0/255.255.0.0",
+    "10.0.0.5",
+];
+const REGEXPS: [&str; 22] = [
+    "^sd",
+    "a$",
+    "[0-9]+",
+    "(?i)SD",
+    "^(sda|vda)$",
+    "[[:digit:]]",
+    "x{",
+    "\\d\\d",
+    "^28:d2:",
+    "5[46]",
+    "^$",
+    "eth[0-1]",
+    "^\\w+\\Z",
+    "[^a-z]",
+    "Q.*U",
+    "(?x) e t h",
+    "\\bem",
+    "1{2}",
+    "[a-]",
+    "'^10'",
+    "(eth|em)\\d",
+    "A(?i)t",
+];
+const VARS: [&str; 6] = ["d", "d2", "e", "m", "s", "x"];
+
+fn random_line(r: &mut Rng) -> Item {
+    let line: [&str; 4] = match r.below(8) {
+        0 | 1 => ["disk", r.pick(&DISKS), "size", r.pick(&SIZES)],
+        2 => ["disk", r.pick(&DISKS), "vendor", r.pick(&VENDORS)],
+        3 => ["network", r.pick(&NICS), "serial", r.pick(&MACS)],
+        4 => ["network", r.pick(&NICS), "ipv4", r.pick(&IPS)],
+        5 => ["network", r.pick(&NICS), "link", r.pick(&["yes", "no"])],
+        6 => ["cpu", "physical_0", "cores", r.pick(&NUMBERS)],
+        _ => [
+            "system",
+            "product",
+            "name",
+            r.pick(&["vm", "PowerEdge R630", "x(1)"]),
+        ],
+    };
+    line.map(String::from)
+}
+
+/// What a field holds, so that functions mostly get values they can read
+/// (the legacy code raises on `gt(4)` against `sda`; those cases are skipped).
+#[derive(Clone, Copy)]
+enum Kind {
+    Number,
+    Address,
+    Text,
+}
+
+/// A function call, possibly nested, mostly suited to `kind`.
+fn random_function(r: &mut Rng, kind: Kind, depth: usize) -> String {
+    let sp = |r: &mut Rng| if r.chance(20) { " " } else { "" };
+    let leaf = match (kind, r.below(10)) {
+        (_, 9) => r.below(4),
+        (Kind::Number, _) => 0,
+        (Kind::Address, n) => [1, 2, 3][n % 3],
+        (Kind::Text, n) => [1, 3][n % 2],
+    };
+    let choice = if depth >= 2 || r.chance(60) {
+        leaf
+    } else {
+        4 + r.below(4)
+    };
+    match choice {
+        0 => format!(
+            "{}({}{})",
+            r.pick(&["gt", "ge", "lt", "le"]),
+            sp(r),
+            r.pick(&NUMBERS)
+        ),
+        1 => {
+            let n = 1 + r.below(3);
+            let mut pool: Vec<&str> = DISKS.to_vec();
+            pool.extend(NICS);
+            pool.extend(["yes", "'no'", "ATA", "10.0.0.5"]);
+            let items: Vec<&str> = (0..n).map(|_| r.pick(&pool)).collect();
+            format!("in({})", items.join(if r.chance(50) { ", " } else { "," }))
+        }
+        2 => format!("network({})", r.pick(&NETWORKS)),
+        3 => format!("regexp({})", r.pick(&REGEXPS)),
+        4 => format!("not({})", random_function(r, kind, depth + 1)),
+        5 | 6 => {
+            let a = random_function(r, kind, depth + 1);
+            let b = if r.chance(80) {
+                random_function(r, kind, depth + 1)
+            } else {
+                r.pick(&["x", "''", "foo(1)"]).to_string()
+            };
+            format!("{}({a},{}{b})", r.pick(&["and", "or"]), sp(r))
+        }
+        _ => r.pick(&["foo(1)", "gt()", "(a)", ")", "GT(5)"]).to_string(),
+    }
+}
+
+fn kind_of(value: &str) -> Kind {
+    if value.parse::<Ipv4Addr>().is_ok() {
+        Kind::Address
+    } else if value.trim().trim_matches('\'').parse::<f64>().is_ok() {
+        Kind::Number
+    } else {
+        Kind::Text
+    }
+}
+
+fn random_var(r: &mut Rng, kind: Kind) -> String {
+    let name = r.pick(&VARS);
+    match r.below(10) {
+        0..=5 => format!("${name}"),
+        6 | 7 => format!("$${name}"),
+        8 => format!("${name}={}", random_function(r, kind, 1)),
+        _ => format!("$${name}={}", random_function(r, kind, 1)),
+    }
+}
+
+/// A spec shaped after `line`, each field kept, made a variable or a
+/// function, or replaced by another value.
+fn random_spec(r: &mut Rng, line: &Item) -> Spec {
+    let mut spec = line.clone();
+    for (i, field) in spec.iter_mut().enumerate() {
+        let vary = if i == 0 || i == 2 { 5 } else { 60 };
+        if !r.chance(vary) {
+            continue;
+        }
+        let kind = kind_of(field);
+        *field = match r.below(10) {
+            0..=4 => random_var(r, kind),
+            5..=8 => random_function(r, kind, 0),
+            _ => random_line(r)[i].clone(),
+        };
+    }
+    spec
+}
+
+fn vars_json(v: &Vars) -> Json {
+    json!(v)
+}
+
+fn item_json(i: &Item) -> Json {
+    json!(i)
+}
+
+/// Work units (see `MATCH_BUDGET`) beyond which a case is not sent to the
+/// oracle: the legacy backtracking is exponential, and our implementation
+/// does the same steps, so its budget tells which cases Python would take
+/// ages on.
+const TRACTABLE: u64 = 1_000;
+
+fn push_tractable(
+    cases: &mut Vec<Json>,
+    inputs: &mut Vec<(Vec<Item>, Vec<Spec>)>,
+    lines: Vec<Item>,
+    specs: Vec<Spec>,
+) {
+    let (mut v, mut f) = (Vars::new(), Vars::new());
+    if match_all_with_budget(&lines, &specs, &mut v, &mut f, TRACTABLE)
+        == Err(SpecError::TooComplex { budget: TRACTABLE })
+    {
+        return;
+    }
+    cases.push(json!({"kind": "all", "lines": lines, "specs": specs}));
+    inputs.push((lines, specs));
+}
+
+#[test]
+fn match_all_agrees_with_oracle() {
+    let mut r = Rng(0x5eed_0001);
+    let mut cases = Vec::new();
+    let mut inputs = Vec::new();
+    for _ in 0..2400 {
+        let lines: Vec<Item> = (0..3 + r.below(10)).map(|_| random_line(&mut r)).collect();
+        let n = 1 + r.below(6);
+        let specs: Vec<Spec> = (0..n)
+            .map(|_| {
+                let base = if r.chance(85) {
+                    r.pick(&lines)
+                } else {
+                    random_line(&mut r)
+                };
+                random_spec(&mut r, &base)
+            })
+            .collect();
+        push_tractable(&mut cases, &mut inputs, lines, specs);
+    }
+    // Many `$$` variables bound at once: the legacy rename loop skips some.
+    for _ in 0..700 {
+        let k = 1 + r.below(10);
+        let mut lines = Vec::new();
+        let mut specs = Vec::new();
+        for j in 0..k {
+            let name = format!("{}{}", r.pick(&["v", "disk", "mac", "ip", "eth"]), j);
+            let var = if r.chance(60) {
+                format!("$${name}")
+            } else {
+                format!("${name}")
+            };
+            lines.push([
+                "k".to_string(),
+                name.clone(),
+                format!("val{}", r.below(3)),
+                "-".into(),
+            ]);
+            specs.push(["k".to_string(), name, var, "-".into()]);
+        }
+        if r.chance(30) {
+            // A failing spec forcing backtracking through every point.
+            specs.push(["k".into(), "$v0".into(), "none".into(), "-".into()]);
+        }
+        push_tractable(&mut cases, &mut inputs, lines, specs);
+    }
+    // Backtracking after many variables are bound: the retried branch works
+    // on a copy of the variables, whose table layout decides the renames.
+    for _ in 0..700 {
+        let k = r.below(12);
+        let mut lines = Vec::new();
+        let mut specs = Vec::new();
+        let var = |r: &mut Rng, name: &str| {
+            if r.chance(50) {
+                format!("$${name}")
+            } else {
+                format!("${name}")
+            }
+        };
+        for j in 0..k {
+            let name = format!("{}{}", r.pick(&["v", "disk", "mac", "ip", "eth", "x"]), j);
+            lines.push([
+                "k".to_string(),
+                name.clone(),
+                format!("val{}", r.below(3)),
+                "-".into(),
+            ]);
+            specs.push([
+                "k".to_string(),
+                name.clone(),
+                var(&mut r, &name),
+                "-".into(),
+            ]);
+        }
+        let w = var(&mut r, "w");
+        let at = specs.len().saturating_sub(r.below(3));
+        specs.insert(at, ["z".into(), w.clone(), "-".into(), "-".into()]);
+        specs.push(["q".into(), w, "-".into(), "-".into()]);
+        lines.push(["z".into(), "a".into(), "-".into(), "-".into()]);
+        lines.push(["z".into(), "b".into(), "-".into(), "-".into()]);
+        lines.push(["q".into(), "b".into(), "-".into(), "-".into()]);
+        push_tractable(&mut cases, &mut inputs, lines, specs);
+    }
+    eprintln!("{} tractable cases", cases.len());
+    let Some(results) = oracle("spec_oracle.py", &Json::Array(cases)) else {
+        return;
+    };
+    let (mut compared, mut matched, mut skipped, mut crashes) = (0, 0, 0, 0);
+    for ((lines, specs), expected) in inputs.iter().zip(&results) {
+        let mut vars = Vars::new();
+        let mut forced = Vars::new();
+        let got = match_all(lines, specs, &mut vars, &mut forced);
+        let context = || format!("lines {lines:?}\nspecs {specs:?}\noracle {expected}");
+        if let Some(kind) = expected.get("raise") {
+            if expected["where"] == "match_all" {
+                crashes += 1;
+                assert!(
+                    matches!(got, Err(SpecError::LegacyCrash { .. })),
+                    "oracle crashed ({kind}), we gave {got:?}\n{}",
+                    context()
+                );
+            } else {
+                skipped += 1;
+            }
+            continue;
+        }
+        compared += 1;
+        let ok = got.unwrap_or_else(|e| panic!("{e}\n{}", context()));
+        assert_eq!(json!(ok), expected["ok"], "{}", context());
+        matched += usize::from(ok);
+        assert_eq!(vars_json(&vars), expected["vars"], "vars\n{}", context());
+        assert_eq!(
+            vars_json(&forced),
+            expected["forced"],
+            "forced\n{}",
+            context()
+        );
+    }
+    eprintln!(
+        "{compared} compared ({matched} matched), {crashes} legacy crashes, {skipped} skipped"
+    );
+    assert!(compared > 2500 && matched > 1000 && crashes > 5 && skipped < 600);
+}
+
+#[test]
+fn match_spec_functions_agree_with_oracle() {
+    let mut r = Rng(0x5eed_0002);
+    let values = [
+        "10",
+        " 12 ",
+        "abc",
+        "1e3",
+        "inf",
+        "nan",
+        "-5",
+        "'20'",
+        "\"7\"",
+        "0x10",
+        "",
+        "10.0.0.5",
+        "10.1.2.3",
+        "192.168.122.10",
+        "010.0.0.1",
+        "sda",
+        "eth1",
+        "em1",
+        "28:d2:44:00:00:01",
+        "yes",
+        "'no'",
+        "At",
+        "x(1)",
+        "5\n",
+        "a\n",
+    ];
+    let mut cases = Vec::new();
+    let mut inputs = Vec::new();
+    for _ in 0..5000 {
+        let kind = [Kind::Number, Kind::Address, Kind::Text][r.below(3)];
+        let field = match r.below(10) {
+            0..=6 => random_function(&mut r, kind, 0),
+            7 | 8 => random_var(&mut r, kind),
+            _ => r.pick(&values).to_string(),
+        };
+        let lines: Vec<Item> = (0..1 + r.below(3))
+            .map(|_| {
+                [
+                    "a".to_string(),
+                    r.pick(&["b", "c"]).to_string(),
+                    "c".into(),
+                    r.pick(&values).to_string(),
+                ]
+            })
+            .collect();
+        let spec: Spec = [
+            "a".into(),
+            if r.chance(30) {
+                "$y".into()
+            } else {
+                "b".into()
+            },
+            "c".into(),
+            field,
+        ];
+        let mut vars = Vars::new();
+        if r.chance(30) {
+            vars.insert("y".into(), "c".into());
+        }
+        if r.chance(20) {
+            vars.insert(r.pick(&VARS).into(), r.pick(&values).to_string());
+        }
+        cases.push(json!({"kind": "spec", "spec": spec, "lines": lines, "vars": vars}));
+        inputs.push((spec, lines, vars));
+    }
+    let Some(results) = oracle("spec_oracle.py", &Json::Array(cases)) else {
+        return;
+    };
+    let (mut compared, mut matched, mut skipped) = (0, 0, 0);
+    for ((spec, lines, vars), expected) in inputs.iter().zip(&results) {
+        if expected.get("raise").is_some() {
+            skipped += 1;
+            continue;
+        }
+        compared += 1;
+        let mut lines = lines.clone();
+        let mut vars = vars.clone();
+        let before = (lines.clone(), vars.clone());
+        let line = match_spec(spec, &mut lines, &mut vars);
+        let context = format!("spec {spec:?}\ninput {before:?}\noracle {expected}");
+        assert_eq!(
+            line.as_ref().map(item_json).unwrap_or(Json::Null),
+            expected["line"],
+            "{context}"
+        );
+        matched += usize::from(line.is_some());
+        assert_eq!(json!(lines), expected["lines"], "{context}");
+        assert_eq!(vars_json(&vars), expected["vars"], "{context}");
+    }
+    eprintln!("{compared} compared ({matched} matched), {skipped} skipped");
+    assert!(compared > 3000 && matched > 800);
+}
+
+#[test]
+fn sysname_agrees_with_oracle() {
+    let mut r = Rng(0x5eed_0003);
+    let texts = [
+        "Dell Inc.",
+        "PowerEdge R630",
+        "edeploy_test_vm ()",
+        "AB-12 3",
+        "",
+        "--",
+        "x_y",
+        "52:54:00:12:34:56",
+        "a:b",
+        "(1)",
+        "$v",
+    ];
+    let mut cases = Vec::new();
+    let mut inputs = Vec::new();
+    for _ in 0..2000 {
+        let items: Vec<Item> = (0..r.below(8))
+            .map(|_| {
+                let line: [&str; 4] = match r.below(6) {
+                    0 => ["system", "product", "vendor", r.pick(&texts)],
+                    1 => ["system", "product", "name", r.pick(&texts)],
+                    2 => ["system", "product", "serial", r.pick(&texts)],
+                    3 | 4 => ["network", r.pick(&NICS), "serial", r.pick(&texts)],
+                    _ => [
+                        r.pick(&["network", "system", "disk"]),
+                        r.pick(&["eth0", "product", "sda"]),
+                        r.pick(&["ipv4", "serial", "name"]),
+                        r.pick(&texts),
+                    ],
+                };
+                line.map(String::from)
+            })
+            .collect();
+        cases.push(json!({"kind": "sysname", "items": items}));
+        inputs.push(items);
+    }
+    let Some(results) = oracle("spec_oracle.py", &Json::Array(cases)) else {
+        return;
+    };
+    for (items, expected) in inputs.iter().zip(&results) {
+        let result = &expected["result"];
+        assert!(result.is_object(), "oracle raised on {items:?}: {expected}");
+        let (sysname, macs) = sysname_and_macs(items);
+        assert_eq!(json!(sysname), result["sysname"], "{items:?}");
+        let want: Vec<String> = result
+            .get("serial")
+            .map(|s| serde_json::from_value(s.clone()).unwrap())
+            .unwrap_or_default();
+        assert_eq!(macs, want, "{items:?}");
+    }
+}
+
+#[test]
+fn legacy_quirks_are_kept() {
+    // Backtracking merges the successful branch into the failed one: the
+    // stale `$x` of the failed branch stays.
+    let lines: Vec<Item> = [
+        ["a", "p", "-", "-"],
+        ["a", "q", "-", "-"],
+        ["b", "q", "-", "-"],
+    ]
+    .iter()
+    .map(|l| l.map(String::from))
+    .collect();
+    let specs: Vec<Spec> = [["a", "$$x", "-", "-"], ["b", "$$x", "-", "-"]]
+        .iter()
+        .map(|l| l.map(String::from))
+        .collect();
+    let mut vars = Vars::new();
+    let mut forced = Vars::new();
+    assert_eq!(match_all(&lines, &specs, &mut vars, &mut forced), Ok(true));
+    let expect: BTreeMap<String, String> =
+        [("$x".into(), "p".into()), ("x".into(), "q".into())].into();
+    assert_eq!(vars, expect);
+    assert_eq!(forced, [("x".to_string(), "q".to_string())].into());
+}
