@@ -84,14 +84,7 @@ impl Config {
     /// resolved), from which the legacy defaults `<script_dir>/../config`
     /// (CONFIGDIR) and `<script_dir>/../health` (HEALTHDIR) are derived.
     pub fn load(path: &Path, section: &str, script_dir: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            kind: ConfigErrorKind::Io(e.kind()),
-            message: e.to_string(),
-        })?;
-        let ini = Ini::parse(path, &src)?;
-        ini.config(section.as_bytes(), script_dir.as_os_str().as_bytes())
+        read_ini(path)?.config(section.as_bytes(), script_dir.as_os_str().as_bytes())
     }
 
     /// The configuration used when there is no configuration file: every
@@ -111,6 +104,31 @@ impl Config {
             max_log_size: DEFAULT_MAX_LOG_SIZE,
         }
     }
+}
+
+/// The names of the sections of the configuration file `path` that set
+/// `key`, themselves or through `[DEFAULT]`, sorted (the status page shows
+/// every section with a `CONFIGDIR`). Names that are not UTF-8 are given
+/// lossily: [`Config::load`] then reports them as missing.
+pub fn sections_setting(path: &Path, key: &str) -> Result<Vec<String>, ConfigError> {
+    let ini = read_ini(path)?;
+    let key = key.to_ascii_lowercase();
+    Ok(ini
+        .sections
+        .iter()
+        .filter(|(_, options)| ini.lookup(Some(options), key.as_bytes()).is_some())
+        .map(|(name, _)| String::from_utf8_lossy(name).into_owned())
+        .collect())
+}
+
+fn read_ini(path: &Path) -> Result<Ini, ConfigError> {
+    let src = std::fs::read(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        kind: ConfigErrorKind::Io(e.kind()),
+        message: e.to_string(),
+    })?;
+    Ini::parse(path, &src)
 }
 
 /// Where the programs look for their configuration: `$EDEPLOY_CONF` when
@@ -987,6 +1005,28 @@ for q in sys.argv[2:]:
         ] {
             assert_eq!(parse_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn sections_setting_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edeploy.conf");
+        let src = "[SERVER]\nconfigdir = /a\n[health]\nHWDIR = /h\n[B]\nCONFIGDIR: /b\n";
+        std::fs::write(&path, src).unwrap();
+        assert_eq!(
+            sections_setting(&path, "CONFIGDIR").unwrap(),
+            ["B", "SERVER"]
+        );
+        std::fs::write(&path, format!("[DEFAULT]\nCONFIGDIR = /d\n{src}")).unwrap();
+        assert_eq!(
+            sections_setting(&path, "CONFIGDIR").unwrap(),
+            ["B", "SERVER", "health"]
+        );
+        std::fs::write(&path, "[SERVER]\nbad line\n").unwrap();
+        let e = sections_setting(&path, "CONFIGDIR").unwrap_err();
+        assert_eq!((e.kind, e.line), (ConfigErrorKind::Syntax, Some(2)));
+        let e = sections_setting(&dir.path().join("nope"), "CONFIGDIR").unwrap_err();
+        assert_eq!(e.kind, ConfigErrorKind::Io(io::ErrorKind::NotFound));
     }
 
     #[test]
