@@ -9,7 +9,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use edeploy::{cgi, config, status};
+use edeploy::cgi::{self, Limits};
+use edeploy::{config, status};
 
 const PROGRAM: &str = "status";
 
@@ -75,6 +76,18 @@ fn plain(status: &'static str, extra: &'static str, message: &str) -> Answer {
 fn serve_cgi() -> Answer {
     let method = std::env::var("REQUEST_METHOD").unwrap_or_default();
     if method != "GET" && method != "HEAD" {
+        // mod_cgid drops the answer of a script that left its body unread:
+        // read a small one (no file is accepted, so only the form overhead).
+        let none = Limits {
+            max_hw_size: 0,
+            max_log_size: 0,
+        };
+        cgi::discard_rest(
+            &|name| std::env::var_os(name),
+            &mut std::io::stdin(),
+            0,
+            none,
+        );
         return plain(
             "405 Method Not Allowed",
             "Allow: GET, HEAD\n",
