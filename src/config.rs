@@ -105,12 +105,7 @@ impl Config {
     /// resolved), from which the legacy defaults `<script_dir>/../config`
     /// (CONFIGDIR) and `<script_dir>/../health` (HEALTHDIR) are derived.
     pub fn load(path: &Path, section: &str, script_dir: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            kind: ConfigErrorKind::Io(e.kind()),
-            message: e.to_string(),
-        })?;
+        let src = read_file(path)?;
         Parsed::new(path, &src)?.config(section, script_dir.as_os_str().as_bytes())
     }
 
@@ -131,6 +126,32 @@ impl Config {
             max_log_size: DEFAULT_MAX_LOG_SIZE,
         }
     }
+}
+
+/// The names of the sections of the configuration file `path` that set
+/// `key`, themselves or through `[DEFAULT]`, sorted (the status page shows
+/// every section with a `CONFIGDIR`). Names that are not UTF-8 are given
+/// lossily: [`Config::load`] then reports them as missing.
+pub fn sections_setting(path: &Path, key: &str) -> Result<Vec<String>, ConfigError> {
+    let src = read_file(path)?;
+    let parsed = Parsed::new(path, &src)?;
+    let key = key.to_ascii_lowercase();
+    let in_defaults = parsed.defaults.contains_key(&key);
+    Ok(parsed
+        .sections
+        .iter()
+        .filter(|(_, options)| in_defaults || options.contains_key(&key))
+        .map(|(name, _)| name.clone())
+        .collect())
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        kind: ConfigErrorKind::Io(e.kind()),
+        message: e.to_string(),
+    })
 }
 
 /// Where the programs look for their configuration: `$EDEPLOY_CONF` when
@@ -1043,6 +1064,28 @@ for q in sys.argv[2:]:
         ] {
             assert_eq!(parse_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn sections_setting_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edeploy.conf");
+        let src = "[SERVER]\nconfigdir = /a\n[health]\nHWDIR = /h\n[B]\nCONFIGDIR: /b\n";
+        std::fs::write(&path, src).unwrap();
+        assert_eq!(
+            sections_setting(&path, "CONFIGDIR").unwrap(),
+            ["B", "SERVER"]
+        );
+        std::fs::write(&path, format!("[DEFAULT]\nCONFIGDIR = /d\n{src}")).unwrap();
+        assert_eq!(
+            sections_setting(&path, "CONFIGDIR").unwrap(),
+            ["B", "SERVER", "health"]
+        );
+        std::fs::write(&path, "[SERVER]\nbad line\nx = 1\n").unwrap();
+        let e = sections_setting(&path, "CONFIGDIR").unwrap_err();
+        assert_eq!((e.kind, e.line), (ConfigErrorKind::Syntax, Some(2)));
+        let e = sections_setting(&dir.path().join("nope"), "CONFIGDIR").unwrap_err();
+        assert_eq!(e.kind, ConfigErrorKind::Io(io::ErrorKind::NotFound));
     }
 
     #[test]

@@ -15,4 +15,5 @@ pub mod provision;
 pub mod script;
 pub mod spec;
 pub mod state;
+pub mod status;
 pub mod store;

@@ -1,0 +1,203 @@
+//! `status` (installed as `status.py`): the fleet status page.
+//!
+//! Run by the web server as a CGI program (GATEWAY_INTERFACE set), it answers
+//! a GET with the HTML page, or with JSON for `?format=json`. Run by hand it
+//! prints the same (`status [--json]`). It reads the same configuration as
+//! `upload.py` and writes nothing; see `edeploy::status`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use edeploy::cgi::{self, Limits};
+use edeploy::{config, status};
+
+const PROGRAM: &str = "status";
+
+const USAGE: &str = "usage: status [--json]
+
+Prints the eDeploy status page (profiles, quotas, CMDB usage, latest
+hardware files and logs of every section) as HTML, or as JSON with --json.
+The configuration file is $EDEPLOY_CONF, else /etc/edeploy.conf.";
+
+/// Headers every answer carries. The page needs no script, image, font or
+/// form, so the policy allows none: even a value that escaped escaping
+/// could not run.
+const COMMON_HEADERS: &str = "Cache-Control: no-store\n\
+     X-Content-Type-Options: nosniff\n\
+     Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'\n";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Html,
+    Json,
+}
+
+/// `format=json` anywhere in the query string asks for JSON.
+fn format_of_query(query: &str) -> Format {
+    if query.split('&').any(|kv| kv == "format=json") {
+        Format::Json
+    } else {
+        Format::Html
+    }
+}
+
+/// The page, with its content type.
+fn render(format: Format) -> Result<(&'static str, Vec<u8>)> {
+    let (conf, required) = config::default_path();
+    let script_dir = config::program_dir();
+    let status = status::gather(&conf, required, &script_dir);
+    Ok(match format {
+        Format::Html => (
+            "text/html; charset=utf-8",
+            status::to_html(&status).into_bytes(),
+        ),
+        Format::Json => ("application/json", status::to_json(&status)?),
+    })
+}
+
+struct Answer {
+    status: &'static str,
+    content_type: &'static str,
+    extra: &'static str,
+    body: Vec<u8>,
+}
+
+fn plain(status: &'static str, extra: &'static str, message: &str) -> Answer {
+    Answer {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        extra,
+        body: format!("{message}\n").into_bytes(),
+    }
+}
+
+fn serve_cgi() -> Answer {
+    let method = std::env::var("REQUEST_METHOD").unwrap_or_default();
+    if method != "GET" && method != "HEAD" {
+        // mod_cgid drops the answer of a script that left its body unread:
+        // read a small one (no file is accepted, so only the form overhead).
+        let none = Limits {
+            max_hw_size: 0,
+            max_log_size: 0,
+        };
+        cgi::discard_rest(
+            &|name| std::env::var_os(name),
+            &mut std::io::stdin(),
+            0,
+            none,
+        );
+        return plain(
+            "405 Method Not Allowed",
+            "Allow: GET, HEAD\n",
+            "status.py only answers GET",
+        );
+    }
+    let query = std::env::var("QUERY_STRING").unwrap_or_default();
+    match render(format_of_query(&query)) {
+        Ok((content_type, body)) => Answer {
+            status: "200 OK",
+            content_type,
+            extra: "",
+            body,
+        },
+        Err(e) => {
+            let remote = std::env::var("REMOTE_ADDR").unwrap_or_else(|_| "-".to_owned());
+            cgi::log_event(PROGRAM, "error", &remote, &format!("{e:#}"));
+            plain(
+                "500 Internal Server Error",
+                "",
+                "cannot render the status page, see the server log",
+            )
+        }
+    }
+}
+
+fn cgi_main() -> ExitCode {
+    // A bug must still produce an answer; the panic message goes to stderr
+    // (the error log).
+    let answer = std::panic::catch_unwind(serve_cgi).unwrap_or_else(|_| {
+        plain(
+            "500 Internal Server Error",
+            "",
+            "internal error in status.py, see the server log",
+        )
+    });
+    let mut head = String::new();
+    if answer.status != "200 OK" {
+        head.push_str(&format!("Status: {}\n", answer.status));
+    }
+    head.push_str(answer.extra);
+    head.push_str(&format!("Content-Type: {}\n", answer.content_type));
+    head.push_str(COMMON_HEADERS);
+    head.push('\n');
+    let mut out = std::io::stdout().lock();
+    match out
+        .write_all(head.as_bytes())
+        .and_then(|()| out.write_all(&answer.body))
+        .and_then(|()| out.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cgi::log_event(PROGRAM, "error", "-", &format!("cannot answer: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Format>> {
+    let mut format = Format::Html;
+    for arg in args {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--json" => format = Format::Json,
+            other => bail!("unexpected argument '{other}'\n\n{USAGE}"),
+        }
+    }
+    Ok(Some(format))
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("GATEWAY_INTERFACE").is_some() {
+        return cgi_main();
+    }
+    let format = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(format)) => format,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("status: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match render(format) {
+        Ok((_, body)) => {
+            let mut out = std::io::stdout().lock();
+            if out.write_all(&body).and_then(|()| out.flush()).is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("status: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_only_when_asked() {
+        assert!(format_of_query("format=json") == Format::Json);
+        assert!(format_of_query("a=1&format=json") == Format::Json);
+        assert!(format_of_query("") == Format::Html);
+        assert!(format_of_query("format=jsonx") == Format::Html);
+        assert!(format_of_query("xformat=json") == Format::Html);
+    }
+}
