@@ -6,6 +6,7 @@
 pub mod cgi;
 pub mod cmdb;
 pub mod config;
+pub mod explain;
 pub mod generate;
 pub mod health;
 pub mod hw;
