@@ -5,6 +5,7 @@
 
 pub mod cgi;
 pub mod cmdb;
+pub mod check;
 pub mod config;
 pub mod explain;
 pub mod generate;
