@@ -416,11 +416,14 @@ impl fmt::Display for Failure {
                 Ok(())
             }
             Cause::Blocked { lines, more } => {
+                let earlier = match self.index {
+                    1 => "spec 1".to_string(),
+                    i => format!("specs 1-{i}"),
+                };
                 write!(
                     f,
-                    "spec {n} {spec} cannot be satisfied together with specs 1-{} \
-                     (backtracking exhausted: no choice of lines for them leaves one for it)",
-                    self.index
+                    "spec {n} {spec} cannot be satisfied together with {earlier} \
+                     (backtracking exhausted: no choice of lines for them leaves one for it)"
                 )?;
                 for b in lines {
                     let line = py_tuple(&b.line);

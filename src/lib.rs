@@ -4,8 +4,8 @@
 //! one obvious place.
 
 pub mod cgi;
-pub mod cmdb;
 pub mod check;
+pub mod cmdb;
 pub mod config;
 pub mod explain;
 pub mod generate;
