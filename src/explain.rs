@@ -125,19 +125,24 @@ pub fn explain_specs(lines: &[Item], specs: &[Spec]) -> Result<Verdict, SpecErro
     if spec::match_all(lines, specs, &mut vars, &mut forced)? {
         return Ok(Verdict::Match { vars, forced });
     }
-    // The longest prefix the matcher accepts; the spec after it fails.
+    // The longest prefix the matcher accepts; the spec after it fails. A
+    // prefix fails only if every longer one does (the matcher searches the
+    // longer one's first specs exactly as the shorter one), so bisect.
+    let mut ok = 0;
+    let mut failed = specs.len();
     let mut bound = Vars::new();
-    let mut index = specs.len().saturating_sub(1);
-    for k in 1..specs.len() {
+    while failed - ok > 1 {
+        let mid = ok + (failed - ok) / 2;
         let mut v = Vars::new();
         let mut f = Vars::new();
-        if spec::match_all(lines, &specs[..k], &mut v, &mut f)? {
+        if spec::match_all(lines, &specs[..mid], &mut v, &mut f)? {
+            ok = mid;
             bound = unrename(v, f);
         } else {
-            index = k - 1;
-            break;
+            failed = mid;
         }
     }
+    let index = failed.saturating_sub(1);
     let Some(failing) = specs.get(index) else {
         // No specs always match; unreachable through match_all.
         return Ok(Verdict::Match { vars, forced });
@@ -788,5 +793,54 @@ mod tests {
         let lines = [item(["disk", "sda", "size", "20"])];
         let f = no_match(&lines, &[item(["disk", "$d", "size", "$size=gt(30)"])]);
         assert!(f.to_string().ends_with("field 4 '20' fails gt(30)"), "{f}");
+    }
+
+    mod random {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[ab]".prop_map(String::from),
+                "[12]".prop_map(String::from),
+                Just("$x".to_string()),
+                Just("$y".to_string()),
+                Just("$$z".to_string()),
+                Just("gt(1)".to_string()),
+                Just("$y=le(1)".to_string()),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            "[ab12]".prop_map(String::from)
+        }
+
+        proptest! {
+            /// The failing spec is where the matcher's verdict on prefixes
+            /// flips, and a verdict is never different from the matcher's.
+            #[test]
+            fn verdicts_are_the_matchers(
+                lines in prop::collection::vec([value(), value(), value(), value()], 0..6),
+                specs in prop::collection::vec([field(), field(), field(), field()], 1..7),
+            ) {
+                let matches = |n: usize| {
+                    let (mut v, mut f) = (Vars::new(), Vars::new());
+                    spec::match_all(&lines, &specs[..n], &mut v, &mut f)
+                };
+                let Ok(whole) = matches(specs.len()) else {
+                    return Ok(());
+                };
+                match explain_specs(&lines, &specs) {
+                    Ok(Verdict::Match { .. }) => prop_assert!(whole),
+                    Ok(Verdict::NoMatch(f)) => {
+                        prop_assert!(!whole);
+                        prop_assert_eq!(matches(f.index), Ok(true));
+                        prop_assert_eq!(matches(f.index + 1), Ok(false));
+                        prop_assert!(!f.to_string().is_empty());
+                    }
+                    Err(e) => prop_assert!(false, "{e}"),
+                }
+            }
+        }
     }
 }
