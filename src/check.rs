@@ -308,22 +308,21 @@ fn check_cmdb(path: &Path, in_use: bool, report: &mut Report) {
         }
     };
     let positions = Positions::new(&src);
-    let generated = matches!(document, Document::Generate(_));
-    let entries: Vec<Dict> = match document {
+    let mut scan = EntryScan::default();
+    match document {
         Document::Literal(Value::List(values)) => {
-            let mut entries = Vec::with_capacity(values.len());
-            for (i, v) in values.into_iter().enumerate() {
+            for (i, v) in values.iter().enumerate() {
+                let at = positions.at(&[0, i]);
                 match v {
-                    Value::Dict(d) => entries.push(d),
+                    Value::Dict(d) => scan.push(path, i, d, at, report),
                     _ => report.add(
                         path,
-                        positions.at(&[0, i]),
+                        at,
                         Severity::Error,
                         format!("entry {i} is not a dict"),
                     ),
                 }
             }
-            entries
         }
         Document::Literal(_) => {
             report.add(
@@ -334,39 +333,20 @@ fn check_cmdb(path: &Path, in_use: bool, report: &mut Report) {
             );
             return;
         }
-        Document::Generate(model) => match expand(path, &model, &positions, report) {
-            Some(entries) => entries,
-            None => return,
-        },
-    };
-    // Generated entries have no text of their own: point at the model.
-    let generated = positions.at(&[0]).filter(|_| generated);
-    for key in UNIQUE_KEYS {
-        let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
-        for (i, entry) in entries.iter().enumerate() {
-            let Some(value) = entry.get_str(key) else {
-                continue;
+        Document::Generate(model) => {
+            let Some(entries) = expand(path, &model, &positions, report) else {
+                return;
             };
-            let text = match value {
-                Value::Str(b) => b.clone(),
-                other => literal::repr(other),
-            };
-            if let Some(&first) = seen.get(&text) {
-                let at = generated.or_else(|| positions.at(&[0, i]));
-                let shown = String::from_utf8_lossy(&literal::repr(value)).into_owned();
-                report.add(
-                    path,
-                    at,
-                    Severity::Error,
-                    format!("entries {first} and {i} have the same {key} {shown}"),
-                );
-            } else {
-                seen.insert(text, i);
+            // Generated entries have no text of their own: point at the model.
+            let at = positions.at(&[0]);
+            for (i, v) in entries.enumerate() {
+                if let Value::Dict(d) = &v {
+                    scan.push(path, i, d, at, report);
+                }
             }
         }
     }
-    let left = entries.iter().any(|e| e.get_str("used").is_none());
-    if in_use && !left {
+    if in_use && !scan.unused_left {
         report.add(
             path,
             None,
@@ -374,9 +354,55 @@ fn check_cmdb(path: &Path, in_use: bool, report: &mut Report) {
             format!(
                 "no unused entry left among {}: a new machine of this profile gets \
                  'No more entry in the CMDB'",
-                entries.len()
+                scan.entries
             ),
         );
+    }
+}
+
+/// What is remembered of the entries of a CMDB while they go by: the values
+/// that must be unique, whether one is still unused.
+#[derive(Default)]
+struct EntryScan {
+    seen: [HashMap<Vec<u8>, usize>; UNIQUE_KEYS.len()],
+    entries: usize,
+    unused_left: bool,
+}
+
+impl EntryScan {
+    fn push(
+        &mut self,
+        path: &Path,
+        i: usize,
+        entry: &Dict,
+        at: Option<(usize, usize)>,
+        report: &mut Report,
+    ) {
+        self.entries += 1;
+        self.unused_left |= entry.get_str("used").is_none();
+        for (key, seen) in UNIQUE_KEYS.iter().zip(self.seen.iter_mut()) {
+            let Some(value) = entry.get_str(key) else {
+                continue;
+            };
+            let text = match value {
+                Value::Str(b) => b.clone(),
+                other => literal::repr(other),
+            };
+            match seen.get(&text) {
+                Some(&first) => {
+                    let shown = String::from_utf8_lossy(&literal::repr(value)).into_owned();
+                    report.add(
+                        path,
+                        at,
+                        Severity::Error,
+                        format!("entries {first} and {i} have the same {key} {shown}"),
+                    );
+                }
+                None => {
+                    seen.insert(text, i);
+                }
+            }
+        }
     }
 }
 
@@ -387,7 +413,7 @@ fn expand(
     model: &Value,
     positions: &Positions,
     report: &mut Report,
-) -> Option<Vec<Dict>> {
+) -> Option<generate::Generated> {
     let at = positions.at(&[0]);
     let entries = match generate::generate(model) {
         Ok(g) => g,
@@ -396,12 +422,6 @@ fn expand(
             return None;
         }
     };
-    let entries: Vec<Dict> = entries
-        .filter_map(|v| match v {
-            Value::Dict(d) => Some(d),
-            _ => None,
-        })
-        .collect();
     if let Value::Dict(dict) = model {
         let lengths: Vec<(usize, &Value, usize)> = dict
             .iter()
@@ -657,5 +677,87 @@ mod tests {
         assert_eq!(len(Value::List(vec![Value::str("x")])), Some(1));
         assert_eq!(len(Value::str("plain")), None);
         assert_eq!(len(Value::Int(5)), None);
+    }
+
+    /// The findings for a directory holding `files`, as text without the
+    /// directory.
+    fn findings(files: &[(&str, &str)]) -> Vec<String> {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            std::fs::write(tmp.path().join(name), text).expect("write");
+        }
+        let prefix = format!("{}/", tmp.path().display());
+        check_dir(tmp.path())
+            .findings
+            .iter()
+            .map(|f| f.to_string().replace(&prefix, ""))
+            .collect()
+    }
+
+    #[test]
+    fn invalid_state_entries_and_missing_state() {
+        assert_eq!(
+            findings(&[("state", "[('a', 1),\n ('b', 'x')]")]),
+            ["state:2:2: error: invalid count 'x' for profile 'b'"]
+        );
+        let none = findings(&[]);
+        assert_eq!(none.len(), 1);
+        assert!(none[0].ends_with(
+            "state: error: no state file: the server answers every machine with an error"
+        ));
+    }
+
+    #[test]
+    fn cmdb_entries_and_models() {
+        let state = ("state", "[]");
+        assert_eq!(
+            findings(&[state, ("a.cmdb", "[{'ip': '1'},\n 3]")]),
+            ["a.cmdb:2:2: error: entry 1 is not a dict"]
+        );
+        assert_eq!(
+            findings(&[state, ("a.cmdb", "{'ip': '1'}")]),
+            ["a.cmdb:1:1: error: expected a list of dicts or generate({...})"]
+        );
+        assert_eq!(
+            findings(&[state, ("a.cmdb", "generate({'n': 5})")]),
+            [format!(
+                "a.cmdb:1:1: error: generate() model expands to more than {} entries",
+                generate::MAX_ENTRIES
+            )]
+        );
+        // Lists repeat their values: a duplicate inside a generated CMDB.
+        assert_eq!(
+            findings(&[
+                state,
+                ("a.cmdb", "generate({'ip': ['1', '2', '1'], 'n': 'x'})")
+            ]),
+            ["a.cmdb:1:1: error: entries 0 and 2 have the same ip '1'"]
+        );
+        // Plain strings repeat: no length warning.
+        assert!(
+            findings(&[state, ("a.cmdb", "generate({'ip': '1.2.3.1-3', 'm': 'x'})")]).is_empty()
+        );
+    }
+
+    #[test]
+    fn specs_files() {
+        let state = ("state", "[]");
+        assert_eq!(
+            findings(&[state, ("a.specs", "generate({})")]),
+            ["a.specs:1:1: error: generate() is only allowed in CMDB files"]
+        );
+        assert_eq!(
+            findings(&[state, ("a.specs", "[]")]),
+            ["a.specs:1:1: warning: no specs: every machine matches this profile"]
+        );
+        assert_eq!(
+            findings(&[state, ("a.specs", "[('a', 'b', 'c', 'd'), 'x']")]),
+            ["a.specs:1:24: error: expected a 4-tuple of strings"]
+        );
+        assert_eq!(
+            findings(&[state, ("a.specs", "[('a', 'b', 'c', 'range(1, 2)')]")]),
+            ["a.specs:1:18: error: field 4: \"range(1, 2)\": range() is not known to the legacy \
+              server (it never matches there)"]
+        );
     }
 }
