@@ -389,7 +389,7 @@ fn explain_uses_the_default_configuration() {
 /// explain and the server (dry run) agree on the answer in every scenario.
 #[test]
 fn explain_agrees_with_provision() {
-    let scenarios: [(&str, &[(&str, &str)]); 6] = [
+    let scenarios: [(&str, &[(&str, &str)]); 8] = [
         ("as shipped", &[]),
         ("kvm first", &[("state", "[('kvm-test', 1), ('hp', 4)]")]),
         ("no quota", &[("state", "[('hp', 0), ('kvm-test', 0)]")]),
@@ -401,8 +401,16 @@ fn explain_agrees_with_provision() {
             "exhausted",
             &[(
                 "hp.cmdb",
-                "[{'serial': 'CZJ3010A02', 'ip': '10.0.1.12', 'used': 1}]",
+                "[{'serial': 'CZJ3010A09', 'ip': '10.0.1.19', 'used': 1}]",
             )],
+        ),
+        ("broken specs", &[("hp.specs", "[('system', 'product',\n")]),
+        (
+            "invalid cmdb",
+            &[
+                ("state", "[('kvm-test', 1)]"),
+                ("kvm-test.cmdb", "[{'ip': '1.2.3.4'}, 'oops']"),
+            ],
         ),
         (
             "no configure",
@@ -414,7 +422,7 @@ fn explain_agrees_with_provision() {
         legacy("hw/hp.json"),
         fixture("dell.hw"),
     ];
-    let mut compared = 0;
+    let mut answers = Vec::new();
     for (name, changes) in scenarios {
         let sc = scratch_config();
         for (file, text) in changes {
@@ -446,10 +454,30 @@ fn explain_agrees_with_provision() {
                 Err(e) => Err(e.to_string()),
             };
             assert_eq!(report.answer, server, "{name} {}", machine.display());
-            compared += 1;
+            // cmdb::select reports a non-dict entry at line 0, column 0.
+            let dir = sc.dir.to_string_lossy();
+            answers.push(server.unwrap_or_else(|e| e.replace(&*dir, "DIR").replace(":0:0:", ":")));
         }
     }
-    assert_eq!(compared, 18);
+    // Every kind of answer was compared.
+    answers.sort();
+    answers.dedup();
+    assert_eq!(
+        answers,
+        [
+            "DIR/hp.specs:2:1: expected a value, found end of file",
+            "DIR/kvm-test.cmdb: entry 1 is not a dict",
+            "DIR/kvm-test.configure: No such file or directory (os error 2)",
+            "No entry matched in the CMDB, aborting.",
+            "No more role available in DIR/state",
+            "Unable to match requirements on the following available roles in DIR/: ghost, hp, kvm-test",
+            "Unable to match requirements on the following available roles in DIR/: hp, kvm-test",
+            "Unable to match requirements on the following available roles in DIR/: kvm-test",
+            "Unable to match requirements on the following available roles in DIR/: kvm-test, hp",
+            "hp",
+            "kvm-test",
+        ]
+    );
 }
 
 // -------------------------------------------------------------------- check
