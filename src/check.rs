@@ -756,8 +756,10 @@ mod tests {
         );
         assert_eq!(
             findings(&[state, ("a.specs", "[('a', 'b', 'c', 'range(1, 2)')]")]),
-            ["a.specs:1:18: error: field 4: \"range(1, 2)\": range() is not known to the legacy \
-              server (it never matches there)"]
+            [
+                "a.specs:1:18: error: field 4: range() is unknown to the legacy server: it never \
+              matches there"
+            ]
         );
     }
 }

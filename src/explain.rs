@@ -524,16 +524,10 @@ impl std::error::Error for ExplainError {}
 /// profile what happened. A shared lock is taken only when the lock file
 /// already exists, so that nothing is created either.
 pub fn explain_config(cfg: &Config, items: &[Item]) -> Result<ConfigReport, ExplainError> {
-    let _lock = if cfg.lock_file.exists() {
-        Some(
-            Lock::shared(&cfg.lock_file).map_err(|source| ExplainError::Io {
-                path: cfg.lock_file.clone(),
-                source,
-            })?,
-        )
-    } else {
-        None
-    };
+    let _lock = Lock::shared_if_exists(&cfg.lock_file).map_err(|source| ExplainError::Io {
+        path: cfg.lock_file.clone(),
+        source,
+    })?;
     let state_file = cfg.config_dir.join("state");
     let src = std::fs::read(&state_file).map_err(|source| ExplainError::Io {
         path: state_file.clone(),
@@ -779,7 +773,7 @@ mod tests {
         assert_eq!(f.index, 0);
         let text = f.to_string();
         assert!(
-            text.contains("field 4 '20': unknown function \"foo\""),
+            text.contains("field 4 '20': \"foo(1)\": unknown function, the field never matches"),
             "{text}"
         );
         let f = no_match(&lines, &[item(["memory", "total", "size", "1"])]);

@@ -506,14 +506,14 @@ fn check_reports_every_problem_with_its_position() {
         format!("{d}/state:4:2: warning: profile 'used-up' has no installation left (count 0)"),
         format!("{d}/funcs.cmdb:3:2: error: entries 0 and 2 have the same ip '10.0.0.1'"),
         format!(
-            "{d}/funcs.specs:2:37: error: field 4: unknown function \"foo\": the field never matches"
+            "{d}/funcs.specs:2:37: error: field 4: \"foo(HP)\": unknown function, the field never matches"
         ),
         format!(
-            "{d}/funcs.specs:3:32: error: field 4: \"regexp(^(SAS)\": \"^(SAS\" is not a regular \
+            "{d}/funcs.specs:3:32: error: field 4: regexp(): \"^(SAS\" is not a regular \
              expression we support (invalid, or uses backreferences, lookaround or conditionals)"
         ),
         format!(
-            "{d}/funcs.specs:4:33: error: field 4: \"network(10.0.300.0/24)\": \"10.0.300.0/24\" \
+            "{d}/funcs.specs:4:33: error: field 4: network(): \"10.0.300.0/24\" \
              is not an IPv4 network"
         ),
         format!(
