@@ -97,8 +97,12 @@ pub fn select(file: &Path, src: &[u8], vars: &Dict, forced: &Dict) -> Result<Sel
     let pref = if forced.is_empty() { vars } else { forced };
     let mut scan = Scan::new(file, pref);
     let mut each = |v: Value| scan.push(v);
-    let streamed = literal::parse_list_streaming(file, src, &mut each).map_err(CmdbError::Parse);
-    let was_generated = match streamed? {
+    let streamed = literal::parse_list_streaming(file, src, &mut each);
+    // A non-dict entry stopped the parse: report it as such.
+    if let Some(e) = scan.error.take() {
+        return Err(e);
+    }
+    let was_generated = match streamed.map_err(CmdbError::Parse)? {
         Streamed::List => false,
         Streamed::Generate(model) => {
             let entries = generate::generate(&model).map_err(|source| CmdbError::Generate {
@@ -234,5 +238,95 @@ impl<'a> Scan<'a> {
         }
         text.extend_from_slice(b"]\n");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dict(pairs: &[(&str, &str)]) -> Dict {
+        pairs
+            .iter()
+            .map(|(k, v)| (Value::str(k), Value::str(v)))
+            .collect()
+    }
+
+    fn select_str(src: &str, vars: &Dict, forced: &Dict) -> Result<Selection, CmdbError> {
+        select(Path::new("/cfg/p.cmdb"), src.as_bytes(), vars, forced)
+    }
+
+    const POOL: &str = "[{'ip': '10.0.0.1', 'used': 1}, {'ip': '10.0.0.2'}, {'ip': '10.0.0.3'}]";
+
+    #[test]
+    fn first_unused_entry_is_merged_and_marked() {
+        let vars = dict(&[("eth", "eth0")]);
+        let s = select_str(POOL, &vars, &Dict::new()).unwrap();
+        assert_eq!(s.index, 1);
+        assert!(!s.was_generated);
+        assert_eq!(s.vars.get_str("used"), Some(&Value::Int(1)));
+        let mut vars = s.vars.clone();
+        vars.insert(Value::str("used"), Value::str(""));
+        assert_eq!(
+            vars,
+            dict(&[("ip", "10.0.0.2"), ("eth", "eth0"), ("used", "")])
+        );
+        assert_eq!(
+            String::from_utf8(s.contents).unwrap(),
+            "[{'ip': '10.0.0.1', 'used': 1},\n {'eth': 'eth0', 'ip': '10.0.0.2', 'used': 1},\n {'ip': '10.0.0.3'}]\n"
+        );
+    }
+
+    #[test]
+    fn a_returning_machine_gets_its_entry_back() {
+        let src =
+            "[{'ip': '1', 'mac': 'a', 'used': 1}, {'ip': '2', 'mac': 'b', 'used': 1}, {'ip': '3'}]";
+        let s = select_str(src, &dict(&[("mac", "b")]), &Dict::new()).unwrap();
+        assert_eq!(s.index, 1);
+        assert_eq!(s.vars.get_str("ip"), Some(&Value::str("2")));
+    }
+
+    #[test]
+    fn forced_variables_only_match_their_entry() {
+        let src = "[{'tag': 'T1', 'ip': '1'}, {'tag': 'T2', 'ip': '2'}]";
+        let vars = dict(&[("tag", "T2"), ("eth", "eth1")]);
+        let s = select_str(src, &vars, &dict(&[("tag", "T2")])).unwrap();
+        assert_eq!(s.index, 1);
+        assert_eq!(s.vars.get_str("eth"), Some(&Value::str("eth1")));
+        let e = select_str(src, &vars, &dict(&[("tag", "T3")])).unwrap_err();
+        assert_eq!(e.to_string(), "No entry matched in the CMDB, aborting.");
+    }
+
+    #[test]
+    fn exhausted_pool_gives_the_legacy_message() {
+        let src = "[{'ip': '1', 'used': 1}]";
+        let e = select_str(src, &dict(&[("eth", "eth0")]), &Dict::new()).unwrap_err();
+        assert_eq!(e.to_string(), "No more entry in the CMDB, aborting.");
+    }
+
+    #[test]
+    fn generated_pool_is_expanded_and_flagged_for_backup() {
+        let src = "generate({'ip': '10.0.0.1-30', 'hostname': 'h1-30'})";
+        let s = select_str(src, &dict(&[("eth", "eth0")]), &Dict::new()).unwrap();
+        assert!(s.was_generated);
+        let text = String::from_utf8(s.contents).unwrap();
+        assert!(text.starts_with("[{'eth': 'eth0', 'hostname': 'h1', 'ip': '10.0.0.1', 'used': 1},\n {'hostname': 'h2', 'ip': '10.0.0.2'},\n"), "{text}");
+        assert!(
+            text.ends_with(" {'hostname': 'h30', 'ip': '10.0.0.30'}]\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn entries_that_are_not_dicts_are_named() {
+        let e = select_str("[{'ip': '1'}, 'oops']", &Dict::new(), &Dict::new()).unwrap_err();
+        assert!(matches!(e, CmdbError::NotADict { index: 1, .. }), "{e:?}");
+        assert_eq!(e.to_string(), "/cfg/p.cmdb: entry 1 is not a dict");
+    }
+
+    #[test]
+    fn syntax_errors_keep_their_position() {
+        let e = select_str("[{'ip': '1'},\n {'ip' '2'}]", &Dict::new(), &Dict::new()).unwrap_err();
+        assert!(e.to_string().starts_with("/cfg/p.cmdb:2:"), "{e}");
     }
 }

@@ -4,8 +4,10 @@
 //! one obvious place.
 
 pub mod cgi;
+pub mod check;
 pub mod cmdb;
 pub mod config;
+pub mod explain;
 pub mod generate;
 pub mod health;
 pub mod hw;
