@@ -257,3 +257,35 @@ fn full_disk_refuses_the_first_write_then_recovers() {
     assert_eq!(text(&used[0], "ip"), text(&vars, "ip"));
     assert_names(&site.hw_dir, &[&hw_file_name(2)]);
 }
+
+/// The CMDB fits but the state does not: neither may change, or the CMDB
+/// would record an entry as used for a machine that got an error and whose
+/// quota was not spent.
+#[test]
+fn state_that_does_not_fit_leaves_the_cmdb_unchanged() {
+    let mut state = format!("[('{PROFILE}', 5)");
+    for i in 0..4000 {
+        state.push_str(&format!(",\n ('retired{i:04}', 0)"));
+    }
+    state.push_str("]\n");
+    let cmdb = list_cmdb(3);
+    let Some(disk) = SmallDisk::new(&state, &cmdb) else {
+        return;
+    };
+    let site = &disk.site;
+    // Room for the .hw file and the new CMDB, not for the new state.
+    disk.fill(4);
+    let free = disk.free();
+    eprintln!(
+        "state of {} bytes, CMDB of {} bytes, {free} bytes free",
+        state.len(),
+        cmdb.len()
+    );
+    assert!(free >= 2 * PAGE && (state.len() as u64) > free);
+    let before = snapshot(&site.config_dir);
+
+    let a = spawn(&site.conf, &machine_json(3)).wait();
+    let message = assert_disk_full_error(&a, &site.state_file());
+    eprintln!("answer: {message}");
+    assert_unchanged(&site.config_dir, &before);
+}
