@@ -12,13 +12,13 @@
 //!
 //! # The invariant between the files
 //!
-//! A request writes, under the lock: the `.hw` file, the CMDB, then the
-//! state, each by rename, and answers only after the last one. So with
-//! `consumed` = initial count - state count and `used` = CMDB entries
-//! marked used:
+//! A request writes, under the lock: the `.hw` file, then the new CMDB and
+//! state to temporary files, then renames the CMDB, then the state, and
+//! answers only after the last rename. So with `consumed` = initial count -
+//! state count and `used` = CMDB entries marked used:
 //!
-//! - received scripts <= consumed: a script is sent after the state write;
-//! - consumed <= used: the CMDB is written before the state;
+//! - received scripts <= consumed: a script is sent after the state rename;
+//! - consumed <= used: the CMDB is renamed before the state;
 //! - used - consumed <= processes killed mid-request: only a kill between
 //!   the two renames leaves an entry used without the quota spent. That
 //!   entry records the machine's MAC, so when the machine retries it gets
