@@ -572,3 +572,74 @@ fn well_formed_bodies_round_trip() {
         Ok(())
     });
 }
+#[test]
+fn content_length_decides_how_much_is_read() {
+    let valid = curl_body();
+    let len = valid.len() as u64;
+    let strategy = (
+        prop_oneof![
+            0..len,
+            Just(len),
+            len + 1..len * 3,
+            LIMITS.max_body() - 10..LIMITS.max_body() + 10,
+            any::<u64>(),
+        ],
+        read_sizes(),
+    );
+    check("CONTENT_LENGTH values", strategy, |(length, sizes)| {
+        let mut env = post_env(&format!("multipart/form-data; boundary={CURL_BOUNDARY}"), 0);
+        env[2].1 = length.to_string().into_bytes();
+        let result = run(&env, &valid, sizes)?;
+        match result {
+            _ if length > LIMITS.max_body() => {
+                prop_assert!(
+                    matches!(result, Err(CgiError::BodyTooLarge { .. })),
+                    "{:?}",
+                    result
+                )
+            }
+            Err(CgiError::Truncated { expected, received }) => {
+                prop_assert!(length > len);
+                prop_assert_eq!((expected, received), (length, len));
+            }
+            _ if length > len => return Err(TestCaseError::fail(format!("{result:?}"))),
+            // The closing delimiter may end before the last CR LF.
+            Ok(r) => {
+                prop_assert!(length + 2 >= len, "{} of {} bytes: {:?}", length, len, r);
+                prop_assert_eq!(r.section.as_deref(), Some("SERVER"));
+                prop_assert_eq!(r.file.map(|f| f.filename), Some("hw.json".to_owned()));
+            }
+            Err(e) => {
+                prop_assert!(length < len, "{:?}", e);
+                prop_assert_eq!(e.status(), 400);
+            }
+        }
+        Ok(())
+    });
+}
+
+/// A complete form followed by fewer bytes than CONTENT_LENGTH announced is
+/// refused however stdin delivers it, not only when the parser happened to
+/// read past the closing delimiter.
+#[test]
+fn body_shorter_than_content_length_is_truncated_whatever_the_reads() {
+    let body = curl_body();
+    let len = body.len() as u64;
+    for sizes in [
+        vec![usize::MAX],
+        vec![10],
+        vec![1],
+        vec![len as usize - 3, 1],
+    ] {
+        let env = post_env(
+            &format!("multipart/form-data; boundary={CURL_BOUNDARY}"),
+            body.len() + 5,
+        );
+        let result = run(&env, &body, sizes.clone()).unwrap();
+        assert!(
+            matches!(result, Err(CgiError::Truncated { expected, received })
+                if expected == len + 5 && received == len),
+            "reads of {sizes:?}: {result:?}"
+        );
+    }
+}
