@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use edeploy::literal::{self, Dict, Value};
-use support::{hw_file_name, is_used, mac, machine_json, spawn, text, Answer, Site, PROFILE};
+use support::{
+    generated_cmdb, hw_file_name, is_used, mac, machine_json, spawn, text, Answer, Site, PROFILE,
+};
 
 const TMPFS_SIZE: &str = "256k";
 const PAGE: u64 = 4096;
@@ -288,4 +290,28 @@ fn state_that_does_not_fit_leaves_the_cmdb_unchanged() {
     let message = assert_disk_full_error(&a, &site.state_file());
     eprintln!("answer: {message}");
     assert_unchanged(&site.config_dir, &before);
+}
+
+/// A `generate()` model whose expansion does not fit stays the model; only
+/// its `.orig` backup (a copy of the model, as the legacy server made
+/// before expanding) may be left.
+#[test]
+fn generated_cmdb_that_cannot_expand_stays_a_model() {
+    let cmdb = generated_cmdb(250);
+    let Some(disk) = SmallDisk::new(&format!("[('{PROFILE}', 10)]\n"), cmdb.as_bytes()) else {
+        return;
+    };
+    let site = &disk.site;
+    // Room for the .hw file and the backup, not for 250 expanded entries.
+    disk.fill(3);
+    eprintln!("{} bytes free", disk.free());
+    let before = snapshot(&site.config_dir);
+
+    let a = spawn(&site.conf, &machine_json(4)).wait();
+    let message = assert_disk_full_error(&a, &site.cmdb_file());
+    eprintln!("answer: {message}");
+    let mut after = snapshot(&site.config_dir);
+    let orig = after.remove(&format!("{PROFILE}.cmdb.orig"));
+    assert_eq!(orig.as_deref(), Some(cmdb.as_bytes()));
+    assert_eq!(after, before);
 }
