@@ -435,8 +435,13 @@ fn read_post<R: Read + Send + Unpin>(
                     limit: limits.max_body(),
                 });
             }
-            let stream = BodyStream::new(body, length);
-            block_on(read_multipart(stream, boundary, limits, fields))
+            let mut stream = BodyStream::new(body, length);
+            block_on(read_multipart(&mut stream, boundary, limits, fields))?;
+            // multer stops at the closing delimiter; whether it polled the
+            // body's end by then depends on how the reads fell. Reading the
+            // rest (within the length checked above) refuses a body shorter
+            // than CONTENT_LENGTH every time.
+            stream.read_rest()
         }
         "application/x-www-form-urlencoded" | "" => {
             if length > BODY_OVERHEAD {
@@ -526,7 +531,7 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 async fn read_multipart<R: Read + Send + Unpin>(
-    stream: BodyStream<R>,
+    stream: &mut BodyStream<R>,
     boundary: String,
     limits: Limits,
     fields: &mut Fields,
@@ -647,6 +652,24 @@ impl<R> BodyStream<R> {
             received: 0,
             pause: false,
         }
+    }
+}
+
+impl<R: Read> BodyStream<R> {
+    /// Reads and drops what is left of the body (after the form's closing
+    /// delimiter, the epilogue); an early end is [`CgiError::Truncated`].
+    fn read_rest(&mut self) -> Result<(), CgiError> {
+        let left = self.expected.saturating_sub(self.received);
+        let n =
+            io::copy(&mut (&mut self.reader).take(left), &mut io::sink()).map_err(CgiError::Io)?;
+        self.received += n;
+        if self.received < self.expected {
+            return Err(CgiError::Truncated {
+                expected: self.expected,
+                received: self.received,
+            });
+        }
+        Ok(())
     }
 }
 

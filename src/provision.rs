@@ -184,15 +184,28 @@ pub fn provision(
     );
 
     if !dry_run {
-        if let Some(update) = &found.cmdb {
-            if update.selection.was_generated {
-                let orig = append_to_name(&update.file, ".orig");
-                store::copy_file_atomic(&update.file, &orig).map_err(io_error(&orig))?;
+        // Both new files are on disk before either is renamed: a failed write
+        // (a full disk) changes neither. Only a crash between the renames can
+        // leave the CMDB entry used without the quota spent; the machine gets
+        // that entry back when it retries.
+        let cmdb = match &found.cmdb {
+            Some(update) => {
+                if update.selection.was_generated {
+                    let orig = append_to_name(&update.file, ".orig");
+                    store::copy_file_atomic(&update.file, &orig).map_err(io_error(&orig))?;
+                }
+                let prepared = store::prepare_file(&update.file, &update.selection.contents)
+                    .map_err(io_error(&update.file))?;
+                Some((prepared, &update.file))
             }
-            store::replace_file(&update.file, &update.selection.contents)
-                .map_err(io_error(&update.file))?;
+            None => None,
+        };
+        let new_state =
+            store::prepare_file(&state_file, &state.to_bytes()).map_err(io_error(&state_file))?;
+        if let Some((prepared, file)) = cmdb {
+            prepared.commit().map_err(io_error(file))?;
         }
-        store::replace_file(&state_file, &state.to_bytes()).map_err(io_error(&state_file))?;
+        new_state.commit().map_err(io_error(&state_file))?;
     }
 
     Ok(Outcome::Configured(Configured {

@@ -103,13 +103,22 @@ fn parent_dir(path: &Path) -> &Path {
 /// the old file is untouched (an error from the final directory flush means
 /// the new content is in place but maybe not yet durable).
 pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    prepare_file(path, contents)?.commit()
+}
+
+/// The first half of [`replace_file`]: the new content written and flushed
+/// to its temporary file, which [`Prepared::commit`] renames.
+///
+/// Preparing every file of a transaction before committing any makes a
+/// failed write (a full disk) change none of them: renames need no space.
+pub fn prepare_file(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
     let target = resolve(path)?;
     let old = match fs::metadata(&target) {
         Ok(meta) => Some(meta),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(context(e, "cannot read", &target)),
     };
-    replace_with(&target, |tmp| {
+    prepare_with(&target, |tmp| {
         if let Some(meta) = &old {
             // chown first: it clears set-id bits that chmod then restores.
             match std::os::unix::fs::fchown(&*tmp, Some(meta.uid()), Some(meta.gid())) {
@@ -131,7 +140,7 @@ pub fn copy_file_atomic(from: &Path, to: &Path) -> io::Result<()> {
         .metadata()
         .map_err(|e| context(e, "cannot read", from))?;
     let target = resolve(to)?;
-    replace_with(&target, |tmp| {
+    prepare_with(&target, |tmp| {
         tmp.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
         io::copy(&mut src, tmp).map_err(|e| context(e, "cannot copy", from))?;
         tmp.set_times(
@@ -139,7 +148,8 @@ pub fn copy_file_atomic(from: &Path, to: &Path) -> io::Result<()> {
                 .set_accessed(meta.accessed()?)
                 .set_modified(meta.modified()?),
         )
-    })
+    })?
+    .commit()
 }
 
 /// The file a write to `path` must replace: the target of a symbolic link.
@@ -195,25 +205,55 @@ fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
     Err(context(e, "cannot create a temporary file in", dir))
 }
 
-/// The common part of the replacements: temporary file, `fill`, fsync,
-/// rename over `target`, fsync of the directory.
-fn replace_with(target: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
-    let (tmp_path, mut file) = create_temp(target)?;
-    let written = fill(&mut file)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| context(e, "cannot write", &tmp_path));
-    drop(file);
-    if let Err(e) = written.and_then(|()| {
-        fs::rename(&tmp_path, target).map_err(|e| context(e, "cannot rename over", target))
-    }) {
-        // Best effort: the error that matters is the one being returned.
-        let _ = fs::remove_file(&tmp_path);
-        return Err(e);
+/// A new content in a temporary file next to the file it is to replace.
+/// Dropped without [`Prepared::commit`], the temporary file is removed and
+/// the old file stays as it was.
+#[derive(Debug)]
+pub struct Prepared {
+    tmp_path: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl Prepared {
+    /// Renames the temporary file over the target, then flushes the
+    /// directory (an error from that flush means the new content is in place
+    /// but maybe not yet durable).
+    pub fn commit(mut self) -> io::Result<()> {
+        fs::rename(&self.tmp_path, &self.target)
+            .map_err(|e| context(e, "cannot rename over", &self.target))?;
+        self.committed = true;
+        let dir = parent_dir(&self.target);
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| context(e, "cannot flush directory", dir))
     }
-    let dir = parent_dir(target);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| context(e, "cannot flush directory", dir))
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: the error that matters, if any, is being returned.
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// The common part of the replacements: temporary file, `fill`, fsync.
+fn prepare_with(
+    target: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<Prepared> {
+    let (tmp_path, mut file) = create_temp(target)?;
+    let prepared = Prepared {
+        tmp_path,
+        target: target.to_path_buf(),
+        committed: false,
+    };
+    fill(&mut file)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
+    Ok(prepared)
 }
 
 #[cfg(test)]
@@ -247,6 +287,23 @@ mod tests {
         replace_file(&path, b"[]\n").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"[]\n");
         assert_eq!(mode(&path), 0o640);
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn prepared_file_replaces_only_when_committed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        fs::write(&path, b"old").unwrap();
+        let dropped = prepare_file(&path, b"dropped").unwrap();
+        assert_eq!(leftovers(tmp.path()).len(), 1);
+        drop(dropped);
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+        let kept = prepare_file(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        kept.commit().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
         assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
     }
 

@@ -1,0 +1,412 @@
+//! CGI processes killed at random instants (SIGKILL: no destructor, no
+//! cleanup) during a burst of requests. The legacy server left a lock file
+//! that blocked every later request and could leave a half-written state or
+//! CMDB; here the files must always parse and agree with what clients
+//! received, and the next request must go through.
+//!
+//! Per seed, 300 requests of distinct machines run 16 at a time; a random
+//! fraction (25-60%) is killed, half 0-30 ms after the process starts
+//! (mostly while it starts or waits for the lock), half 0-20 ms after its
+//! `.hw` file appears, the first write made under the lock (inside the
+//! transaction). Then every killed machine retries.
+//!
+//! # The invariant between the files
+//!
+//! A request writes, under the lock: the `.hw` file, then the new CMDB and
+//! state to temporary files, then renames the CMDB, then the state, and
+//! answers only after the last rename. So with `consumed` = initial count -
+//! state count and `used` = CMDB entries marked used:
+//!
+//! - received scripts <= consumed: a script is sent after the state rename;
+//! - consumed <= used: the CMDB is renamed before the state;
+//! - used - consumed <= processes killed mid-request: only a kill between
+//!   the two renames leaves an entry used without the quota spent. That
+//!   entry records the machine's MAC, so when the machine retries it gets
+//!   the same entry back (checked below): nothing is lost for good.
+//!
+//! `state count == initial - used` therefore does not hold after kills;
+//! the test prints how many entries were left that way.
+
+#[path = "fixtures/robust/support.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::Duration;
+
+use edeploy::literal::{self, Document, Value};
+use support::{
+    assert_distinct, generated_cmdb, hw_file_name, is_used, mac, machine_json, spawn,
+    split_temporaries, text, Answer, Site, PROFILE,
+};
+
+const REQUESTS: usize = 300;
+const PARALLEL: usize = 16;
+/// Larger than the number of requests: every request that is not killed
+/// must get a configure script.
+const QUOTA: i64 = 1000;
+const CMDB_SIZE: usize = 500;
+const SEEDS: [u64; 4] = [1, 2, 3, 0x5eed];
+const EARLY_KILL: Duration = Duration::from_millis(30);
+/// About the time a transaction takes here (debug build, 500-entry CMDB).
+const IN_TRANSACTION: Duration = Duration::from_millis(20);
+
+/// splitmix64: a seeded generator, so a failing seed can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// When a request's process is killed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kill {
+    Never,
+    /// This long after it started: mostly while starting or waiting for
+    /// the lock.
+    AfterStart(Duration),
+    /// This long after its `.hw` file appeared, the first write of a
+    /// transaction, made under the lock: inside the transaction, or just
+    /// after it.
+    InTransaction(Duration),
+}
+
+/// One request of the burst and what became of it.
+struct Done {
+    machine: usize,
+    pid: u32,
+    kill: Kill,
+    answer: Answer,
+}
+
+/// Runs the requests of `plan`, `PARALLEL` at a time.
+fn burst(site: &Site, plan: &[(usize, Kill)]) -> Vec<Done> {
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for _ in 0..PARALLEL {
+            s.spawn(|| {
+                while let Some(&(machine, kill)) = plan.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let mut running = spawn(&site.conf, &machine_json(machine));
+                    let pid = running.pid();
+                    match kill {
+                        Kill::Never => {}
+                        Kill::AfterStart(delay) => {
+                            thread::sleep(delay);
+                            running.kill();
+                        }
+                        Kill::InTransaction(delay) => {
+                            let hw = site.hw_dir.join(hw_file_name(machine));
+                            while !hw.exists() && !running.has_exited() {
+                                thread::sleep(Duration::from_micros(200));
+                            }
+                            thread::sleep(delay);
+                            running.kill();
+                        }
+                    }
+                    let answer = running.wait();
+                    done.lock().unwrap().push(Done {
+                        machine,
+                        pid,
+                        kill,
+                        answer,
+                    });
+                }
+            });
+        }
+    });
+    done.into_inner().unwrap()
+}
+
+/// MAC -> (ip, hostname) of the used CMDB entries, checking that each
+/// machine has at most one and that addresses and names are distinct.
+fn used_entries(site: &Site) -> BTreeMap<String, (String, String)> {
+    let entries = site.cmdb();
+    assert_eq!(entries.len(), CMDB_SIZE);
+    let mut used = BTreeMap::new();
+    for e in entries.iter().filter(|e| is_used(e)) {
+        let old = used.insert(text(e, "mac"), (text(e, "ip"), text(e, "hostname")));
+        assert!(old.is_none(), "two entries for {}", text(e, "mac"));
+    }
+    for e in entries.iter().filter(|e| !is_used(e)) {
+        assert!(e.get_str("mac").is_none(), "unused entry with a MAC");
+    }
+    let ips: Vec<String> = used.values().map(|(ip, _)| ip.clone()).collect();
+    assert_distinct("IP address", &ips);
+    let names: Vec<String> = used.values().map(|(_, h)| h.clone()).collect();
+    assert_distinct("host name", &names);
+    used
+}
+
+/// Every `.hw` file parses as the list of 4-tuples pprint wrote.
+fn assert_hw_files_parse(dir: &Path, names: &[String]) {
+    for name in names {
+        let path = dir.join(name);
+        let src = std::fs::read(&path).unwrap();
+        match literal::parse(&path, &src) {
+            Ok(Document::Literal(Value::List(items))) => assert_eq!(items.len(), 8, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+/// Figures of one seed (and their sums), for the summary.
+#[derive(Default, Debug)]
+struct Figures {
+    /// SIGKILLs sent 0-30 ms after the start, and how many found the
+    /// process still running.
+    early_kills: usize,
+    early_landed: usize,
+    /// SIGKILLs sent inside a transaction, and how many found the process
+    /// still running.
+    transaction_kills: usize,
+    transaction_landed: usize,
+    /// Scripts fully received.
+    received: usize,
+    /// Quota spent: initial count - state count.
+    consumed: usize,
+    /// CMDB entries marked used.
+    used: usize,
+    /// Temporary files left by killed processes.
+    temporaries: usize,
+    /// Requests of killed machines sent again afterwards.
+    retries: usize,
+    first_retry_ms: u128,
+}
+
+impl Figures {
+    fn landed(&self) -> usize {
+        self.early_landed + self.transaction_landed
+    }
+
+    fn add(&mut self, f: &Figures) {
+        self.early_kills += f.early_kills;
+        self.early_landed += f.early_landed;
+        self.transaction_kills += f.transaction_kills;
+        self.transaction_landed += f.transaction_landed;
+        self.received += f.received;
+        self.consumed += f.consumed;
+        self.used += f.used;
+        self.temporaries += f.temporaries;
+        self.retries += f.retries;
+        self.first_retry_ms = self.first_retry_ms.max(f.first_retry_ms);
+    }
+}
+
+fn run_seed(seed: u64) -> Figures {
+    let mut rng = Rng(seed);
+    // A fraction of 25% to 60% of the requests is killed: half of them
+    // 0-30 ms after they start, the others 0-20 ms into their transaction.
+    let fraction = 250 + rng.below(351);
+    let plan: Vec<(usize, Kill)> = (0..REQUESTS)
+        .map(|m| {
+            let kill = rng.below(1000) < fraction;
+            let early = rng.below(2) == 0;
+            let delay = |max: Duration, rng: &mut Rng| {
+                Duration::from_micros(rng.below(max.as_micros() as u64 + 1))
+            };
+            let kill = match (kill, early) {
+                (false, _) => Kill::Never,
+                (true, true) => Kill::AfterStart(delay(EARLY_KILL, &mut rng)),
+                (true, false) => Kill::InTransaction(delay(IN_TRANSACTION, &mut rng)),
+            };
+            (m, kill)
+        })
+        .collect();
+    let cmdb = generated_cmdb(CMDB_SIZE);
+    let site = Site::new(&format!("[('{PROFILE}', {QUOTA})]\n"), &cmdb);
+
+    let done = burst(&site, &plan);
+    assert_eq!(done.len(), REQUESTS);
+    let mut f = Figures::default();
+    let mut received = BTreeMap::new();
+    let mut killed_pids = HashSet::new();
+    let mut killed_machines = BTreeSet::new();
+    let mut completed = BTreeSet::new();
+    for d in &done {
+        let a = &d.answer;
+        match d.kill {
+            Kill::Never => {}
+            Kill::AfterStart(_) => {
+                f.early_kills += 1;
+                f.early_landed += usize::from(a.killed());
+            }
+            Kill::InTransaction(_) => {
+                f.transaction_kills += 1;
+                f.transaction_landed += usize::from(a.killed());
+            }
+        }
+        if a.killed() {
+            assert_ne!(d.kill, Kill::Never, "{}", a.describe());
+            killed_pids.insert(d.pid);
+            killed_machines.insert(d.machine);
+        } else {
+            assert!(a.exit.success(), "seed {seed}: {}", a.describe());
+            completed.insert(d.machine);
+        }
+        // A whole script counts as received even from a process killed
+        // after it wrote it.
+        match a.script_vars() {
+            Some(vars) => {
+                assert_eq!(text(&vars, "mac"), mac(d.machine));
+                received.insert(mac(d.machine), (text(&vars, "ip"), text(&vars, "hostname")));
+            }
+            None => assert!(a.killed(), "seed {seed}: {}", a.describe()),
+        }
+    }
+    f.received = received.len();
+
+    // The files parse and agree with what was received.
+    let used = used_entries(&site);
+    for (m, given) in &received {
+        assert_eq!(used.get(m), Some(given), "seed {seed}: {m} not recorded");
+    }
+    for m in used.keys() {
+        let i = (0..REQUESTS).find(|&i| mac(i) == *m);
+        assert!(i.is_some(), "seed {seed}: entry for unknown {m}");
+    }
+    for &i in &completed {
+        assert!(
+            used.contains_key(&mac(i)),
+            "seed {seed}: machine {i} answered, no entry"
+        );
+    }
+    let count = site.state_count();
+    f.consumed = usize::try_from(QUOTA - count).unwrap();
+    f.used = used.len();
+    assert!(f.received <= f.consumed, "seed {seed}: {f:?}");
+    assert!(f.consumed <= f.used, "seed {seed}: {f:?}");
+    assert!(f.used - f.consumed <= f.landed(), "seed {seed}: {f:?}");
+    assert_eq!(
+        std::fs::read_to_string(site.config_dir.join(format!("{PROFILE}.cmdb.orig"))).unwrap(),
+        cmdb
+    );
+
+    // At most the store's temporary files of killed processes remain, each
+    // named after the file it was replacing.
+    let (temps, mut config) = split_temporaries(&site.config_dir);
+    config.sort();
+    assert_eq!(
+        config,
+        [
+            "robust.cmdb",
+            "robust.cmdb.orig",
+            "robust.configure",
+            "robust.specs",
+            "state"
+        ]
+    );
+    for t in &temps {
+        assert!(killed_pids.contains(&t.pid), "seed {seed}: {t:?}");
+        assert!(
+            ["state", "robust.cmdb", "robust.cmdb.orig"].contains(&t.target.as_str()),
+            "{t:?}"
+        );
+    }
+    f.temporaries = temps.len();
+    let (temps, hw) = split_temporaries(&site.hw_dir);
+    for t in &temps {
+        assert!(killed_pids.contains(&t.pid), "seed {seed}: {t:?}");
+        let i = (0..REQUESTS).find(|&i| hw_file_name(i) == t.target);
+        assert!(i.is_some(), "seed {seed}: {t:?}");
+    }
+    f.temporaries += temps.len();
+    assert_hw_files_parse(&site.hw_dir, &hw);
+    let hw: HashSet<String> = hw.into_iter().collect();
+    for &i in &completed {
+        assert!(hw.contains(&hw_file_name(i)), "seed {seed}: no .hw for {i}");
+    }
+
+    // The killed machines retry. The first retry runs alone and must not
+    // wait on a lock left by a killed process.
+    let retry: Vec<(usize, Kill)> = killed_machines
+        .iter()
+        .filter(|&&i| !received.contains_key(&mac(i)))
+        .map(|&i| (i, Kill::Never))
+        .collect();
+    f.retries = retry.len();
+    let (first, rest) = retry.split_first().expect("no process was killed");
+    let alone = burst(&site, std::slice::from_ref(first));
+    f.first_retry_ms = alone[0].answer.elapsed.as_millis();
+    assert!(
+        alone[0].answer.elapsed < Duration::from_secs(5),
+        "seed {seed}: the request after the kills took {:?}",
+        alone[0].answer.elapsed
+    );
+    let mut after = alone;
+    after.extend(burst(&site, rest));
+    for d in &after {
+        let vars = d
+            .answer
+            .script_vars()
+            .unwrap_or_else(|| panic!("seed {seed}: retry: {}", d.answer.describe()));
+        let m = mac(d.machine);
+        let got = (text(&vars, "ip"), text(&vars, "hostname"));
+        // A machine whose entry was recorded before its process died gets
+        // that entry back.
+        if let Some(recorded) = used.get(&m) {
+            assert_eq!(&got, recorded, "seed {seed}: {m} got another entry");
+        }
+    }
+    let final_used = used_entries(&site);
+    assert_eq!(
+        final_used.len(),
+        REQUESTS,
+        "seed {seed}: one entry per machine"
+    );
+    assert_eq!(
+        site.state_count(),
+        count - i64::try_from(f.retries).unwrap(),
+        "seed {seed}"
+    );
+    f
+}
+
+#[test]
+fn killed_requests_leave_consistent_files_and_no_stale_lock() {
+    let mut total = Figures::default();
+    for seed in SEEDS {
+        let f = run_seed(seed);
+        eprintln!("seed {seed:#x}: {REQUESTS} requests: {f:?}");
+        // The kills must land, inside transactions too, or this test
+        // proves nothing about crash safety.
+        assert!(f.early_landed >= REQUESTS / 20, "seed {seed}: {f:?}");
+        assert!(f.transaction_landed >= REQUESTS / 20, "seed {seed}: {f:?}");
+        total.add(&f);
+    }
+    eprintln!(
+        "{} seeds x {REQUESTS} requests ({PARALLEL} at a time): {} SIGKILLs sent, \
+         {} landed ({} of {} sent 0-{}ms after the start, {} of {} sent 0-{}ms into a \
+         transaction); {} scripts received, {} quota spent, {} entries used \
+         ({} without quota spent); {} temporary files left; {} retries, first in at most {} ms",
+        SEEDS.len(),
+        total.early_kills + total.transaction_kills,
+        total.landed(),
+        total.early_landed,
+        total.early_kills,
+        EARLY_KILL.as_millis(),
+        total.transaction_landed,
+        total.transaction_kills,
+        IN_TRANSACTION.as_millis(),
+        total.received,
+        total.consumed,
+        total.used,
+        total.used - total.consumed,
+        total.temporaries,
+        total.retries,
+        total.first_retry_ms,
+    );
+}
