@@ -193,6 +193,18 @@ fn key_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
+impl Drop for Dict {
+    fn drop(&mut self) {
+        // Frees plain strings here, inline, instead of through the generic
+        // drop of every value: a CMDB is mostly dicts of strings.
+        while let Some(v) = self.flat.pop() {
+            if let Value::Str(bytes) = v {
+                drop(bytes);
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Dict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
