@@ -2998,6 +2998,17 @@ mod tests {
             String::from_utf8(pformat(&long)).unwrap(),
             format!("('{}',)\n", "x".repeat(100))
         );
+        // A repr of exactly 80 columns is split: the room is 80 - 1 - indent
+        // - allowance (LEGACY-SEMANTICS §10 says 80 - indent - allowance).
+        let pair = |n| Value::List(vec![Value::Int(1), s(&"y".repeat(n))]);
+        assert_eq!(
+            pformat(&pair(72)),
+            format!("[1, '{}']\n", "y".repeat(72)).into_bytes()
+        );
+        assert_eq!(
+            pformat(&pair(73)),
+            format!("[1,\n '{}']\n", "y".repeat(73)).into_bytes()
+        );
         // Fits exactly in 80 - 1 - indent - allowance columns, or not.
         let fits = Value::List(vec![s(&"y".repeat(75))]);
         assert_eq!(pformat(&fits).len(), 80);
