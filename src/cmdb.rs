@@ -92,8 +92,14 @@ pub fn is_included(pref: &Dict, entry: &Dict) -> bool {
 /// `vars` are the machine's matched variables; `forced` the `$$` ones. The
 /// first entry that includes the preference (`forced`, or all of `vars` when
 /// there are none) wins; failing that, without `$$` variables, the first entry
-/// not yet `used`.
-pub fn select(file: &Path, src: &[u8], vars: &Dict, forced: &Dict) -> Result<Selection, CmdbError> {
+/// not yet `used`. An empty CMDB is no CMDB at all (`None`), as for the
+/// legacy server.
+pub fn select(
+    file: &Path,
+    src: &[u8],
+    vars: &Dict,
+    forced: &Dict,
+) -> Result<Option<Selection>, CmdbError> {
     let pref = if forced.is_empty() { vars } else { forced };
     let mut scan = Scan::new(file, pref);
     let mut each = |v: Value| scan.push(v);
@@ -118,6 +124,9 @@ pub fn select(file: &Path, src: &[u8], vars: &Dict, forced: &Dict) -> Result<Sel
     if let Some(e) = scan.error.take() {
         return Err(e);
     }
+    if scan.ends.is_empty() {
+        return Ok(None);
+    }
     let chosen = scan.matching.take().or_else(|| {
         if forced.is_empty() {
             scan.unused.take()
@@ -136,12 +145,12 @@ pub fn select(file: &Path, src: &[u8], vars: &Dict, forced: &Dict) -> Result<Sel
     merged.update(vars);
     merged.insert(Value::str("used"), Value::Int(1));
     let contents = scan.finish(index, &Value::Dict(merged.clone()));
-    Ok(Selection {
+    Ok(Some(Selection {
         vars: merged,
         index,
         contents,
         was_generated,
-    })
+    }))
 }
 
 /// Accumulates the printed entries and the candidates during one pass.
@@ -253,7 +262,15 @@ mod tests {
     }
 
     fn select_str(src: &str, vars: &Dict, forced: &Dict) -> Result<Selection, CmdbError> {
-        select(Path::new("/cfg/p.cmdb"), src.as_bytes(), vars, forced)
+        let selection = select(Path::new("/cfg/p.cmdb"), src.as_bytes(), vars, forced)?;
+        Ok(selection.expect("a CMDB with entries"))
+    }
+
+    #[test]
+    fn an_empty_cmdb_is_no_cmdb() {
+        let vars = dict(&[("eth", "eth0")]);
+        let none = select(Path::new("/cfg/p.cmdb"), b"[\n\n]", &vars, &Dict::new()).unwrap();
+        assert!(none.is_none());
     }
 
     const POOL: &str = "[{'ip': '10.0.0.1', 'used': 1}, {'ip': '10.0.0.2'}, {'ip': '10.0.0.3'}]";

@@ -621,7 +621,8 @@ fn try_profile(cfg: &Config, profile: &str, items: &[Item]) -> ProfileOutcome {
     let cmdb_file = cfg.config_dir.join(format!("{profile}.cmdb"));
     let (mut vars, cmdb) = match read_if_exists(&cmdb_file) {
         Ok(Some(src)) => match cmdb::select(&cmdb_file, &src, &vars, &forced) {
-            Ok(selection) => (selection.vars, Some((cmdb_file, selection.index))),
+            Ok(Some(selection)) => (selection.vars, Some((cmdb_file, selection.index))),
+            Ok(None) => (vars, None),
             Err(e @ CmdbError::Exhausted { .. }) => {
                 return ProfileOutcome::CmdbExhausted {
                     file: cmdb_file,

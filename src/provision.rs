@@ -265,9 +265,12 @@ fn find_match(cfg: &Config, state: &State, items: &[Item]) -> Result<Found, Prov
         let vars = to_dict(&vars);
         let forced = to_dict(&forced);
         let cmdb_file = cfg.config_dir.join(format!("{}.cmdb", entry.profile));
-        let (vars, cmdb) = match read_if_exists(&cmdb_file)? {
-            Some(src) => {
-                let selection = cmdb::select(&cmdb_file, &src, &vars, &forced)?;
+        let selection = match read_if_exists(&cmdb_file)? {
+            Some(src) => cmdb::select(&cmdb_file, &src, &vars, &forced)?,
+            None => None,
+        };
+        let (vars, cmdb) = match selection {
+            Some(selection) => {
                 let vars = selection.vars.clone();
                 let update = CmdbUpdate {
                     file: cmdb_file,

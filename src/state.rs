@@ -32,8 +32,9 @@ impl Quota {
 pub struct Entry {
     pub profile: String,
     pub quota: Quota,
-    /// The values as read, printed back unchanged unless the count changes.
-    raw: (Value, Value),
+    /// The entry as read (a tuple or a list), printed back unchanged unless
+    /// the count changes: the legacy server then writes a new tuple.
+    raw: Value,
 }
 
 /// The parsed state file.
@@ -118,14 +119,10 @@ impl State {
         };
         let mut entries = Vec::with_capacity(list.len());
         for (index, item) in list.into_iter().enumerate() {
-            let (name, count) = match item {
-                Value::Tuple(mut pair) | Value::List(mut pair) if pair.len() == 2 => {
-                    let count = pair.pop().unwrap_or(Value::None);
-                    let name = pair.pop().unwrap_or(Value::None);
-                    (name, count)
-                }
+            let (name, count) = match &item {
+                Value::Tuple(pair) | Value::List(pair) if pair.len() == 2 => (&pair[0], &pair[1]),
                 other => {
-                    let shown = String::from_utf8_lossy(&literal::repr(&other)).into_owned();
+                    let shown = String::from_utf8_lossy(&literal::repr(other)).into_owned();
                     return Err(invalid(
                         index,
                         format!("expected (profile, count), got {shown}"),
@@ -139,8 +136,8 @@ impl State {
                     invalid(index, "the profile name must be a non-empty string".into())
                 })?
                 .to_owned();
-            let quota = quota_of(&count).ok_or_else(|| {
-                let shown = String::from_utf8_lossy(&literal::repr(&count)).into_owned();
+            let quota = quota_of(count).ok_or_else(|| {
+                let shown = String::from_utf8_lossy(&literal::repr(count)).into_owned();
                 invalid(
                     index,
                     format!("invalid count {shown} for profile '{profile}'"),
@@ -149,7 +146,7 @@ impl State {
             entries.push(Entry {
                 profile,
                 quota,
-                raw: (name, count),
+                raw: item.clone(),
             });
         }
         Ok(State {
@@ -165,7 +162,11 @@ impl State {
     fn set_count(&mut self, index: usize, n: i64) {
         if let Some(e) = self.entries.get_mut(index) {
             e.quota = Quota::Remaining(n);
-            e.raw.1 = Value::Int(n);
+            let name = match &e.raw {
+                Value::Tuple(pair) | Value::List(pair) => pair.first().cloned(),
+                _ => None,
+            };
+            e.raw = Value::Tuple(vec![name.unwrap_or(Value::None), Value::Int(n)]);
         }
     }
 
@@ -194,11 +195,7 @@ impl State {
 
     /// The file's new text, as the legacy `pprint` would write it.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let list = self
-            .entries
-            .iter()
-            .map(|e| Value::Tuple(vec![e.raw.0.clone(), e.raw.1.clone()]))
-            .collect();
+        let list = self.entries.iter().map(|e| e.raw.clone()).collect();
         literal::pformat(&Value::List(list))
     }
 }
@@ -239,6 +236,16 @@ mod tests {
         s.consume(0);
         s.consume(1);
         assert_eq!(s.to_bytes(), b"[('hp', 3), ('vm', '*')]\n");
+    }
+
+    #[test]
+    fn list_entries_stay_lists_until_their_count_changes() {
+        let mut s = state("[['a', 2], ['b', '3'], ('c', '*')]").unwrap();
+        s.consume(0);
+        assert_eq!(s.to_bytes(), b"[('a', 1), ['b', '3'], ('c', '*')]\n");
+        let mut s = state("[['a', 2], ['b', '3'], ('c', '*')]").unwrap();
+        assert!(s.give_back("b"));
+        assert_eq!(s.to_bytes(), b"[['a', 2], ('b', 4), ('c', '*')]\n");
     }
 
     #[test]
