@@ -26,8 +26,8 @@ pub struct Selection {
     pub index: usize,
     /// The CMDB file's new text.
     pub contents: Vec<u8>,
-    /// The file held a `generate()` model: keep it as `<name>.orig`.
-    pub was_generated: bool,
+    /// The file held a `generate()` model to keep as `<name>.orig`.
+    pub backup_original: bool,
 }
 
 #[derive(Debug)]
@@ -127,6 +127,10 @@ pub fn select(
     if scan.ends.is_empty() {
         return Ok(None);
     }
+    // The legacy server backs the model up only when `generate(` lies in the
+    // first 20 bytes of the file (a long leading comment hides it).
+    let head = &src[..src.len().min(20)];
+    let backup_original = was_generated && head.windows(9).any(|w| w == b"generate(");
     let chosen = scan.matching.take().or_else(|| {
         if forced.is_empty() {
             scan.unused.take()
@@ -149,7 +153,7 @@ pub fn select(
         vars: merged,
         index,
         contents,
-        was_generated,
+        backup_original,
     }))
 }
 
@@ -280,7 +284,7 @@ mod tests {
         let vars = dict(&[("eth", "eth0")]);
         let s = select_str(POOL, &vars, &Dict::new()).unwrap();
         assert_eq!(s.index, 1);
-        assert!(!s.was_generated);
+        assert!(!s.backup_original);
         assert_eq!(s.vars.get_str("used"), Some(&Value::Int(1)));
         let mut vars = s.vars.clone();
         vars.insert(Value::str("used"), Value::str(""));
@@ -325,13 +329,23 @@ mod tests {
     fn generated_pool_is_expanded_and_flagged_for_backup() {
         let src = "generate({'ip': '10.0.0.1-30', 'hostname': 'h1-30'})";
         let s = select_str(src, &dict(&[("eth", "eth0")]), &Dict::new()).unwrap();
-        assert!(s.was_generated);
+        assert!(s.backup_original);
         let text = String::from_utf8(s.contents).unwrap();
         assert!(text.starts_with("[{'eth': 'eth0', 'hostname': 'h1', 'ip': '10.0.0.1', 'used': 1},\n {'hostname': 'h2', 'ip': '10.0.0.2'},\n"), "{text}");
         assert!(
             text.ends_with(" {'hostname': 'h30', 'ip': '10.0.0.30'}]\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_model_behind_a_long_comment_is_not_backed_up() {
+        // As the legacy server: `generate(` must lie in the first 20 bytes.
+        let vars = dict(&[("eth", "eth0")]);
+        let s = select_str("#23456789\ngenerate({'ip': '1-2'})", &vars, &Dict::new()).unwrap();
+        assert!(s.backup_original);
+        let s = select_str("# generated\ngenerate({'ip': '1-2'})", &vars, &Dict::new()).unwrap();
+        assert!(!s.backup_original);
     }
 
     #[test]

@@ -190,7 +190,7 @@ pub fn provision(
         // that entry back when it retries.
         let cmdb = match &found.cmdb {
             Some(update) => {
-                if update.selection.was_generated {
+                if update.selection.backup_original {
                     let orig = append_to_name(&update.file, ".orig");
                     store::copy_file_atomic(&update.file, &orig).map_err(io_error(&orig))?;
                 }
