@@ -721,7 +721,7 @@ impl Matcher<'_, '_> {
 /// the history of insertions and deletions, so this module replays them on
 /// a copy of CPython's table (open addressing, perturbation probing).
 /// Hash randomisation is off in Python 2.7 by default.
-mod pydict {
+pub(crate) mod pydict {
     use std::collections::BTreeMap;
 
     const MINSIZE: usize = 8;
@@ -747,19 +747,48 @@ mod pydict {
 
     /// Python 2.7's `hash()` of a byte string (64-bit build).
     pub fn str_hash(s: &[u8]) -> i64 {
-        let Some(&first) = s.first() else {
+        seq_hash(s.iter().map(|&b| i64::from(b)), s.len())
+    }
+
+    /// Python 2.7's `hash()` of a `unicode` string (UCS-4 build, as the
+    /// reference): the same algorithm on code points.
+    pub fn unicode_hash(s: &str) -> i64 {
+        seq_hash(
+            s.chars().map(|c| i64::from(u32::from(c))),
+            s.chars().count(),
+        )
+    }
+
+    fn seq_hash(mut units: impl Iterator<Item = i64>, len: usize) -> i64 {
+        let Some(first) = units.next() else {
             return 0;
         };
-        let mut x = i64::from(first) << 7;
-        for &c in s {
-            x = x.wrapping_mul(1_000_003) ^ i64::from(c);
+        let mut x = first << 7;
+        x = x.wrapping_mul(1_000_003) ^ first;
+        for c in units {
+            x = x.wrapping_mul(1_000_003) ^ c;
         }
-        x ^= s.len() as i64;
+        x ^= len as i64;
         if x == -1 {
             -2
         } else {
             x
         }
+    }
+
+    /// The dict a display `{k0: v0, k1: v1, ...}` evaluates to, for
+    /// distinct keys with the given hashes; its keys are the indices
+    /// (`"0"`, `"1"`...). The table is presized for more than 5 keys, then
+    /// filled in order.
+    pub fn display(hashes: &[i64]) -> PyDict {
+        let mut d = PyDict::new();
+        if hashes.len() > 5 {
+            d.resize(hashes.len().min(0xffff));
+        }
+        for (i, &h) in hashes.iter().enumerate() {
+            d.insert_hashed(&i.to_string(), h, "");
+        }
+        d
     }
 
     impl PartialEq for PyDict {
@@ -839,8 +868,12 @@ mod pydict {
 
         /// `d[key] = value` (`PyDict_SetItem`).
         pub fn insert(&mut self, key: &str, value: &str) {
+            self.insert_hashed(key, str_hash(key.as_bytes()), value);
+        }
+
+        fn insert_hashed(&mut self, key: &str, hash: i64, value: &str) {
             let n_used = self.used;
-            self.insert_no_resize(key, str_hash(key.as_bytes()), value);
+            self.insert_no_resize(key, hash, value);
             if self.used > n_used && self.fill * 3 >= self.table.len() * 2 {
                 let factor = if self.used > 50_000 { 2 } else { 4 };
                 self.resize(factor * self.used);
