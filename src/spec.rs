@@ -484,19 +484,22 @@ fn parse_network(cidr: &str) -> Option<(u32, u32)> {
 /// lookaround, conditionals).
 fn regexp_search(pattern: &str, value: &str) -> Option<bool> {
     thread_local! {
-        static CACHE: RefCell<HashMap<String, Option<Regex>>> = RefCell::new(HashMap::new());
+        static CACHE: RefCell<HashMap<String, Option<Rc<pyre::PyRegex>>>> =
+            RefCell::new(HashMap::new());
     }
-    CACHE.with(|cache| {
+    let re = CACHE.with(|cache| {
+        if let Some(hit) = cache.borrow().get(pattern) {
+            return hit.clone();
+        }
+        let re = pyre::compile(pattern).map(Rc::new);
         let mut cache = cache.borrow_mut();
-        if cache.len() >= 1024 && !cache.contains_key(pattern) {
+        if cache.len() >= 1024 {
             cache.clear();
         }
-        cache
-            .entry(pattern.to_string())
-            .or_insert_with(|| pyre::compile(pattern))
-            .as_ref()
-            .map(|re| re.is_match(value))
-    })
+        cache.insert(pattern.to_string(), re.clone());
+        re
+    })?;
+    Some(re.search(value))
 }
 
 /// What is wrong with one spec field, found without any hardware: used by
@@ -1000,22 +1003,75 @@ pub(crate) mod pydict {
 /// inline flags apply to the whole pattern, `\d \w \s \b` are ASCII.
 /// Unsupported (the field then never matches): backreferences, lookaround,
 /// conditionals. Known differences: patterns Python 2.7 rejects because a
-/// repeated group can match the empty string (`(a*)*`) are accepted; after
-/// a `$`, a `\n` cannot match the final newline.
+/// repeated group can match the empty string (`(a*)*`) are accepted; in a
+/// text with a newline before its last character, what follows a `$`
+/// cannot match the final newline.
 mod pyre {
-    use regex::{Regex, RegexBuilder};
+    use regex::bytes::{Regex, RegexBuilder};
+    use std::cell::OnceCell;
     use std::fmt::Write;
 
     /// Compiled size limit: hostile patterns fail instead of using memory.
     const SIZE_LIMIT: usize = 1 << 20;
 
-    pub fn compile(pattern: &str) -> Option<Regex> {
-        let translated = translate(pattern.as_bytes())?;
+    /// A Python pattern. Python's `$` (end of text, or before a final
+    /// newline) and `\B` (never in an empty text) have no exact `regex`
+    /// equivalent, so texts that need it get their own variant, compiled
+    /// when first needed.
+    #[derive(Debug)]
+    pub struct PyRegex {
+        pattern: String,
+        /// `$` as `(?m:$)`: exact on texts without a newline before their
+        /// last character (hardware values have none).
+        line_end: Regex,
+        /// `$` as "an optional newline, then the end".
+        final_end: OnceCell<Option<Regex>>,
+        /// For the empty text.
+        empty: OnceCell<Option<Regex>>,
+    }
+
+    const NON_BOUNDARY: &str = r"(?-u:\B)";
+
+    impl PyRegex {
+        /// `re.search(pattern, text)` is a match.
+        pub fn search(&self, text: &str) -> bool {
+            let inner_newline = text.find('\n').is_some_and(|i| i + 1 < text.len());
+            let variant = if text.is_empty() {
+                &self.empty
+            } else if inner_newline {
+                &self.final_end
+            } else {
+                return self.line_end.is_match(text.as_bytes());
+            };
+            variant
+                .get_or_init(|| {
+                    if text.is_empty() {
+                        build(&self.pattern, "(?m:$)", r"(?-u:\b\B)")
+                    } else {
+                        build(&self.pattern, r"(?:\n?\z)", NON_BOUNDARY)
+                    }
+                })
+                .as_ref()
+                .is_some_and(|re| re.is_match(text.as_bytes()))
+        }
+    }
+
+    fn build(pattern: &str, dollar: &'static str, non_boundary: &'static str) -> Option<Regex> {
+        let translated = translate(pattern.as_bytes(), dollar, non_boundary)?;
         RegexBuilder::new(&translated)
             .size_limit(SIZE_LIMIT)
             .dfa_size_limit(SIZE_LIMIT)
             .build()
             .ok()
+    }
+
+    pub fn compile(pattern: &str) -> Option<PyRegex> {
+        Some(PyRegex {
+            pattern: pattern.to_string(),
+            line_end: build(pattern, "(?m:$)", NON_BOUNDARY)?,
+            final_end: OnceCell::new(),
+            empty: OnceCell::new(),
+        })
     }
 
     #[derive(Clone, Copy, Default, PartialEq)]
@@ -1039,14 +1095,23 @@ mod pyre {
 
     /// Translates, re-parsing from the start when inline flags appear (they
     /// are global in Python 2, and verbose mode changes the parse).
-    pub fn translate(pattern: &[u8]) -> Option<String> {
+    /// `dollar` replaces `$` outside multi-line mode, `non_boundary` `\B`.
+    fn translate(
+        pattern: &[u8],
+        dollar: &'static str,
+        non_boundary: &'static str,
+    ) -> Option<String> {
         let mut flags = Flags::default();
         loop {
             let mut p = Parser {
                 s: pattern,
                 pos: 0,
+                dollar,
+                non_boundary,
                 flags,
                 seen: Flags::default(),
+                names: Vec::new(),
+                groups: 0,
                 out: String::new(),
                 depth: 0,
             };
@@ -1056,7 +1121,9 @@ mod pyre {
             }
             let all = flags.union(p.seen);
             if all == flags {
-                let mut prefix = String::new();
+                // Bytes, as Python 2 `str` patterns: `.` is one byte, `\xe9`
+                // the byte 0xe9, case folding ASCII only.
+                let mut prefix = String::from("(?-u)");
                 if flags.ignore_case {
                     prefix.push_str("(?i)");
                 }
@@ -1087,8 +1154,14 @@ mod pyre {
     struct Parser<'a> {
         s: &'a [u8],
         pos: usize,
+        dollar: &'static str,
+        non_boundary: &'static str,
         flags: Flags,
         seen: Flags,
+        /// Group names seen: Python rejects a name defined twice.
+        names: Vec<&'a [u8]>,
+        /// Capturing groups: Python 2.7 supports at most 99.
+        groups: usize,
         out: String,
         depth: usize,
     }
@@ -1228,7 +1301,7 @@ mod pyre {
                         self.out.push_str(if self.flags.multiline {
                             "$"
                         } else {
-                            r"(?:\n?\z)"
+                            self.dollar
                         });
                         Last::Anchor
                     }
@@ -1307,9 +1380,10 @@ mod pyre {
                         let name = &self.s[start..self.pos];
                         let valid = name.first().is_some_and(|b| !b.is_ascii_digit())
                             && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
-                        if !self.eat(b'>') || !valid {
+                        if !self.eat(b'>') || !valid || self.names.contains(&name) {
                             return None;
                         }
+                        self.names.push(name);
                     }
                     b':' => {
                         self.pos += 1;
@@ -1339,7 +1413,10 @@ mod pyre {
                     _ => return None,
                 }
             }
-            if self.depth >= MAX_DEPTH {
+            if open == "(" {
+                self.groups += 1;
+            }
+            if self.depth >= MAX_DEPTH || self.groups > 99 {
                 return None;
             }
             self.depth += 1;
@@ -1361,7 +1438,7 @@ mod pyre {
                 b'A' => Some(r"\A"),
                 b'Z' => Some(r"\z"),
                 b'b' => Some(r"(?-u:\b)"),
-                b'B' => Some(r"(?-u:\B)"),
+                b'B' => Some(self.non_boundary),
                 _ => None,
             };
             if let Some(a) = anchor {
