@@ -675,4 +675,16 @@ mod tests {
         assert_eq!(trim_zeros(b"000"), b"0");
         assert_eq!(dec_cmp(b"10", b"9"), Ordering::Greater);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_strings_never_panic(v in "[0-9.:\n -]{0,20}", w in "[0-9:-]{0,12}") {
+            let m = model(&[("a", s(&v)), ("b", s(&w))]);
+            if let Ok(g) = generate(&m) {
+                let n = g.len();
+                proptest::prop_assert!(n <= MAX_ENTRIES);
+                proptest::prop_assert_eq!(g.take(1000).count(), n.min(1000));
+            }
+        }
+    }
 }

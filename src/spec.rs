@@ -1563,3 +1563,356 @@ mod pyre {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(f: [&str; 4]) -> Item {
+        f.map(String::from)
+    }
+
+    /// The `$y` keeps the spec from equalling the line (taken first).
+    fn field_matches(field: &str, value: &str) -> bool {
+        let spec = item(["a", "$y", "c", field]);
+        let mut lines = vec![item(["a", "b", "c", value])];
+        match_spec(&spec, &mut lines, &mut Vars::new()).is_some()
+    }
+
+    #[test]
+    fn python_floats() {
+        for (s, v) in [
+            ("10", 10.0),
+            (" 12 ", 12.0),
+            ("\t7\n", 7.0),
+            ("1e3", 1000.0),
+            ("+5", 5.0),
+            ("5.", 5.0),
+            (".5", 0.5),
+            ("-iNF", f64::NEG_INFINITY),
+            ("Infinity", f64::INFINITY),
+        ] {
+            assert_eq!(py_float(s), Some(v), "{s:?}");
+        }
+        assert!(py_float("nan").is_some_and(f64::is_nan));
+        for s in ["abc", "", "0x10", "1_0", "12abc", "1e", ".", "5\u{a0}"] {
+            assert_eq!(py_float(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn networks() {
+        assert_eq!(in_network("10.1.2.3", "10.0.0.0/8"), Some(true));
+        assert_eq!(in_network("10.1.2.3", "10.1.2.3/8"), Some(true));
+        assert_eq!(in_network("10.1.2.3", "10.1.2.4/31"), Some(false));
+        assert_eq!(in_network("10.1.2.3", "10.1.2.2/31"), Some(true));
+        assert_eq!(in_network("10.1.2.3", "10.1.2.3"), Some(true));
+        assert_eq!(in_network("10.5.5.5", "10.1.2.3/0000008"), Some(true));
+        assert_eq!(
+            in_network("10.1.2.3", "10.1.2.0/255.255.255.252"),
+            Some(true)
+        );
+        assert_eq!(in_network("10.1.3.4", "10.1.2.3/0.0.0.255"), Some(false));
+        assert_eq!(in_network("11.0.0.0", "10.1.2.3/0.0.0.0"), Some(true));
+        for (value, net) in [
+            ("010.1.2.3", "10.0.0.0/8"),
+            (" 10.1.2.3", "10.0.0.0/8"),
+            ("10.1.2", "10.0.0.0/8"),
+            ("10.1.2.3", "10.0.0.0/33"),
+            ("10.1.2.3", "10.0.0.0/ 8"),
+            ("10.1.2.3", "10.0.0.0/"),
+            ("10.1.2.3", "10.0.0.0/255.0.255.0"),
+            ("10.1.2.3", "::/0"),
+        ] {
+            assert_eq!(in_network(value, net), None, "{value:?} {net:?}");
+        }
+    }
+
+    #[test]
+    fn function_fields() {
+        assert!(field_matches("gt(5)", "10"));
+        assert!(field_matches("gt( 5 )", "10"));
+        assert!(field_matches("gt('5')", "10"));
+        assert!(!field_matches("gt(abc)", "10"));
+        assert!(!field_matches("gt(4)", "abc"));
+        assert!(!field_matches("gt(1, 2)", "10"));
+        assert!(field_matches("in(11, 10)", "10"));
+        assert!(field_matches("in(11,,10)", "10"));
+        assert!(!field_matches("in(11 , 10 )", "10"));
+        assert!(field_matches("in('a,b')", "'a"));
+        assert!(field_matches("and(gt(5), lt(20))", "10"));
+        assert!(!field_matches("and(gt(5), in(10, 11))", "10"));
+        assert!(field_matches("and(foo(1), lt(20))", "10"));
+        assert!(!field_matches("and(gt(5), 'lt(2)')", "10"));
+        assert!(field_matches("not(not(a))", "10"));
+        assert!(field_matches("not('')", "10"));
+        assert!(field_matches("or(gt(50), x)", "10"));
+        assert!(field_matches("regexp(^28:d2:)", "28:d2:44:00:00:01"));
+        assert!(field_matches("not(regexp(^28:d2:))", "52:54:00:12:34:56"));
+        assert!(field_matches("network(10.0.0.0/8)", "10.1.2.3"));
+        assert!(field_matches("range(1, 10)", "10"));
+        assert!(!field_matches("range(1, 9.5)", "10"));
+        // Unknown functions never match, even the same text.
+        assert!(!field_matches("foo(1)", "foo(1)"));
+        assert!(!field_matches(" gt(5)", "10"));
+        // Not the call syntax: plain text.
+        assert!(field_matches("gt()", "gt()"));
+        assert!(field_matches("(a)", "(a)"));
+        assert!(field_matches("gt(5)\n", "gt(5)\n"));
+        // Nested deeper than the limit: never computed.
+        let deep = format!("{}gt(5){}", "not(".repeat(40), ")".repeat(40));
+        assert!(!field_matches(&deep, "10"));
+        assert!(!field_matches(&deep, "1"));
+    }
+
+    #[test]
+    fn variables() {
+        let mut vars = Vars::new();
+        let spec = item(["a", "$x", "$x", "d"]);
+        let mut lines = vec![item(["a", "1", "2", "d"])];
+        assert!(match_spec(&spec, &mut lines, &mut vars).is_some());
+        assert_eq!(vars.get("x").map(String::as_str), Some("2"));
+        assert!(lines.is_empty());
+
+        let mut vars = Vars::new();
+        let mut lines = vec![item(["a", "b", "c", "10"])];
+        let spec = item(["a", "b", "c", "$x=y=z"]);
+        assert!(match_spec(&spec, &mut lines.clone(), &mut vars).is_some());
+        assert_eq!(vars.get("x=y=z").map(String::as_str), Some("10"));
+        for f in ["$x=10", "$x=foo", "$x=", "$x=()", "$x=gt(50)", "$x= gt(5)"] {
+            let spec = item(["a", "b", "c", f]);
+            assert!(
+                match_spec(&spec, &mut lines, &mut Vars::new()).is_none(),
+                "{f}"
+            );
+        }
+        let mut vars = Vars::new();
+        let spec = item(["a", "b", "c", "$$x=gt(5)"]);
+        assert!(match_spec(&spec, &mut lines, &mut vars).is_some());
+        assert_eq!(vars.get("$x").map(String::as_str), Some("10"));
+    }
+
+    #[test]
+    fn exact_line_first() {
+        let spec = item(["disk", "$d", "size", "20"]);
+        let mut lines = vec![
+            item(["disk", "sda", "size", "20"]),
+            item(["disk", "$d", "size", "20"]),
+        ];
+        let mut vars = Vars::new();
+        assert_eq!(match_spec(&spec, &mut lines, &mut vars), Some(spec.clone()));
+        assert!(vars.is_empty());
+        assert_eq!(lines.len(), 1);
+    }
+
+    fn specs(list: &[[&str; 4]]) -> Vec<Spec> {
+        list.iter().map(|s| item(*s)).collect()
+    }
+
+    #[test]
+    fn backtracking_keeps_consistent_variables() {
+        let lines = specs(&[
+            ["disk", "sda", "size", "10"],
+            ["disk", "sdb", "size", "30"],
+            ["disk", "sdb", "vendor", "ATA"],
+        ]);
+        let s = specs(&[
+            ["disk", "$d", "size", "gt(5)"],
+            ["disk", "$d", "vendor", "ATA"],
+        ]);
+        let (mut vars, mut forced) = (Vars::new(), Vars::new());
+        assert_eq!(match_all(&lines, &s, &mut vars, &mut forced), Ok(true));
+        assert_eq!(vars.get("d").map(String::as_str), Some("sdb"));
+        assert!(forced.is_empty());
+    }
+
+    #[test]
+    fn forced_variables_and_crashes() {
+        let lines = specs(&[["a", "p", "-", "-"], ["b", "q", "-", "-"]]);
+        let (mut vars, mut forced) = (Vars::new(), Vars::new());
+        let s = specs(&[["a", "$$x", "-", "-"]]);
+        assert_eq!(match_all(&lines, &s, &mut vars, &mut forced), Ok(true));
+        assert_eq!(vars, [("x".to_string(), "p".to_string())].into());
+        assert_eq!(forced, vars);
+        for s in [
+            specs(&[["a", "$$x", "-", "-"], ["b", "$x", "-", "-"]]),
+            specs(&[["a", "$", "-", "-"]]),
+        ] {
+            let got = match_all(&lines, &s, &mut Vars::new(), &mut Vars::new());
+            assert!(matches!(got, Err(SpecError::LegacyCrash { .. })), "{s:?}");
+        }
+        // `$$$x` is renamed twice when the loop meets `$x` again.
+        let s = specs(&[["a", "$$$x", "-", "-"]]);
+        let (mut vars, mut forced) = (Vars::new(), Vars::new());
+        assert_eq!(match_all(&lines, &s, &mut vars, &mut forced), Ok(true));
+        assert_eq!(vars, [("x".to_string(), "p".to_string())].into());
+        assert_eq!(forced.len(), 2);
+    }
+
+    #[test]
+    fn budget_stops_exponential_backtracking() {
+        // Every variable spec leaves a retry point and the last spec never
+        // matches: the legacy code explores these for hours.
+        let mut lines = Vec::new();
+        let mut s = Vec::new();
+        for i in 0..12 {
+            lines.push(item(["k", &format!("n{i}"), "v", "-"]));
+            s.push(item(["k", &format!("n{i}"), &format!("$v{i}"), "-"]));
+        }
+        s.push(item(["none", "-", "-", "-"]));
+        let got = match_all_with_budget(&lines, &s, &mut Vars::new(), &mut Vars::new(), 100_000);
+        assert_eq!(got, Err(SpecError::TooComplex { budget: 100_000 }));
+        let small =
+            match_all_with_budget(&lines[..2], &s[..2], &mut Vars::new(), &mut Vars::new(), 10);
+        assert_eq!(small, Ok(true));
+    }
+
+    #[test]
+    fn specs_from_values() {
+        let file = Path::new("/cfg/vm.specs");
+        let tuple = |f: [&str; 4]| Value::Tuple(f.iter().map(|s| Value::str(s)).collect());
+        let good = Value::List(vec![
+            tuple(["disk", "$disk", "size", "gt(4)"]),
+            Value::List(vec![
+                Value::str("a"),
+                Value::Unicode("b".into()),
+                Value::str("c"),
+                Value::str("d"),
+            ]),
+        ]);
+        let got = specs_from_value(file, &good).unwrap();
+        assert_eq!(got[1], item(["a", "b", "c", "d"]));
+        let bad = Value::List(vec![
+            tuple(["a", "b", "c", "d"]),
+            Value::Tuple(vec![
+                Value::str("a"),
+                Value::Int(1),
+                Value::str("c"),
+                Value::str("d"),
+            ]),
+        ]);
+        let err = specs_from_value(file, &bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/cfg/vm.specs: entry 1: a field is not a string"
+        );
+        let short = Value::List(vec![Value::Tuple(vec![Value::str("a")])]);
+        assert!(specs_from_value(file, &short)
+            .unwrap_err()
+            .to_string()
+            .contains("entry 0: expected 4 fields, found 1"));
+        assert!(specs_from_value(file, &Value::Int(1)).is_err());
+        let non_utf8 = Value::List(vec![Value::Tuple(vec![Value::Str(vec![0xff]); 4])]);
+        assert!(specs_from_value(file, &non_utf8).is_err());
+    }
+
+    #[test]
+    fn python_hashes_and_dict_order() {
+        use pydict::*;
+        assert_eq!(str_hash(b""), 0);
+        assert_eq!(str_hash(b"a"), 12416037344);
+        assert_eq!(str_hash(b"eth"), -3051142320817332998);
+        assert_eq!(str_hash(b"\xff\x00"), 32640195839293759);
+        assert_eq!(unicode_hash("eth"), str_hash(b"eth"));
+        assert_eq!(unicode_hash("\u{e9}t\u{20ac}"), -4116773383342150334);
+        let keys = ["eth", "ip", "netmask", "x", "mac", "a"];
+        let hashes: Vec<i64> = keys.iter().map(|k| str_hash(k.as_bytes())).collect();
+        let order = |d: &PyDict| -> Vec<&str> {
+            d.iter()
+                .map(|(k, _)| keys[k.parse::<usize>().unwrap()])
+                .collect()
+        };
+        let d = display(&hashes);
+        assert_eq!(order(&d), ["a", "ip", "netmask", "mac", "x", "eth"]);
+        assert_eq!(order(&d.copy()), ["a", "netmask", "x", "ip", "eth", "mac"]);
+    }
+
+    #[test]
+    fn python_regexps() {
+        let search = |p: &str, v: &str| regexp_search(p, v);
+        assert_eq!(search("[[:digit:]]", "1"), Some(false));
+        assert_eq!(search("[[:digit:]]", ":]"), Some(true));
+        assert_eq!(search("a{", "a{"), Some(true));
+        assert_eq!(search("a{,2}b", "aab"), Some(true));
+        assert_eq!(search(r"\e", "e"), Some(true));
+        assert_eq!(search(r"0\Z", "10"), Some(true));
+        assert_eq!(search(r"a\Z", "a\n"), Some(false));
+        assert_eq!(search("a$", "a\n"), Some(true));
+        assert_eq!(search("a$", "a\nb"), Some(false));
+        assert_eq!(search("a(?i)B", "Ab"), Some(true));
+        assert_eq!(search(r"\061", "1"), Some(true));
+        assert_eq!(search(r"[\b]", "\u{8}"), Some(true));
+        assert_eq!(search(r"\B", ""), Some(false));
+        assert_eq!(search("(?x)a b # c", "ab"), Some(true));
+        assert_eq!(search("(?#c)1", "1"), Some(true));
+        assert_eq!(search(r"\w", "\u{e9}"), Some(false));
+        // Backreferences, lookaround, invalid patterns: never match.
+        for p in [
+            r"(1)\1",
+            "1(?=0)",
+            "(?<=1)0",
+            "[",
+            "[z-a]",
+            "a**",
+            "{1}",
+            r"\x4",
+            "(?P<g>a)(?P<g>b)",
+        ] {
+            assert_eq!(search(p, "10"), None, "{p}");
+        }
+        assert_eq!(search(&"(".repeat(200), "x"), None);
+        assert_eq!(search("a{99999}{99999}", "a"), None);
+    }
+
+    #[test]
+    fn static_checks() {
+        for ok in [
+            "sda",
+            "$disk",
+            "$$mac",
+            "gt(4)",
+            "$size=ge(20)",
+            "not(regexp(^28:d2:))",
+            "in(a, b, c)",
+            "network(10.0.0.0/24)",
+            "and(gt(1), lt(5))",
+            "gt()",
+        ] {
+            assert_eq!(check_field(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("foo(1)", "unknown function"),
+            ("$x=10", "function call is expected"),
+            ("$", "empty name"),
+            ("gt(abc)", "not a number"),
+            ("gt(1, 2)", "takes 1 argument"),
+            ("and(gt(1))", "takes 2 argument"),
+            ("network(10.0.0.0/33)", "not an IPv4 network"),
+            ("regexp((a)\\1)", "not a regular expression we support"),
+            ("not(regexp([))", "not a regular expression we support"),
+            ("range(1, 5)", "unknown to the legacy server"),
+        ] {
+            let err = check_field(bad).unwrap_err();
+            assert!(err.0.contains(why), "{bad}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_fields_never_panic(
+            field in r#"[$a-z(),'" =\\{}\[\]^.*+?|0-9-]{0,24}"#,
+            value in "[ -~]{0,12}",
+        ) {
+            let spec = item(["a", "$y", "c", &field]);
+            let mut lines = vec![item(["a", "b", "c", &value])];
+            let _ = match_spec(&spec, &mut lines, &mut Vars::new());
+            let _ = check_field(&field);
+            let _ = pyre::compile(&field);
+        }
+
+        #[test]
+        fn arbitrary_patterns_never_panic(pattern in proptest::collection::vec(proptest::num::u8::ANY, 0..32)) {
+            let _ = pyre::compile(&String::from_utf8_lossy(&pattern));
+        }
+    }
+}
