@@ -134,24 +134,25 @@ pub fn specs_from_value(file: &Path, v: &Value) -> Result<Vec<Spec>, SpecError> 
 /// four fields all pass (equal text, true function, or a variable that is
 /// unbound or bound to the same value).
 pub fn match_spec(spec: &Spec, lines: &mut Vec<Item>, vars: &mut Vars) -> Option<Item> {
-    let (line, binds) = find_line(spec, lines, |k| vars.get(k).map(String::as_str))?;
+    let (pos, binds) = find_line(spec, lines, |l| l, |k| vars.get(k).map(String::as_str))?;
     for (k, v) in binds {
         vars.insert(k, v);
     }
-    Some(line)
+    Some(lines.remove(pos))
 }
 
-/// Finds and removes the line for `spec`; returns it with the variables to
-/// bind, in field order.
-fn find_line<'a>(
+/// Finds the line for `spec` (`item` gives a line's fields); returns its
+/// position with the variables to bind, in field order.
+fn find_line<'l, 'a, T>(
     spec: &Spec,
-    lines: &mut Vec<Item>,
+    lines: &'l [T],
+    item: impl Fn(&'l T) -> &'l Item,
     bound: impl Fn(&str) -> Option<&'a str>,
-) -> Option<(Item, Vec<(String, String)>)> {
-    if let Some(pos) = lines.iter().position(|l| l == spec) {
-        return Some((lines.remove(pos), Vec::new()));
+) -> Option<(usize, Vec<(String, String)>)> {
+    if let Some(pos) = lines.iter().position(|l| item(l) == spec) {
+        return Some((pos, Vec::new()));
     }
-    'lines: for (pos, line) in lines.iter().enumerate() {
+    'lines: for (pos, line) in lines.iter().map(&item).enumerate() {
         let mut binds = Vec::new();
         for (field, value) in spec.iter().zip(line.iter()) {
             if let Some(var) = field.strip_prefix('$') {
@@ -176,7 +177,7 @@ fn find_line<'a>(
                 continue 'lines;
             }
         }
-        return Some((lines.remove(pos), binds));
+        return Some((pos, binds));
     }
     None
 }
@@ -633,28 +634,30 @@ pub fn match_all_with_budget(
         forced_dict.insert(k, v);
     }
     let mut m = Matcher {
+        lines,
         specs,
         forced: &mut forced_dict,
         left: budget,
         budget,
     };
-    let ok = m.match_all(lines.to_vec(), 0, &mut dict, 0)?;
+    let ok = m.match_all((0..lines.len()).collect(), 0, &mut dict, 0)?;
     *vars = dict.to_map();
     *forced = forced_dict.to_map();
     Ok(ok)
 }
 
 struct Matcher<'s, 'f> {
+    lines: &'s [Item],
     specs: &'s [Spec],
     forced: &'f mut pydict::PyDict,
     left: u64,
     budget: u64,
 }
 
-/// A backtracking point: the lines (the matched one moved last), the index
-/// of the spec to retry from and the variables before it matched.
+/// A backtracking point: the lines (indices, the matched one moved last),
+/// the index of the spec to retry from and the variables before it matched.
 struct Point {
-    lines: Vec<Item>,
+    lines: Vec<usize>,
     spec: usize,
     vars: pydict::PyDict,
 }
@@ -668,9 +671,10 @@ impl Matcher<'_, '_> {
         Ok(())
     }
 
+    /// `lines` are indices into `self.lines`, in the legacy list's order.
     fn match_all(
         &mut self,
-        mut lines: Vec<Item>,
+        mut lines: Vec<usize>,
         first_spec: usize,
         vars: &mut pydict::PyDict,
         level: usize,
@@ -682,7 +686,9 @@ impl Matcher<'_, '_> {
         }
         for (index, spec) in self.specs.iter().enumerate().skip(first_spec) {
             self.charge(1 + lines.len())?;
-            let Some((line, binds)) = find_line(spec, &mut lines, |k| vars.get(k)) else {
+            let all = self.lines;
+            let found = find_line(spec, &lines, |&i| &all[i], |k| vars.get(k));
+            let Some((pos, binds)) = found else {
                 while let Some(p) = points.pop() {
                     let mut v = p.vars;
                     if self.match_all(p.lines, p.spec, &mut v, level + 1)? {
@@ -695,6 +701,7 @@ impl Matcher<'_, '_> {
                 }
                 return Ok(false);
             };
+            let line = lines.remove(pos);
             for (k, v) in &binds {
                 vars.insert(k, v);
             }
