@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use regex::bytes::Regex;
 
 use crate::literal::{Dict, Value};
+use crate::spec::pydict;
 
 /// Most entries one model may expand to.
 pub const MAX_ENTRIES: usize = 1 << 20;
@@ -91,6 +92,10 @@ impl ExactSizeIterator for Generated {}
 /// entry `i` takes element `i` of each; the shortest sequence ends the
 /// expansion. A model whose values are all strings without a range is
 /// returned as is.
+///
+/// The legacy code crashes on an IPv4 range part `-N` when it reaches it,
+/// taking the keys in Python's dict order each round: that is replayed to
+/// know whether a shorter sequence ends the expansion first.
 pub fn generate(model: &Value) -> Result<Generated, GenerateError> {
     let Value::Dict(dict) = model else {
         return Err(GenerateError::NotADict);
@@ -107,25 +112,71 @@ pub fn generate(model: &Value) -> Result<Generated, GenerateError> {
             count: 1,
         });
     }
-    let mut keys = Vec::with_capacity(dict.len());
-    let mut count: Option<u128> = None;
-    for (key, value) in dict.iter() {
-        let seq = Seq::new(value)?;
-        if let Some(len) = seq.len() {
-            count = Some(count.map_or(len, |c| c.min(len)));
+    let keys: Vec<(Value, Seq)> = dict.iter().map(|(k, v)| (k.clone(), Seq::new(v))).collect();
+    let mut end: Option<(End, usize)> = None;
+    for i in python_order(dict) {
+        let Some(e) = keys.get(i).and_then(|(_, seq)| seq.end()) else {
+            continue;
+        };
+        if end.is_none_or(|(best, _)| e.at < best.at) {
+            end = Some((e, i));
         }
-        keys.push((key.clone(), seq));
     }
-    let count = count
-        .and_then(|c| usize::try_from(c).ok())
+    let (end, key) = end.ok_or(GenerateError::TooManyEntries)?;
+    let count = usize::try_from(end.at)
+        .ok()
         .filter(|&c| c <= MAX_ENTRIES)
         .ok_or(GenerateError::TooManyEntries)?;
+    if end.raises {
+        let value = match dict.iter().nth(key) {
+            Some((_, Value::Str(s))) => String::from_utf8_lossy(s).into_owned(),
+            _ => String::new(),
+        };
+        return Err(GenerateError::InvalidRange { value });
+    }
     Ok(Generated {
         keys,
         whole: None,
         next: 0,
         count,
     })
+}
+
+/// The indices of the model's items in the order the legacy code goes
+/// through them: that of a copy of the dict Python 2.7 evaluates from the
+/// file (checked against the reference). Insertion order when a key's hash
+/// is not reproduced here (keys other than strings and numbers).
+fn python_order(dict: &Dict) -> Vec<usize> {
+    let hashes: Option<Vec<i64>> = dict.iter().map(|(k, _)| key_hash(k)).collect();
+    match hashes {
+        Some(h) => pydict::display(&h)
+            .copy()
+            .iter()
+            .filter_map(|(k, _)| k.parse().ok())
+            .collect(),
+        None => (0..dict.len()).collect(),
+    }
+}
+
+fn key_hash(key: &Value) -> Option<i64> {
+    let int = |i: i64| if i == -1 { -2 } else { i };
+    match key {
+        Value::Str(b) => Some(pydict::str_hash(b)),
+        Value::Unicode(s) => Some(pydict::unicode_hash(s)),
+        Value::Bool(b) => Some(i64::from(*b)),
+        Value::Int(i) => Some(int(*i)),
+        Value::Long(l) => i64::try_from(*l).ok().map(int),
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Some(int(*f as i64)),
+        _ => None,
+    }
+}
+
+/// Where a sequence ends: after `at` elements, by running out or (legacy
+/// crash) by raising.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct End {
+    at: u128,
+    raises: bool,
 }
 
 /// The values one key takes.
@@ -139,36 +190,56 @@ enum Seq {
         ranges: Parts,
         suffix: Vec<u8>,
     },
-    /// Four octets, each a list of parts; the last octet varies fastest.
-    Ipv4([Parts; 4]),
+    /// Four octets; the last one varies fastest.
+    Ipv4([Octet; 4]),
+}
+
+/// The values of an IPv4 octet up to its first invalid part (`-N`), if any.
+#[derive(Debug)]
+struct Octet {
+    parts: Parts,
+    poisoned: bool,
 }
 
 impl Seq {
-    fn new(value: &Value) -> Result<Seq, GenerateError> {
-        Ok(match value {
+    fn new(value: &Value) -> Seq {
+        match value {
             Value::Str(s) => match range_parts(s) {
                 None => Seq::Repeat(value.clone()),
-                Some(text) => match ipv4_octets(s) {
-                    Some(octets) => Seq::Ipv4(octets.map_err(|_| GenerateError::InvalidRange {
-                        value: String::from_utf8_lossy(s).into_owned(),
-                    })?),
-                    None => text,
-                },
+                Some(text) => ipv4_octets(s).map_or(text, Seq::Ipv4),
             },
             Value::List(items) => Seq::List(items.clone()),
             // The legacy code empties nested dicts while expanding.
             Value::Dict(_) => Seq::Repeat(Value::Dict(Dict::new())),
             other => Seq::Repeat(other.clone()),
-        })
+        }
     }
 
-    /// Number of elements; `None` for endless repetition.
-    fn len(&self) -> Option<u128> {
+    /// `None` for endless repetition.
+    fn end(&self) -> Option<End> {
+        let stop = |at| End { at, raises: false };
         match self {
             Seq::Repeat(_) => None,
-            Seq::List(items) => Some(items.len() as u128),
-            Seq::Text { ranges, .. } => Some(ranges.len()),
-            Seq::Ipv4(octets) => Some(octets.iter().fold(1u128, |n, o| n.saturating_mul(o.len()))),
+            Seq::List(items) => Some(stop(items.len() as u128)),
+            Seq::Text { ranges, .. } => Some(stop(ranges.len())),
+            // Nested generators: octet j is restarted for every value of
+            // the octets before it, and crashes when it runs out if poisoned.
+            Seq::Ipv4(octets) => Some(octets.iter().rev().fold(stop(1), |inner, o| {
+                let m = o.parts.len();
+                if m == 0 {
+                    End {
+                        at: 0,
+                        raises: o.poisoned,
+                    }
+                } else if inner.raises {
+                    inner
+                } else {
+                    End {
+                        at: m.saturating_mul(inner.at),
+                        raises: o.poisoned,
+                    }
+                }
+            })),
         }
     }
 
@@ -194,7 +265,7 @@ impl Seq {
                 let mut digits = [0u128; 4];
                 let mut rest = index;
                 for (d, octet) in digits.iter_mut().zip(octets).rev() {
-                    let len = octet.len().max(1);
+                    let len = octet.parts.len().max(1);
                     *d = rest % len;
                     rest /= len;
                 }
@@ -203,7 +274,7 @@ impl Seq {
                     if i > 0 {
                         s.push(b'.');
                     }
-                    s.extend(octet.get(d));
+                    s.extend(octet.parts.get(d));
                 }
                 Value::Str(s)
             }
@@ -378,8 +449,9 @@ fn range_parts(s: &[u8]) -> Option<Seq> {
 
 /// The octets of an IPv4 range (four dot-separated runs of digits, `-` and
 /// `:`), each split on `:` into parts: `A-B` is a range, any other part
-/// stands for the whole octet text. `Err` for a part `-B`.
-fn ipv4_octets(s: &[u8]) -> Option<Result<[Parts; 4], ()>> {
+/// stands for the whole octet text, and `-B` is where the legacy code
+/// crashes (`IndexError`).
+fn ipv4_octets(s: &[u8]) -> Option<[Octet; 4]> {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| {
         Regex::new(r"(?-u)\A[0-9:-]*\.[0-9:-]*\.[0-9:-]*\.[0-9:-]*\z").expect("static regex")
@@ -387,19 +459,21 @@ fn ipv4_octets(s: &[u8]) -> Option<Result<[Parts; 4], ()>> {
     if !re.is_match(without_final_newline(s)) {
         return None;
     }
-    let octets: Result<Vec<Parts>, ()> = s.split(|&b| b == b'.').map(octet_parts).collect();
-    match octets {
-        Ok(octets) => octets.try_into().ok().map(Ok),
-        Err(()) => Some(Err(())),
-    }
+    let octets: Vec<Octet> = s.split(|&b| b == b'.').map(octet).collect();
+    octets.try_into().ok()
 }
 
-fn octet_parts(octet: &[u8]) -> Result<Parts, ()> {
+fn octet(text: &[u8]) -> Octet {
     let mut parts = Vec::new();
-    for part in octet.split(|&b| b == b':') {
+    for part in text.split(|&b| b == b':') {
         let mut pieces = part.split(|&b| b == b'-');
         let range = match (pieces.next(), pieces.next(), pieces.next()) {
-            (Some([]), Some(_), None) => return Err(()),
+            (Some([]), Some(_), None) => {
+                return Octet {
+                    parts: Parts(parts),
+                    poisoned: true,
+                }
+            }
             (Some(a), Some(b), None) => {
                 let b = b.strip_suffix(b"\n").unwrap_or(b);
                 (!b.is_empty()).then(|| Range::new(a, b))
@@ -408,10 +482,13 @@ fn octet_parts(octet: &[u8]) -> Result<Parts, ()> {
         };
         parts.push(match range {
             Some(r) => Part::Range(r),
-            None => Part::Text(octet.to_vec()),
+            None => Part::Text(text.to_vec()),
         });
     }
-    Ok(Parts(parts))
+    Octet {
+        parts: Parts(parts),
+        poisoned: false,
+    }
 }
 
 #[cfg(test)]
@@ -597,5 +674,17 @@ mod tests {
         assert_eq!(dec_sub(b"5", b"5"), b"0");
         assert_eq!(trim_zeros(b"000"), b"0");
         assert_eq!(dec_cmp(b"10", b"9"), Ordering::Greater);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_strings_never_panic(v in "[0-9.:\n -]{0,20}", w in "[0-9:-]{0,12}") {
+            let m = model(&[("a", s(&v)), ("b", s(&w))]);
+            if let Ok(g) = generate(&m) {
+                let n = g.len();
+                proptest::prop_assert!(n <= MAX_ENTRIES);
+                proptest::prop_assert_eq!(g.take(1000).count(), n.min(1000));
+            }
+        }
     }
 }

@@ -237,3 +237,142 @@ fn clean(s: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Vec<Item>, HwError> {
+        parse_hw(Path::new("/tmp/hw.json"), src.as_bytes())
+    }
+
+    fn item(f: [&str; 4]) -> Item {
+        f.map(String::from)
+    }
+
+    #[test]
+    fn json_items() {
+        let items = parse(
+            r#" [["disk", "vda", "size", "20"], ["network","eth0","serial","52:54:00:12:34:56"]] "#,
+        )
+        .unwrap();
+        assert_eq!(
+            items,
+            [
+                item(["disk", "vda", "size", "20"]),
+                item(["network", "eth0", "serial", "52:54:00:12:34:56"])
+            ]
+        );
+        assert_eq!(parse("[]").unwrap(), Vec::<Item>::new());
+    }
+
+    #[test]
+    fn non_ascii_is_dropped() {
+        let items =
+            parse(r#"[["system", "product", "vendor", "Caf\u00e9 \ud800Inc\\u00e9 é"]]"#).unwrap();
+        assert_eq!(items[0][3], "Caf Inc\\u00e9 ");
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let msg = |src: &str| parse(src).unwrap_err().to_string();
+        assert_eq!(
+            msg(r#"{"a": 1}"#),
+            "/tmp/hw.json: expected a list of hardware lines"
+        );
+        assert_eq!(
+            msg(r#"[["a","b","c","d"], ["a","b","c"]]"#),
+            "/tmp/hw.json: element 1: expected 4 strings, found 3"
+        );
+        assert_eq!(
+            msg(r#"[["a","b","c",4]]"#),
+            "/tmp/hw.json: element 0: field 3 is not a string"
+        );
+        assert_eq!(
+            msg(r#"["abcd"]"#),
+            "/tmp/hw.json: element 0: expected a list of 4 strings"
+        );
+        let err = parse("[\n[\"a\",\n").unwrap_err();
+        assert!(err.position.is_some(), "{err}");
+        assert!(err.to_string().starts_with("/tmp/hw.json:3:"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        assert!(parse(&deep)
+            .unwrap_err()
+            .message
+            .contains("recursion limit"));
+    }
+
+    #[test]
+    fn python_form_is_recognised() {
+        assert!(looks_like_python(b" [('disk', 'vda', 'size', '20')]"));
+        assert!(looks_like_python(b"[\n ['disk', 'vda', 'size', '20']]"));
+        assert!(looks_like_python(b"[[u'disk', u'vda', u'size', u'20']]"));
+        assert!(!looks_like_python(
+            b"[[\"disk\", \"vda\", \"size\", \"20\"]]"
+        ));
+        assert!(!looks_like_python(b"[]"));
+        assert!(!looks_like_python(b"{}"));
+    }
+
+    #[test]
+    #[ignore = "needs literal::parse (another branch)"]
+    fn python_literal_items() {
+        let src =
+            b"[('disk', 'vda', 'size', '20'),\n ('system', 'product', 'name', 'caf\\xc3\\xa9')]\n";
+        let items = parse_hw(Path::new("x.hw"), src).unwrap();
+        assert_eq!(items[1], item(["system", "product", "name", "caf"]));
+        let err = parse_hw(Path::new("x.hw"), b"[('a', 'b', 'c')]").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.hw: element 0: expected 4 strings, found 3"
+        );
+        let err = parse_hw(Path::new("x.hw"), b"[('a', 'b',").unwrap_err();
+        assert!(err.position.is_some());
+    }
+
+    #[test]
+    fn items_as_value() {
+        let v = items_value(&[item(["disk", "vda", "size", "20"])]);
+        let tuple = Value::Tuple(
+            ["disk", "vda", "size", "20"]
+                .iter()
+                .map(|s| Value::str(s))
+                .collect(),
+        );
+        assert_eq!(v, Value::List(vec![tuple]));
+    }
+
+    #[test]
+    fn sysname() {
+        let items = [
+            item(["system", "product", "name", "edeploy_test_vm ()"]),
+            item(["network", "eth0", "serial", "52:54:12:34:00:03"]),
+            item(["network", "eth1", "serial", "52:54:12:34:00:04"]),
+        ];
+        let (name, macs) = sysname_and_macs(&items);
+        assert_eq!(name, "edeploy_test_vm-52-54-12-34-00-03");
+        assert_eq!(macs, ["52:54:12:34:00:03", "52:54:12:34:00:04"]);
+        let items = [
+            item(["system", "product", "vendor", "Dell Inc."]),
+            item(["system", "product", "serial", "AB-12 3"]),
+            item(["system", "product", "name", "Power Edge"]),
+        ];
+        assert_eq!(
+            sysname_and_macs(&items),
+            ("PowerEdge-AB123-".into(), vec![])
+        );
+        assert_eq!(sysname_and_macs(&[]), (String::new(), vec![]));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_json_never_panics(src in r#"[\[\]{}",:a-z0-9 \\u]{0,40}"#) {
+            proptest::prop_assume!(!looks_like_python(src.as_bytes()));
+            let _ = parse(&src);
+        }
+    }
+}

@@ -134,24 +134,25 @@ pub fn specs_from_value(file: &Path, v: &Value) -> Result<Vec<Spec>, SpecError> 
 /// four fields all pass (equal text, true function, or a variable that is
 /// unbound or bound to the same value).
 pub fn match_spec(spec: &Spec, lines: &mut Vec<Item>, vars: &mut Vars) -> Option<Item> {
-    let (line, binds) = find_line(spec, lines, |k| vars.get(k).map(String::as_str))?;
+    let (pos, binds) = find_line(spec, lines, |l| l, |k| vars.get(k).map(String::as_str))?;
     for (k, v) in binds {
         vars.insert(k, v);
     }
-    Some(line)
+    Some(lines.remove(pos))
 }
 
-/// Finds and removes the line for `spec`; returns it with the variables to
-/// bind, in field order.
-fn find_line<'a>(
+/// Finds the line for `spec` (`item` gives a line's fields); returns its
+/// position with the variables to bind, in field order.
+fn find_line<'l, 'a, T>(
     spec: &Spec,
-    lines: &mut Vec<Item>,
+    lines: &'l [T],
+    item: impl Fn(&'l T) -> &'l Item,
     bound: impl Fn(&str) -> Option<&'a str>,
-) -> Option<(Item, Vec<(String, String)>)> {
-    if let Some(pos) = lines.iter().position(|l| l == spec) {
-        return Some((lines.remove(pos), Vec::new()));
+) -> Option<(usize, Vec<(String, String)>)> {
+    if let Some(pos) = lines.iter().position(|l| item(l) == spec) {
+        return Some((pos, Vec::new()));
     }
-    'lines: for (pos, line) in lines.iter().enumerate() {
+    'lines: for (pos, line) in lines.iter().map(&item).enumerate() {
         let mut binds = Vec::new();
         for (field, value) in spec.iter().zip(line.iter()) {
             if let Some(var) = field.strip_prefix('$') {
@@ -176,7 +177,7 @@ fn find_line<'a>(
                 continue 'lines;
             }
         }
-        return Some((lines.remove(pos), binds));
+        return Some((pos, binds));
     }
     None
 }
@@ -484,19 +485,22 @@ fn parse_network(cidr: &str) -> Option<(u32, u32)> {
 /// lookaround, conditionals).
 fn regexp_search(pattern: &str, value: &str) -> Option<bool> {
     thread_local! {
-        static CACHE: RefCell<HashMap<String, Option<Regex>>> = RefCell::new(HashMap::new());
+        static CACHE: RefCell<HashMap<String, Option<Rc<pyre::PyRegex>>>> =
+            RefCell::new(HashMap::new());
     }
-    CACHE.with(|cache| {
+    let re = CACHE.with(|cache| {
+        if let Some(hit) = cache.borrow().get(pattern) {
+            return hit.clone();
+        }
+        let re = pyre::compile(pattern).map(Rc::new);
         let mut cache = cache.borrow_mut();
-        if cache.len() >= 1024 && !cache.contains_key(pattern) {
+        if cache.len() >= 1024 {
             cache.clear();
         }
-        cache
-            .entry(pattern.to_string())
-            .or_insert_with(|| pyre::compile(pattern))
-            .as_ref()
-            .map(|re| re.is_match(value))
-    })
+        cache.insert(pattern.to_string(), re.clone());
+        re
+    })?;
+    Some(re.search(value))
 }
 
 /// What is wrong with one spec field, found without any hardware: used by
@@ -630,28 +634,30 @@ pub fn match_all_with_budget(
         forced_dict.insert(k, v);
     }
     let mut m = Matcher {
+        lines,
         specs,
         forced: &mut forced_dict,
         left: budget,
         budget,
     };
-    let ok = m.match_all(lines.to_vec(), 0, &mut dict, 0)?;
+    let ok = m.match_all((0..lines.len()).collect(), 0, &mut dict, 0)?;
     *vars = dict.to_map();
     *forced = forced_dict.to_map();
     Ok(ok)
 }
 
 struct Matcher<'s, 'f> {
+    lines: &'s [Item],
     specs: &'s [Spec],
     forced: &'f mut pydict::PyDict,
     left: u64,
     budget: u64,
 }
 
-/// A backtracking point: the lines (the matched one moved last), the index
-/// of the spec to retry from and the variables before it matched.
+/// A backtracking point: the lines (indices, the matched one moved last),
+/// the index of the spec to retry from and the variables before it matched.
 struct Point {
-    lines: Vec<Item>,
+    lines: Vec<usize>,
     spec: usize,
     vars: pydict::PyDict,
 }
@@ -665,9 +671,10 @@ impl Matcher<'_, '_> {
         Ok(())
     }
 
+    /// `lines` are indices into `self.lines`, in the legacy list's order.
     fn match_all(
         &mut self,
-        mut lines: Vec<Item>,
+        mut lines: Vec<usize>,
         first_spec: usize,
         vars: &mut pydict::PyDict,
         level: usize,
@@ -679,7 +686,9 @@ impl Matcher<'_, '_> {
         }
         for (index, spec) in self.specs.iter().enumerate().skip(first_spec) {
             self.charge(1 + lines.len())?;
-            let Some((line, binds)) = find_line(spec, &mut lines, |k| vars.get(k)) else {
+            let all = self.lines;
+            let found = find_line(spec, &lines, |&i| &all[i], |k| vars.get(k));
+            let Some((pos, binds)) = found else {
                 while let Some(p) = points.pop() {
                     let mut v = p.vars;
                     if self.match_all(p.lines, p.spec, &mut v, level + 1)? {
@@ -692,6 +701,7 @@ impl Matcher<'_, '_> {
                 }
                 return Ok(false);
             };
+            let line = lines.remove(pos);
             for (k, v) in &binds {
                 vars.insert(k, v);
             }
@@ -721,7 +731,7 @@ impl Matcher<'_, '_> {
 /// the history of insertions and deletions, so this module replays them on
 /// a copy of CPython's table (open addressing, perturbation probing).
 /// Hash randomisation is off in Python 2.7 by default.
-mod pydict {
+pub(crate) mod pydict {
     use std::collections::BTreeMap;
 
     const MINSIZE: usize = 8;
@@ -747,19 +757,48 @@ mod pydict {
 
     /// Python 2.7's `hash()` of a byte string (64-bit build).
     pub fn str_hash(s: &[u8]) -> i64 {
-        let Some(&first) = s.first() else {
+        seq_hash(s.iter().map(|&b| i64::from(b)), s.len())
+    }
+
+    /// Python 2.7's `hash()` of a `unicode` string (UCS-4 build, as the
+    /// reference): the same algorithm on code points.
+    pub fn unicode_hash(s: &str) -> i64 {
+        seq_hash(
+            s.chars().map(|c| i64::from(u32::from(c))),
+            s.chars().count(),
+        )
+    }
+
+    fn seq_hash(mut units: impl Iterator<Item = i64>, len: usize) -> i64 {
+        let Some(first) = units.next() else {
             return 0;
         };
-        let mut x = i64::from(first) << 7;
-        for &c in s {
-            x = x.wrapping_mul(1_000_003) ^ i64::from(c);
+        let mut x = first << 7;
+        x = x.wrapping_mul(1_000_003) ^ first;
+        for c in units {
+            x = x.wrapping_mul(1_000_003) ^ c;
         }
-        x ^= s.len() as i64;
+        x ^= len as i64;
         if x == -1 {
             -2
         } else {
             x
         }
+    }
+
+    /// The dict a display `{k0: v0, k1: v1, ...}` evaluates to, for
+    /// distinct keys with the given hashes; its keys are the indices
+    /// (`"0"`, `"1"`...). The table is presized for more than 5 keys, then
+    /// filled in order.
+    pub fn display(hashes: &[i64]) -> PyDict {
+        let mut d = PyDict::new();
+        if hashes.len() > 5 {
+            d.resize(hashes.len().min(0xffff));
+        }
+        for (i, &h) in hashes.iter().enumerate() {
+            d.insert_hashed(&i.to_string(), h, "");
+        }
+        d
     }
 
     impl PartialEq for PyDict {
@@ -839,8 +878,12 @@ mod pydict {
 
         /// `d[key] = value` (`PyDict_SetItem`).
         pub fn insert(&mut self, key: &str, value: &str) {
+            self.insert_hashed(key, str_hash(key.as_bytes()), value);
+        }
+
+        fn insert_hashed(&mut self, key: &str, hash: i64, value: &str) {
             let n_used = self.used;
-            self.insert_no_resize(key, str_hash(key.as_bytes()), value);
+            self.insert_no_resize(key, hash, value);
             if self.used > n_used && self.fill * 3 >= self.table.len() * 2 {
                 let factor = if self.used > 50_000 { 2 } else { 4 };
                 self.resize(factor * self.used);
@@ -967,22 +1010,75 @@ mod pydict {
 /// inline flags apply to the whole pattern, `\d \w \s \b` are ASCII.
 /// Unsupported (the field then never matches): backreferences, lookaround,
 /// conditionals. Known differences: patterns Python 2.7 rejects because a
-/// repeated group can match the empty string (`(a*)*`) are accepted; after
-/// a `$`, a `\n` cannot match the final newline.
+/// repeated group can match the empty string (`(a*)*`) are accepted; in a
+/// text with a newline before its last character, what follows a `$`
+/// cannot match the final newline.
 mod pyre {
-    use regex::{Regex, RegexBuilder};
+    use regex::bytes::{Regex, RegexBuilder};
+    use std::cell::OnceCell;
     use std::fmt::Write;
 
     /// Compiled size limit: hostile patterns fail instead of using memory.
     const SIZE_LIMIT: usize = 1 << 20;
 
-    pub fn compile(pattern: &str) -> Option<Regex> {
-        let translated = translate(pattern.as_bytes())?;
+    /// A Python pattern. Python's `$` (end of text, or before a final
+    /// newline) and `\B` (never in an empty text) have no exact `regex`
+    /// equivalent, so texts that need it get their own variant, compiled
+    /// when first needed.
+    #[derive(Debug)]
+    pub struct PyRegex {
+        pattern: String,
+        /// `$` as `(?m:$)`: exact on texts without a newline before their
+        /// last character (hardware values have none).
+        line_end: Regex,
+        /// `$` as "an optional newline, then the end".
+        final_end: OnceCell<Option<Regex>>,
+        /// For the empty text.
+        empty: OnceCell<Option<Regex>>,
+    }
+
+    const NON_BOUNDARY: &str = r"(?-u:\B)";
+
+    impl PyRegex {
+        /// `re.search(pattern, text)` is a match.
+        pub fn search(&self, text: &str) -> bool {
+            let inner_newline = text.find('\n').is_some_and(|i| i + 1 < text.len());
+            let variant = if text.is_empty() {
+                &self.empty
+            } else if inner_newline {
+                &self.final_end
+            } else {
+                return self.line_end.is_match(text.as_bytes());
+            };
+            variant
+                .get_or_init(|| {
+                    if text.is_empty() {
+                        build(&self.pattern, "(?m:$)", r"(?-u:\b\B)")
+                    } else {
+                        build(&self.pattern, r"(?:\n?\z)", NON_BOUNDARY)
+                    }
+                })
+                .as_ref()
+                .is_some_and(|re| re.is_match(text.as_bytes()))
+        }
+    }
+
+    fn build(pattern: &str, dollar: &'static str, non_boundary: &'static str) -> Option<Regex> {
+        let translated = translate(pattern.as_bytes(), dollar, non_boundary)?;
         RegexBuilder::new(&translated)
             .size_limit(SIZE_LIMIT)
             .dfa_size_limit(SIZE_LIMIT)
             .build()
             .ok()
+    }
+
+    pub fn compile(pattern: &str) -> Option<PyRegex> {
+        Some(PyRegex {
+            pattern: pattern.to_string(),
+            line_end: build(pattern, "(?m:$)", NON_BOUNDARY)?,
+            final_end: OnceCell::new(),
+            empty: OnceCell::new(),
+        })
     }
 
     #[derive(Clone, Copy, Default, PartialEq)]
@@ -1006,14 +1102,23 @@ mod pyre {
 
     /// Translates, re-parsing from the start when inline flags appear (they
     /// are global in Python 2, and verbose mode changes the parse).
-    pub fn translate(pattern: &[u8]) -> Option<String> {
+    /// `dollar` replaces `$` outside multi-line mode, `non_boundary` `\B`.
+    fn translate(
+        pattern: &[u8],
+        dollar: &'static str,
+        non_boundary: &'static str,
+    ) -> Option<String> {
         let mut flags = Flags::default();
         loop {
             let mut p = Parser {
                 s: pattern,
                 pos: 0,
+                dollar,
+                non_boundary,
                 flags,
                 seen: Flags::default(),
+                names: Vec::new(),
+                groups: 0,
                 out: String::new(),
                 depth: 0,
             };
@@ -1023,7 +1128,9 @@ mod pyre {
             }
             let all = flags.union(p.seen);
             if all == flags {
-                let mut prefix = String::new();
+                // Bytes, as Python 2 `str` patterns: `.` is one byte, `\xe9`
+                // the byte 0xe9, case folding ASCII only.
+                let mut prefix = String::from("(?-u)");
                 if flags.ignore_case {
                     prefix.push_str("(?i)");
                 }
@@ -1054,8 +1161,14 @@ mod pyre {
     struct Parser<'a> {
         s: &'a [u8],
         pos: usize,
+        dollar: &'static str,
+        non_boundary: &'static str,
         flags: Flags,
         seen: Flags,
+        /// Group names seen: Python rejects a name defined twice.
+        names: Vec<&'a [u8]>,
+        /// Capturing groups: Python 2.7 supports at most 99.
+        groups: usize,
         out: String,
         depth: usize,
     }
@@ -1195,7 +1308,7 @@ mod pyre {
                         self.out.push_str(if self.flags.multiline {
                             "$"
                         } else {
-                            r"(?:\n?\z)"
+                            self.dollar
                         });
                         Last::Anchor
                     }
@@ -1274,9 +1387,10 @@ mod pyre {
                         let name = &self.s[start..self.pos];
                         let valid = name.first().is_some_and(|b| !b.is_ascii_digit())
                             && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
-                        if !self.eat(b'>') || !valid {
+                        if !self.eat(b'>') || !valid || self.names.contains(&name) {
                             return None;
                         }
+                        self.names.push(name);
                     }
                     b':' => {
                         self.pos += 1;
@@ -1306,7 +1420,10 @@ mod pyre {
                     _ => return None,
                 }
             }
-            if self.depth >= MAX_DEPTH {
+            if open == "(" {
+                self.groups += 1;
+            }
+            if self.depth >= MAX_DEPTH || self.groups > 99 {
                 return None;
             }
             self.depth += 1;
@@ -1328,7 +1445,7 @@ mod pyre {
                 b'A' => Some(r"\A"),
                 b'Z' => Some(r"\z"),
                 b'b' => Some(r"(?-u:\b)"),
-                b'B' => Some(r"(?-u:\B)"),
+                b'B' => Some(self.non_boundary),
                 _ => None,
             };
             if let Some(a) = anchor {
@@ -1450,6 +1567,359 @@ mod pyre {
             }
             self.out.push(']');
             Some(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(f: [&str; 4]) -> Item {
+        f.map(String::from)
+    }
+
+    /// The `$y` keeps the spec from equalling the line (taken first).
+    fn field_matches(field: &str, value: &str) -> bool {
+        let spec = item(["a", "$y", "c", field]);
+        let mut lines = vec![item(["a", "b", "c", value])];
+        match_spec(&spec, &mut lines, &mut Vars::new()).is_some()
+    }
+
+    #[test]
+    fn python_floats() {
+        for (s, v) in [
+            ("10", 10.0),
+            (" 12 ", 12.0),
+            ("\t7\n", 7.0),
+            ("1e3", 1000.0),
+            ("+5", 5.0),
+            ("5.", 5.0),
+            (".5", 0.5),
+            ("-iNF", f64::NEG_INFINITY),
+            ("Infinity", f64::INFINITY),
+        ] {
+            assert_eq!(py_float(s), Some(v), "{s:?}");
+        }
+        assert!(py_float("nan").is_some_and(f64::is_nan));
+        for s in ["abc", "", "0x10", "1_0", "12abc", "1e", ".", "5\u{a0}"] {
+            assert_eq!(py_float(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn networks() {
+        assert_eq!(in_network("10.1.2.3", "10.0.0.0/8"), Some(true));
+        assert_eq!(in_network("10.1.2.3", "10.1.2.3/8"), Some(true));
+        assert_eq!(in_network("10.1.2.3", "10.1.2.4/31"), Some(false));
+        assert_eq!(in_network("10.1.2.3", "10.1.2.2/31"), Some(true));
+        assert_eq!(in_network("10.1.2.3", "10.1.2.3"), Some(true));
+        assert_eq!(in_network("10.5.5.5", "10.1.2.3/0000008"), Some(true));
+        assert_eq!(
+            in_network("10.1.2.3", "10.1.2.0/255.255.255.252"),
+            Some(true)
+        );
+        assert_eq!(in_network("10.1.3.4", "10.1.2.3/0.0.0.255"), Some(false));
+        assert_eq!(in_network("11.0.0.0", "10.1.2.3/0.0.0.0"), Some(true));
+        for (value, net) in [
+            ("010.1.2.3", "10.0.0.0/8"),
+            (" 10.1.2.3", "10.0.0.0/8"),
+            ("10.1.2", "10.0.0.0/8"),
+            ("10.1.2.3", "10.0.0.0/33"),
+            ("10.1.2.3", "10.0.0.0/ 8"),
+            ("10.1.2.3", "10.0.0.0/"),
+            ("10.1.2.3", "10.0.0.0/255.0.255.0"),
+            ("10.1.2.3", "::/0"),
+        ] {
+            assert_eq!(in_network(value, net), None, "{value:?} {net:?}");
+        }
+    }
+
+    #[test]
+    fn function_fields() {
+        assert!(field_matches("gt(5)", "10"));
+        assert!(field_matches("gt( 5 )", "10"));
+        assert!(field_matches("gt('5')", "10"));
+        assert!(!field_matches("gt(abc)", "10"));
+        assert!(!field_matches("gt(4)", "abc"));
+        assert!(!field_matches("gt(1, 2)", "10"));
+        assert!(field_matches("in(11, 10)", "10"));
+        assert!(field_matches("in(11,,10)", "10"));
+        assert!(!field_matches("in(11 , 10 )", "10"));
+        assert!(field_matches("in('a,b')", "'a"));
+        assert!(field_matches("and(gt(5), lt(20))", "10"));
+        assert!(!field_matches("and(gt(5), in(10, 11))", "10"));
+        assert!(field_matches("and(foo(1), lt(20))", "10"));
+        assert!(!field_matches("and(gt(5), 'lt(2)')", "10"));
+        assert!(field_matches("not(not(a))", "10"));
+        assert!(field_matches("not('')", "10"));
+        assert!(field_matches("or(gt(50), x)", "10"));
+        assert!(field_matches("regexp(^28:d2:)", "28:d2:44:00:00:01"));
+        assert!(field_matches("not(regexp(^28:d2:))", "52:54:00:12:34:56"));
+        assert!(field_matches("network(10.0.0.0/8)", "10.1.2.3"));
+        assert!(field_matches("range(1, 10)", "10"));
+        assert!(!field_matches("range(1, 9.5)", "10"));
+        // Unknown functions never match, even the same text.
+        assert!(!field_matches("foo(1)", "foo(1)"));
+        assert!(!field_matches(" gt(5)", "10"));
+        // Not the call syntax: plain text.
+        assert!(field_matches("gt()", "gt()"));
+        assert!(field_matches("(a)", "(a)"));
+        assert!(field_matches("gt(5)\n", "gt(5)\n"));
+        // Nested deeper than the limit: never computed.
+        let deep = format!("{}gt(5){}", "not(".repeat(40), ")".repeat(40));
+        assert!(!field_matches(&deep, "10"));
+        assert!(!field_matches(&deep, "1"));
+    }
+
+    #[test]
+    fn variables() {
+        let mut vars = Vars::new();
+        let spec = item(["a", "$x", "$x", "d"]);
+        let mut lines = vec![item(["a", "1", "2", "d"])];
+        assert!(match_spec(&spec, &mut lines, &mut vars).is_some());
+        assert_eq!(vars.get("x").map(String::as_str), Some("2"));
+        assert!(lines.is_empty());
+
+        let mut vars = Vars::new();
+        let mut lines = vec![item(["a", "b", "c", "10"])];
+        let spec = item(["a", "b", "c", "$x=y=z"]);
+        assert!(match_spec(&spec, &mut lines.clone(), &mut vars).is_some());
+        assert_eq!(vars.get("x=y=z").map(String::as_str), Some("10"));
+        for f in ["$x=10", "$x=foo", "$x=", "$x=()", "$x=gt(50)", "$x= gt(5)"] {
+            let spec = item(["a", "b", "c", f]);
+            assert!(
+                match_spec(&spec, &mut lines, &mut Vars::new()).is_none(),
+                "{f}"
+            );
+        }
+        let mut vars = Vars::new();
+        let spec = item(["a", "b", "c", "$$x=gt(5)"]);
+        assert!(match_spec(&spec, &mut lines, &mut vars).is_some());
+        assert_eq!(vars.get("$x").map(String::as_str), Some("10"));
+    }
+
+    #[test]
+    fn exact_line_first() {
+        let spec = item(["disk", "$d", "size", "20"]);
+        let mut lines = vec![
+            item(["disk", "sda", "size", "20"]),
+            item(["disk", "$d", "size", "20"]),
+        ];
+        let mut vars = Vars::new();
+        assert_eq!(match_spec(&spec, &mut lines, &mut vars), Some(spec.clone()));
+        assert!(vars.is_empty());
+        assert_eq!(lines.len(), 1);
+    }
+
+    fn specs(list: &[[&str; 4]]) -> Vec<Spec> {
+        list.iter().map(|s| item(*s)).collect()
+    }
+
+    #[test]
+    fn backtracking_keeps_consistent_variables() {
+        let lines = specs(&[
+            ["disk", "sda", "size", "10"],
+            ["disk", "sdb", "size", "30"],
+            ["disk", "sdb", "vendor", "ATA"],
+        ]);
+        let s = specs(&[
+            ["disk", "$d", "size", "gt(5)"],
+            ["disk", "$d", "vendor", "ATA"],
+        ]);
+        let (mut vars, mut forced) = (Vars::new(), Vars::new());
+        assert_eq!(match_all(&lines, &s, &mut vars, &mut forced), Ok(true));
+        assert_eq!(vars.get("d").map(String::as_str), Some("sdb"));
+        assert!(forced.is_empty());
+    }
+
+    #[test]
+    fn forced_variables_and_crashes() {
+        let lines = specs(&[["a", "p", "-", "-"], ["b", "q", "-", "-"]]);
+        let (mut vars, mut forced) = (Vars::new(), Vars::new());
+        let s = specs(&[["a", "$$x", "-", "-"]]);
+        assert_eq!(match_all(&lines, &s, &mut vars, &mut forced), Ok(true));
+        assert_eq!(vars, [("x".to_string(), "p".to_string())].into());
+        assert_eq!(forced, vars);
+        for s in [
+            specs(&[["a", "$$x", "-", "-"], ["b", "$x", "-", "-"]]),
+            specs(&[["a", "$", "-", "-"]]),
+        ] {
+            let got = match_all(&lines, &s, &mut Vars::new(), &mut Vars::new());
+            assert!(matches!(got, Err(SpecError::LegacyCrash { .. })), "{s:?}");
+        }
+        // `$$$x` is renamed twice when the loop meets `$x` again.
+        let s = specs(&[["a", "$$$x", "-", "-"]]);
+        let (mut vars, mut forced) = (Vars::new(), Vars::new());
+        assert_eq!(match_all(&lines, &s, &mut vars, &mut forced), Ok(true));
+        assert_eq!(vars, [("x".to_string(), "p".to_string())].into());
+        assert_eq!(forced.len(), 2);
+    }
+
+    #[test]
+    fn budget_stops_exponential_backtracking() {
+        // Every variable spec leaves a retry point and the last spec never
+        // matches: the legacy code explores these for hours.
+        let mut lines = Vec::new();
+        let mut s = Vec::new();
+        for i in 0..12 {
+            lines.push(item(["k", &format!("n{i}"), "v", "-"]));
+            s.push(item(["k", &format!("n{i}"), &format!("$v{i}"), "-"]));
+        }
+        s.push(item(["none", "-", "-", "-"]));
+        let got = match_all_with_budget(&lines, &s, &mut Vars::new(), &mut Vars::new(), 100_000);
+        assert_eq!(got, Err(SpecError::TooComplex { budget: 100_000 }));
+        let small =
+            match_all_with_budget(&lines[..2], &s[..2], &mut Vars::new(), &mut Vars::new(), 10);
+        assert_eq!(small, Ok(true));
+    }
+
+    #[test]
+    fn specs_from_values() {
+        let file = Path::new("/cfg/vm.specs");
+        let tuple = |f: [&str; 4]| Value::Tuple(f.iter().map(|s| Value::str(s)).collect());
+        let good = Value::List(vec![
+            tuple(["disk", "$disk", "size", "gt(4)"]),
+            Value::List(vec![
+                Value::str("a"),
+                Value::Unicode("b".into()),
+                Value::str("c"),
+                Value::str("d"),
+            ]),
+        ]);
+        let got = specs_from_value(file, &good).unwrap();
+        assert_eq!(got[1], item(["a", "b", "c", "d"]));
+        let bad = Value::List(vec![
+            tuple(["a", "b", "c", "d"]),
+            Value::Tuple(vec![
+                Value::str("a"),
+                Value::Int(1),
+                Value::str("c"),
+                Value::str("d"),
+            ]),
+        ]);
+        let err = specs_from_value(file, &bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/cfg/vm.specs: entry 1: a field is not a string"
+        );
+        let short = Value::List(vec![Value::Tuple(vec![Value::str("a")])]);
+        assert!(specs_from_value(file, &short)
+            .unwrap_err()
+            .to_string()
+            .contains("entry 0: expected 4 fields, found 1"));
+        assert!(specs_from_value(file, &Value::Int(1)).is_err());
+        let non_utf8 = Value::List(vec![Value::Tuple(vec![Value::Str(vec![0xff]); 4])]);
+        assert!(specs_from_value(file, &non_utf8).is_err());
+    }
+
+    #[test]
+    fn python_hashes_and_dict_order() {
+        use pydict::*;
+        assert_eq!(str_hash(b""), 0);
+        assert_eq!(str_hash(b"a"), 12416037344);
+        assert_eq!(str_hash(b"eth"), -3051142320817332998);
+        assert_eq!(str_hash(b"\xff\x00"), 32640195839293759);
+        assert_eq!(unicode_hash("eth"), str_hash(b"eth"));
+        assert_eq!(unicode_hash("\u{e9}t\u{20ac}"), -4116773383342150334);
+        let keys = ["eth", "ip", "netmask", "x", "mac", "a"];
+        let hashes: Vec<i64> = keys.iter().map(|k| str_hash(k.as_bytes())).collect();
+        let order = |d: &PyDict| -> Vec<&str> {
+            d.iter()
+                .map(|(k, _)| keys[k.parse::<usize>().unwrap()])
+                .collect()
+        };
+        let d = display(&hashes);
+        assert_eq!(order(&d), ["a", "ip", "netmask", "mac", "x", "eth"]);
+        assert_eq!(order(&d.copy()), ["a", "netmask", "x", "ip", "eth", "mac"]);
+    }
+
+    #[test]
+    fn python_regexps() {
+        let search = |p: &str, v: &str| regexp_search(p, v);
+        assert_eq!(search("[[:digit:]]", "1"), Some(false));
+        assert_eq!(search("[[:digit:]]", ":]"), Some(true));
+        assert_eq!(search("a{", "a{"), Some(true));
+        assert_eq!(search("a{,2}b", "aab"), Some(true));
+        assert_eq!(search(r"\e", "e"), Some(true));
+        assert_eq!(search(r"0\Z", "10"), Some(true));
+        assert_eq!(search(r"a\Z", "a\n"), Some(false));
+        assert_eq!(search("a$", "a\n"), Some(true));
+        assert_eq!(search("a$", "a\nb"), Some(false));
+        assert_eq!(search("a(?i)B", "Ab"), Some(true));
+        assert_eq!(search(r"\061", "1"), Some(true));
+        assert_eq!(search(r"[\b]", "\u{8}"), Some(true));
+        assert_eq!(search(r"\B", ""), Some(false));
+        assert_eq!(search("(?x)a b # c", "ab"), Some(true));
+        assert_eq!(search("(?#c)1", "1"), Some(true));
+        assert_eq!(search(r"\w", "\u{e9}"), Some(false));
+        // Backreferences, lookaround, invalid patterns: never match.
+        for p in [
+            r"(1)\1",
+            "1(?=0)",
+            "(?<=1)0",
+            "[",
+            "[z-a]",
+            "a**",
+            "{1}",
+            r"\x4",
+            "(?P<g>a)(?P<g>b)",
+        ] {
+            assert_eq!(search(p, "10"), None, "{p}");
+        }
+        assert_eq!(search(&"(".repeat(200), "x"), None);
+        assert_eq!(search("a{99999}{99999}", "a"), None);
+    }
+
+    #[test]
+    fn static_checks() {
+        for ok in [
+            "sda",
+            "$disk",
+            "$$mac",
+            "gt(4)",
+            "$size=ge(20)",
+            "not(regexp(^28:d2:))",
+            "in(a, b, c)",
+            "network(10.0.0.0/24)",
+            "and(gt(1), lt(5))",
+            "gt()",
+        ] {
+            assert_eq!(check_field(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("foo(1)", "unknown function"),
+            ("$x=10", "function call is expected"),
+            ("$", "empty name"),
+            ("gt(abc)", "not a number"),
+            ("gt(1, 2)", "takes 1 argument"),
+            ("and(gt(1))", "takes 2 argument"),
+            ("network(10.0.0.0/33)", "not an IPv4 network"),
+            ("regexp((a)\\1)", "not a regular expression we support"),
+            ("not(regexp([))", "not a regular expression we support"),
+            ("range(1, 5)", "unknown to the legacy server"),
+        ] {
+            let err = check_field(bad).unwrap_err();
+            assert!(err.0.contains(why), "{bad}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_fields_never_panic(
+            field in r#"[$a-z(),'" =\\{}\[\]^.*+?|0-9-]{0,24}"#,
+            value in "[ -~]{0,12}",
+        ) {
+            let spec = item(["a", "$y", "c", &field]);
+            let mut lines = vec![item(["a", "b", "c", &value])];
+            let _ = match_spec(&spec, &mut lines, &mut Vars::new());
+            let _ = check_field(&field);
+            let _ = pyre::compile(&field);
+        }
+
+        #[test]
+        fn arbitrary_patterns_never_panic(pattern in proptest::collection::vec(proptest::num::u8::ANY, 0..32)) {
+            let _ = pyre::compile(&String::from_utf8_lossy(&pattern));
         }
     }
 }

@@ -572,3 +572,128 @@ fn legacy_quirks_are_kept() {
     assert_eq!(vars, expect);
     assert_eq!(forced, [("x".to_string(), "q".to_string())].into());
 }
+
+/// A Python regular expression without commas (a comma splits the legacy
+/// function arguments, so no working spec has one), quotes or leading
+/// blanks (stripped by the legacy argument parsing).
+fn random_pattern(r: &mut Rng, depth: usize) -> String {
+    let mut p = String::new();
+    for _ in 0..1 + r.below(4) {
+        let atom = match r.below(if depth > 1 { 9 } else { 12 }) {
+            0..=2 => r
+                .pick(&["a", "b", "A", "0", "1", "_", "-", ".", ":", "/", " ", "x"])
+                .to_string(),
+            3 => r
+                .pick(&[
+                    r"\d", r"\w", r"\s", r"\D", r"\W", r"\S", r"\b", r"\B", r"\A", r"\Z", r"\.",
+                    r"\\", r"\n", r"\t", r"\x41", r"\101", r"\0", r"\e", r"\-", r"\ ", r"\_",
+                ])
+                .to_string(),
+            4 => r
+                .pick(&[
+                    "[abc]",
+                    "[^a-z]",
+                    "[a-]",
+                    "[]a]",
+                    r"[\d_]",
+                    r"[\w.-]",
+                    "[[:digit:]]",
+                    "[^]]",
+                    r"[\]]",
+                    "[A-Za-z]",
+                    r"[\s\S]",
+                    "[-a]",
+                    r"[\b]",
+                    "[.]",
+                    "[&&]",
+                    "[a-c--b]",
+                    "[~~]",
+                ])
+                .to_string(),
+            5 => r.pick(&["^", "$", "."]).to_string(),
+            6 => r
+                .pick(&["a{", "{x}", "a{2", "a{}", "{1}", "b{0}", "{"])
+                .to_string(),
+            7 => r
+                .pick(&["(?i)", "(?m)", "(?s)", "(?x)", "(?#c)", "(?u)", "(?L)"])
+                .to_string(),
+            8 if r.chance(10) => r.pick(&["*", "+", "?", "{2}", "*?", "??"]).to_string(),
+            8 => r.pick(&["c", "B", "9"]).to_string(),
+            9 => format!("({})", random_pattern(r, depth + 1)),
+            10 => format!(
+                "(?:{}|{})",
+                random_pattern(r, depth + 1),
+                random_pattern(r, depth + 1)
+            ),
+            _ => format!(
+                "(?P<{}>{})",
+                r.pick(&["g", "h", "i", "j", "k"]),
+                random_pattern(r, depth + 1)
+            ),
+        };
+        p.push_str(&atom);
+        let repeatable = !matches!(atom.as_str(), "^" | "$" | r"\b" | r"\B" | r"\A" | r"\Z")
+            && !atom.starts_with("(?")
+            && !atom.ends_with(['*', '+', '?', '}']);
+        if repeatable && r.chance(30) {
+            p.push_str(r.pick(&["*", "+", "?", "{2}", "{0}", "*?", "+?", "{3}"]));
+        }
+    }
+    if r.chance(10) {
+        p = format!("{p}|{}", random_pattern(r, depth + 1));
+    }
+    p
+}
+
+#[test]
+fn regexp_agrees_with_python() {
+    let mut r = Rng(0x5eed_0005);
+    let mut cases = Vec::new();
+    let mut inputs = Vec::new();
+    while inputs.len() < 2500 {
+        let pattern = random_pattern(&mut r, 0);
+        if pattern.starts_with([' ', '\t']) {
+            continue;
+        }
+        let value: String = (0..r.below(8))
+            .map(|_| {
+                r.pick(&[
+                    'a', 'b', 'c', 'A', 'B', '0', '1', '9', '_', '-', '.', ':', ' ', '\n', '/', 'x',
+                ])
+            })
+            .collect();
+        let spec: Spec = [
+            "a".into(),
+            "b".into(),
+            "c".into(),
+            format!("regexp({pattern})"),
+        ];
+        let lines = vec![["a".into(), "b".into(), "c".into(), value.clone()]];
+        cases.push(json!({"kind": "spec", "spec": spec, "lines": lines, "vars": {}}));
+        inputs.push((spec, lines, pattern, value));
+    }
+    let Some(results) = oracle("spec_oracle.py", &Json::Array(cases)) else {
+        return;
+    };
+    let (mut compared, mut matched, mut raised, mut accepted) = (0, 0, 0, 0);
+    for ((spec, lines, pattern, value), expected) in inputs.iter().zip(&results) {
+        if expected.get("raise").is_some() {
+            raised += 1;
+            if match_spec(spec, &mut lines.clone(), &mut Vars::new()).is_some() {
+                accepted += 1;
+                eprintln!("invalid for Python, we match: {pattern:?} {value:?}");
+            }
+            continue;
+        }
+        compared += 1;
+        let want = !expected["line"].is_null();
+        let got = match_spec(spec, &mut lines.clone(), &mut Vars::new()).is_some();
+        assert_eq!(got, want, "re.search({pattern:?}, {value:?})");
+        matched += usize::from(got);
+    }
+    eprintln!(
+        "{compared} compared ({matched} matched), {raised} invalid for Python \
+         ({accepted} of which we match)"
+    );
+    assert!(compared > 2000 && matched > 400);
+}

@@ -27,10 +27,15 @@ def decode(v):
     if tag == 't':
         return tuple(decode(e) for e in x)
     if tag == 'd':
-        d = {}
-        for k, e in x:
-            d[decode(k)] = decode(e)
-        return d
+        # A dict display, as in the CMDB file: its iteration order (which
+        # decides where the legacy code stops) depends on how it is built.
+        names = {}
+        items = []
+        for i, (k, e) in enumerate(x):
+            names['k%d' % i] = decode(k)
+            names['v%d' % i] = decode(e)
+            items.append('k%d: v%d' % (i, i))
+        return eval('{' + ', '.join(items) + '}', names)
     raise ValueError(tag)
 
 
