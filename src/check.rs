@@ -423,6 +423,19 @@ fn expand(
         }
     };
     if let Value::Dict(dict) = model {
+        for (k, (key, value)) in dict.iter().enumerate() {
+            if matches!(value, Value::Tuple(_)) {
+                let key_text = String::from_utf8_lossy(&literal::repr(key)).into_owned();
+                report.add(
+                    path,
+                    positions.at(&[0, 0, k]).or(at),
+                    Severity::Warning,
+                    format!(
+                        "generate(): the tuple {key_text} is copied whole into every entry (as by the legacy server); write a list to give one value per entry"
+                    ),
+                );
+            }
+        }
         let lengths: Vec<(usize, &Value, usize)> = dict
             .iter()
             .enumerate()
@@ -724,6 +737,11 @@ mod tests {
                 "a.cmdb:1:1: error: generate() model expands to more than {} entries",
                 generate::MAX_ENTRIES
             )]
+        );
+        assert_eq!(
+            findings(&[state, ("a.cmdb", "generate({'ip': '1.2.3.1-3',\n 'tag': ('A', 'B')})")]),
+            ["a.cmdb:2:2: warning: generate(): the tuple 'tag' is copied whole into every entry \
+              (as by the legacy server); write a list to give one value per entry"]
         );
         // Lists repeat their values: a duplicate inside a generated CMDB.
         assert_eq!(

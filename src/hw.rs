@@ -319,7 +319,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs literal::parse (another branch)"]
     fn python_literal_items() {
         let src =
             b"[('disk', 'vda', 'size', '20'),\n ('system', 'product', 'name', 'caf\\xc3\\xa9')]\n";
