@@ -139,6 +139,10 @@ pub fn provision(
     }
     .map_err(io_error(&cfg.lock_file))?;
 
+    if !dry_run {
+        // Leftovers of killed requests; harmless, but they would pile up.
+        store::remove_stale_temps(&cfg.config_dir).map_err(io_error(&cfg.config_dir))?;
+    }
     let state_file = cfg.config_dir.join("state");
     let src = std::fs::read(&state_file).map_err(io_error(&state_file))?;
     let mut state = State::parse(&state_file, &src)?;

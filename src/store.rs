@@ -205,6 +205,42 @@ fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
     Err(context(e, "cannot create a temporary file in", dir))
 }
 
+/// Removes the temporary files left by writers killed before their rename:
+/// `.<name>.<pid>.<n>.tmp` whose pid no longer exists. Call it under the
+/// exclusive lock; a file of a live process is never touched. Returns how
+/// many were removed.
+pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(pid) = temp_owner(name.as_encoded_bytes()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(context(e, "cannot remove", &entry.path())),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// The writer's pid in a temporary file name made by `create_temp`.
+fn temp_owner(name: &[u8]) -> Option<u32> {
+    let stem = name.strip_prefix(b".")?.strip_suffix(b".tmp")?;
+    let mut parts = stem.rsplitn(3, |&b| b == b'.');
+    let counter = parts.next()?;
+    let pid = parts.next()?;
+    parts.next()?;
+    if !counter.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(pid).ok()?.parse().ok()
+}
+
 /// A new content in a temporary file next to the file it is to replace.
 /// Dropped without [`Prepared::commit`], the temporary file is removed and
 /// the old file stays as it was.
@@ -274,6 +310,37 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn stale_temps_of_dead_writers_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        let mut dead = dead;
+        dead.wait().unwrap();
+        let live = std::process::id();
+        for name in [
+            format!(".state.{dead_pid}.0.tmp"),
+            format!(".vm.cmdb.{live}.3.tmp"),
+            "state".to_string(),
+            ".hidden.tmp".to_string(),
+            format!(".x.{dead_pid}.y.tmp"),
+        ] {
+            fs::write(tmp.path().join(name), "x").unwrap();
+        }
+        assert_eq!(remove_stale_temps(tmp.path()).unwrap(), 1);
+        let mut left = leftovers(tmp.path());
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".hidden.tmp".to_string(),
+                format!(".vm.cmdb.{live}.3.tmp"),
+                format!(".x.{dead_pid}.y.tmp")
+            ]
+        );
+        assert_eq!(temp_owner(b".a.b.c.12.7.tmp"), Some(12));
     }
 
     #[test]
