@@ -27,6 +27,9 @@
 //! `state count == initial - used` therefore does not hold after kills;
 //! the test prints how many entries were left that way.
 
+mod common;
+use common::rng::Rng;
+
 #[path = "fixtures/robust/support.rs"]
 mod support;
 
@@ -53,23 +56,6 @@ const SEEDS: [u64; 4] = [1, 2, 3, 0x5eed];
 const EARLY_KILL: Duration = Duration::from_millis(30);
 /// About the time a transaction takes here (debug build, 500-entry CMDB).
 const IN_TRANSACTION: Duration = Duration::from_millis(20);
-
-/// splitmix64: a seeded generator, so a failing seed can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// When a request's process is killed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -216,7 +202,7 @@ fn run_seed(seed: u64) -> Figures {
             let kill = rng.below(1000) < fraction;
             let early = rng.below(2) == 0;
             let delay = |max: Duration, rng: &mut Rng| {
-                Duration::from_micros(rng.below(max.as_micros() as u64 + 1))
+                Duration::from_micros(rng.below(max.as_micros() as usize + 1) as u64)
             };
             let kill = match (kill, early) {
                 (false, _) => Kill::Never,

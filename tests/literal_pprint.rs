@@ -5,6 +5,9 @@
 //! `PYENV_VERSION=2.7.18 python2.7`. Without Python 2.7 the oracle tests fail
 //! unless `EDEPLOY_SKIP_ORACLE=1` is set.
 
+mod common;
+use common::rng::Rng;
+
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -14,31 +17,6 @@ use edeploy::literal::{
     Value,
 };
 use proptest::prelude::*;
-
-/// splitmix64: a tiny seeded PRNG, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-}
 
 /// Which dict keys may be mixed: Python 2 cannot order a non-ASCII str
 /// against unicode (it raises), and str < tuple < unicode < str is not an

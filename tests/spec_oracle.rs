@@ -7,6 +7,9 @@
 //! Cases where the legacy code raises inside a function (`gt(abc)`, bad
 //! arity...) are skipped: there we deliberately do not match instead.
 
+mod common;
+use common::rng::Rng;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -49,31 +52,6 @@ fn oracle(script: &str, cases: &Json) -> Option<Vec<Json>> {
     let results: Vec<Json> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(results.len(), cases.as_array().unwrap().len());
     Some(results)
-}
-
-/// splitmix64: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())].clone()
-    }
 }
 
 const DISKS: [&str; 4] = ["sda", "sdb", "sdc", "vda"];

@@ -1,1 +1,5 @@
+//! Helpers shared by the integration tests; each test uses only some.
+#![allow(dead_code)]
+
 pub mod apache;
+pub mod rng;
