@@ -12,46 +12,13 @@ use common::rng::Rng;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::Command;
 
 use edeploy::hw::{sysname_and_macs, Item};
 use edeploy::spec::{match_all, match_all_with_budget, match_spec, Spec, SpecError, Vars};
 use serde_json::{json, Value as Json};
 
-/// Runs `tests/oracle/<script>` on `cases`; `None` when the oracle is
-/// missing and `EDEPLOY_SKIP_ORACLE=1`.
 fn oracle(script: &str, cases: &Json) -> Option<Vec<Json>> {
-    let python = |args: &[&str]| {
-        Command::new("python2.7")
-            .env("PYENV_VERSION", "2.7.18")
-            .args(args)
-            .output()
-    };
-    let available = python(&["-c", "import hardware.matcher, hardware.generate"])
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        if std::env::var("EDEPLOY_SKIP_ORACLE").as_deref() == Ok("1") {
-            eprintln!("oracle (python2.7 + hardware) missing: skipped");
-            return None;
-        }
-        panic!("oracle missing: install python2.7 + hardware==0.18, or set EDEPLOY_SKIP_ORACLE=1");
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("cases.json");
-    std::fs::write(&input, serde_json::to_vec(cases).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/oracle")
-        .join(script);
-    let out = python(&[script.to_str().unwrap(), input.to_str().unwrap()]).unwrap();
-    assert!(
-        out.status.success(),
-        "oracle failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<Json> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(results.len(), cases.as_array().unwrap().len());
-    Some(results)
+    common::oracle::run(script, "hardware.matcher, hardware.generate", cases)
 }
 
 const DISKS: [&str; 4] = ["sda", "sdb", "sdc", "vda"];
