@@ -35,6 +35,7 @@ const NOT_RESULTS: [&str; 4] = ["edeploy.conf", "request.json", "expected", "run
 /// Error kinds of the contract: anything else the oracle raised is a crash of
 /// the legacy code (Python exception text), which we do not imitate.
 const CONTRACT_ERRORS: [&str; 3] = ["StateError", "CmdbError", "InvalidHw"];
+const ORACLE_BATCHES: usize = 2;
 const OUR_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn oracle_dir() -> PathBuf {
@@ -70,31 +71,6 @@ fn oracle_missing() -> Option<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         )),
         Ok(_) => None,
-    }
-}
-
-/// Copy a case directory, pointing its edeploy.conf at the copy.
-fn copy_case(from: &Path, to: &Path) {
-    copy_tree(from, to);
-    let conf = to.join("edeploy.conf");
-    let text = fs::read_to_string(&conf).expect("read edeploy.conf");
-    let text = text.replace(
-        &format!("{}/", from.display()),
-        &format!("{}/", to.display()),
-    );
-    fs::write(&conf, text).expect("write edeploy.conf");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("create directory");
-    for entry in fs::read_dir(from).expect("read directory") {
-        let entry = entry.expect("directory entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).expect("copy file");
-        }
     }
 }
 
@@ -373,47 +349,62 @@ fn upload_matches_legacy() {
         .tempdir()
         .expect("create work directory");
     let root = work.path().to_path_buf();
-    let (gen_dir, oracle_root, our_root, out_dir) = (
-        root.join("cases"),
+    let (oracle_root, our_root, out_dir) = (
         root.join("oracle"),
         root.join("ours"),
         root.join("ours-output"),
     );
     fs::create_dir_all(&out_dir).expect("create output directory");
 
-    let gen = Command::new(env_or("EDEPLOY_PYTHON3", "python3"))
-        .arg(oracle_dir().join("gen_cases.py"))
-        .args(["--out"])
-        .arg(&gen_dir)
-        .args(["--count", &cases.to_string(), "--seed", &seed])
-        .output()
-        .expect("run python3 gen_cases.py");
-    assert!(
-        gen.status.success(),
-        "gen_cases.py failed: {}",
-        String::from_utf8_lossy(&gen.stderr)
-    );
-    let names: Vec<String> = (0..cases).map(|i| format!("case-{i:05}")).collect();
-    for name in &names {
-        copy_case(&gen_dir.join(name), &oracle_root.join(name));
-        copy_case(&gen_dir.join(name), &our_root.join(name));
-    }
-
-    // The oracle runs as one batch on one core while ours run on the other.
-    let list = root.join("oracle-cases.txt");
-    let listing: String = names
+    // The same cases twice (they depend on the seed, not on the directory),
+    // by two generators side by side: cheaper than copying.
+    let generators: Vec<_> = [&oracle_root, &our_root]
         .iter()
-        .map(|n| format!("{}\n", oracle_root.join(n).display()))
+        .map(|dir| {
+            Command::new(env_or("EDEPLOY_PYTHON3", "python3"))
+                .arg(oracle_dir().join("gen_cases.py"))
+                .arg("--out")
+                .arg(dir)
+                .args(["--count", &cases.to_string(), "--seed", &seed])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run python3 gen_cases.py")
+        })
         .collect();
-    fs::write(&list, listing).expect("write case list");
-    let mut oracle = python2()
-        .arg(oracle_dir().join("legacy_upload.py"))
-        .arg("-")
-        .stdin(fs::File::open(&list).expect("open case list"))
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(root.join("oracle.log")).expect("create oracle log"))
-        .spawn()
-        .expect("run legacy_upload.py");
+    for generator in generators {
+        let out = generator.wait_with_output().expect("wait for gen_cases.py");
+        assert!(
+            out.status.success(),
+            "gen_cases.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let names: Vec<String> = (0..cases).map(|i| format!("case-{i:05}")).collect();
+    let prepared = started.elapsed();
+
+    // Two oracle batches, one per core, while ours run beside them.
+    let mut oracles = Vec::new();
+    for batch in 0..ORACLE_BATCHES {
+        let list = root.join(format!("oracle-cases-{batch}.txt"));
+        let listing: String = names
+            .iter()
+            .skip(batch)
+            .step_by(ORACLE_BATCHES)
+            .map(|n| format!("{}\n", oracle_root.join(n).display()))
+            .collect();
+        fs::write(&list, listing).expect("write case list");
+        let log = root.join(format!("oracle-{batch}.log"));
+        let child = python2()
+            .arg(oracle_dir().join("legacy_upload.py"))
+            .arg("-")
+            .stdin(fs::File::open(&list).expect("open case list"))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("create oracle log"))
+            .spawn()
+            .expect("run legacy_upload.py");
+        oracles.push((child, log));
+    }
 
     let mut ours = Vec::with_capacity(cases);
     for name in &names {
@@ -425,12 +416,16 @@ fn upload_matches_legacy() {
         let failure = request.get("failure").and_then(Json::as_str);
         ours.push(run_ours(&case, failure, &out_dir));
     }
-    let oracle_status = oracle.wait().expect("wait for the oracle");
-    assert!(
-        oracle_status.success(),
-        "legacy_upload.py failed; see {}",
-        root.join("oracle.log").display()
-    );
+    let ours_done = started.elapsed();
+    for (mut child, log) in oracles {
+        let status = child.wait().expect("wait for the oracle");
+        assert!(
+            status.success(),
+            "legacy_upload.py failed; see {}",
+            log.display()
+        );
+    }
+    let oracle_done = started.elapsed();
 
     let mut mismatches: Vec<(String, Vec<String>)> = Vec::new();
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
@@ -478,8 +473,12 @@ fn upload_matches_legacy() {
 
     let compared: usize = outcomes.values().sum();
     let mut summary = format!(
-        "differential test: {cases} cases (seed {seed}) in {:.1}s; compared {compared}: {outcomes:?}; not compared: {skipped:?}",
-        started.elapsed().as_secs_f64()
+        "differential test: {cases} cases (seed {seed}) in {:.1}s (generated {:.1}s, ours done {:.1}s, \
+         oracle done {:.1}s); compared {compared}: {outcomes:?}; not compared: {skipped:?}",
+        started.elapsed().as_secs_f64(),
+        prepared.as_secs_f64(),
+        ours_done.as_secs_f64(),
+        oracle_done.as_secs_f64(),
     );
     eprintln!("{summary}");
     // A generator that mostly makes legacy crashes would test nothing.
@@ -491,12 +490,17 @@ fn upload_matches_legacy() {
         return;
     }
     let root = work.keep();
+    let gen_cmd = format!(
+        "python3 {} --seed {seed}",
+        oracle_dir().join("gen_cases.py").display()
+    );
     let _ = write!(
         summary,
         "\n{} of {compared} compared cases differ from the legacy.\n\
-         Work directory kept: {} (cases/ pristine, oracle/ and ours/ after the request, \
-         ours-output/ our stdout and stderr).\n\
-         Reproduce: EDEPLOY_DIFF_SEED={seed} EDEPLOY_DIFF_CASES={cases} cargo test --test differential\n",
+         Work directory kept: {} (oracle/ and ours/: the cases after each request, \
+         oracle/*/expected/ what the legacy left, ours-output/ our stdout and stderr).\n\
+         Reproduce: EDEPLOY_DIFF_SEED={seed} EDEPLOY_DIFF_CASES={cases} cargo test --test differential\n\
+         Fresh inputs of case N: {gen_cmd} --out DIR --first N --count 1\n",
         mismatches.len(),
         root.display()
     );
@@ -507,12 +511,12 @@ fn upload_matches_legacy() {
         );
     }
     for (name, diffs) in mismatches.iter().take(show) {
-        let request =
-            fs::read_to_string(gen_dir.join(name).join("request.json")).unwrap_or_default();
+        let case = root.join("ours").join(name);
+        let request = fs::read_to_string(case.join("request.json")).unwrap_or_default();
         let _ = writeln!(
             summary,
             "\n=== {name} ({}) request {}",
-            root.join("cases").join(name).display(),
+            case.display(),
             request.trim()
         );
         for diff in diffs {
