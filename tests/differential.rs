@@ -525,3 +525,24 @@ fn upload_matches_legacy() {
     }
     panic!("{summary}");
 }
+
+#[test]
+fn heredoc_message_reads_both_delimiter_styles() {
+    let legacy = "#!/bin/sh\n\ncat <<EOF\nNo more role available in /x/state\nEOF\n\nexit 1\n";
+    let quoted = "#!/bin/sh\n\ncat <<'EOF'\nline 1\nline 2\nEOF\n\nexit 1\n";
+    assert_eq!(
+        heredoc_message(legacy).as_deref(),
+        Some("No more role available in /x/state")
+    );
+    assert_eq!(heredoc_message(quoted).as_deref(), Some("line 1\nline 2"));
+    assert_eq!(heredoc_message("#!/usr/bin/env python\nvar = {}\n"), None);
+}
+
+#[test]
+fn var_block_ends_at_the_configure_marker() {
+    let script = format!(
+        "#!/usr/bin/env python\n#EDEPLOY_PROFILE = vm\n\ndef run(cmd):\n    pass\nvar = {{'a': 1,\n 'b': 2}}\n{MARKER}run('x')\n"
+    );
+    assert_eq!(var_block(&script), Some("{'a': 1,\n 'b': 2}\n"));
+    assert_eq!(var_block("var = {}\nno marker\n"), None);
+}
