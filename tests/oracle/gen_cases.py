@@ -472,7 +472,9 @@ def generate_model(rng, prof, items):
         if roll < 0.55:
             model[key] = range_string(rng)
         elif roll < 0.75:
-            model[key] = ["%s-%d" % (key, i) for i in range(rng.randint(1, 4))]
+            # An empty list makes an empty CMDB: the legacy then matches
+            # without any entry and leaves the file alone.
+            model[key] = ["%s-%d" % (key, i) for i in range(rng.choice([0, 1, 2, 3, 3, 4, 4]))]
         else:
             model[key] = rng.choice(["gw", "D7-H.1.0.0", "", "a-b"])
     if rng.random() < 0.03:
