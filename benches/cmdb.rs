@@ -9,7 +9,8 @@
 //! request once for comparison, and must leave the same CMDB behind.
 //!
 //! Targets: 65,536 entries in at most 50 ms and 32 MiB; 250 entries in at
-//! most 3 ms. `EDEPLOY_BENCH_RUNS` (default 20) sets the number of runs.
+//! most 3 ms. `EDEPLOY_BENCH_RUNS` (default 20) sets the number of runs;
+//! `EDEPLOY_BENCH_LEGACY=0` skips the legacy runs (about a minute).
 
 mod common;
 
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use common::{ms, Summary, PROFILE};
 
-const UPLOAD: &str = env!("CARGO_BIN_EXE_upload");
 const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/oracle_request.py");
 
 /// `struct rusage` of Linux: two `struct timeval`s (user and system CPU
@@ -221,7 +221,7 @@ struct Measured {
 fn measure(case: &Case, scratch: &Path, runs: usize) -> Measured {
     let dir = scratch.join("upload");
     let request = |conf: &Path, hw: &Path| {
-        let mut cmd = Command::new(UPLOAD);
+        let mut cmd = Command::new(common::upload_binary());
         cmd.arg("-f").arg(hw).env("EDEPLOY_CONF", conf);
         cmd
     };
@@ -282,7 +282,7 @@ fn oracle(case: &Case, scratch: &Path) -> Option<(Run, Option<u64>)> {
 
     let ours = scratch.join("ours");
     let (conf, hw) = case.prepare(&ours, 0);
-    let mut cmd = Command::new(UPLOAD);
+    let mut cmd = Command::new(common::upload_binary());
     cmd.arg("-f").arg(&hw).env("EDEPLOY_CONF", &conf);
     run(cmd, &ours);
     for name in [format!("{PROFILE}.cmdb"), "state".to_owned()] {
@@ -316,7 +316,7 @@ fn main() {
         Case::generated(250, 3.0, None),
     ];
 
-    println!("upload: {UPLOAD}");
+    println!("upload: {}", common::upload_binary().display());
     println!("load average: {}", common::load_average());
     println!(
         "scratch: {} ({runs} timed runs per case and {runs} under {TIME}, each on a fresh copy)",
@@ -351,9 +351,12 @@ fn main() {
         }
     }
 
+    let legacy_cases = cases.iter().filter(|c| {
+        c.entries == 65_536 && std::env::var("EDEPLOY_BENCH_LEGACY").as_deref() != Ok("0")
+    });
     println!();
     println!("legacy (Python 2.7, hardware 0.18: load, find_match, save, unlock), one run:");
-    for case in cases.iter().filter(|c| c.entries == 65_536) {
+    for case in legacy_cases {
         if let Some((legacy, rss)) = oracle(case, scratch.path()) {
             println!(
                 "{:<32} {:>8} {:>9.1} ms {:>19} {:>9}  same CMDB and state as ours",

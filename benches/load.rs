@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 use common::{ms, Summary, PROFILE};
 
 const APACHE: &str = "/usr/sbin/apache2";
-const UPLOAD: &str = env!("CARGO_BIN_EXE_upload");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BOUNDARY: &str = "------------------------bench0123456789abcdef";
 
@@ -102,7 +101,7 @@ impl Apache {
             fs::create_dir_all(root.join(d)).expect("create directories");
         }
         let cgi_dir = root.join("cgi-bin/edeploy");
-        fs::copy(UPLOAD, cgi_dir.join("upload.py")).expect("install upload.py");
+        fs::copy(common::upload_binary(), cgi_dir.join("upload.py")).expect("install upload.py");
         build_null_cgi(&cgi_dir.join("null.py"));
         for name in ["upload.py", "null.py"] {
             fs::set_permissions(cgi_dir.join(name), fs::Permissions::from_mode(0o755))

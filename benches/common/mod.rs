@@ -39,6 +39,14 @@ pub fn env_usize(name: &str, default: usize) -> usize {
     }
 }
 
+/// The `upload` binary to measure: `$EDEPLOY_BENCH_UPLOAD` (to compare
+/// builds), else the one `cargo bench` built (target/release/upload).
+pub fn upload_binary() -> PathBuf {
+    std::env::var_os("EDEPLOY_BENCH_UPLOAD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_upload")))
+}
+
 /// Where scratch trees go: `$EDEPLOY_BENCH_DIR`, else the system temporary
 /// directory. Its file system matters: every request fsyncs its writes.
 pub fn scratch_parent() -> PathBuf {
