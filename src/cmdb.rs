@@ -11,6 +11,7 @@
 //! kept, so memory stays close to the size of the file.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::generate::{self, GenerateError};
@@ -101,7 +102,7 @@ pub fn select(
     forced: &Dict,
 ) -> Result<Option<Selection>, CmdbError> {
     let pref = if forced.is_empty() { vars } else { forced };
-    let mut scan = Scan::new(file, pref);
+    let mut scan = Scan::new(file, pref, src.len());
     let mut each = |v: Value| scan.push(v);
     let streamed = literal::parse_list_streaming(file, src, &mut each);
     // A non-dict entry stopped the parse: report it as such.
@@ -124,7 +125,7 @@ pub fn select(
     if let Some(e) = scan.error.take() {
         return Err(e);
     }
-    if scan.ends.is_empty() {
+    if scan.count == 0 {
         return Ok(None);
     }
     // The legacy server backs the model up only when `generate(` lies in the
@@ -138,7 +139,7 @@ pub fn select(
             None
         }
     });
-    let Some((index, entry)) = chosen else {
+    let Some(Candidate { index, entry, text }) = chosen else {
         return Err(CmdbError::Exhausted {
             file: file.to_path_buf(),
             forced: !forced.is_empty(),
@@ -148,7 +149,7 @@ pub fn select(
     let mut merged = entry;
     merged.update(vars);
     merged.insert(Value::str("used"), Value::Int(1));
-    let contents = scan.finish(index, &Value::Dict(merged.clone()));
+    let contents = scan.finish(index, text, &Value::Dict(merged.clone()));
     Ok(Some(Selection {
         vars: merged,
         index,
@@ -161,28 +162,40 @@ pub fn select(
 struct Scan<'a> {
     file: &'a Path,
     pref: &'a Dict,
-    /// Every entry printed as a list element (indent 1, allowance 1).
+    /// The new file's text so far: `[`, then every entry printed as a list
+    /// element (indent 1, allowance 1), separated by `,\n `. The chosen
+    /// entry's text is replaced in place at the end, so the file is never
+    /// copied.
     out: Vec<u8>,
-    /// Where each entry's text ends in `out`.
-    ends: Vec<usize>,
+    count: usize,
     /// While the whole list may still fit on one line: its repr length and
     /// the entries themselves (a handful at most).
     small: Option<(usize, Vec<Value>)>,
-    matching: Option<(usize, Dict)>,
-    unused: Option<(usize, Dict)>,
+    matching: Option<Candidate>,
+    unused: Option<Candidate>,
     error: Option<CmdbError>,
+}
+
+/// An entry that may be chosen, and where its text is in `Scan::out`.
+struct Candidate {
+    index: usize,
+    entry: Dict,
+    text: Range<usize>,
 }
 
 /// Python's pprint puts a list on one line when its repr is this short.
 const ONE_LINE: usize = 79;
 
 impl<'a> Scan<'a> {
-    fn new(file: &'a Path, pref: &'a Dict) -> Scan<'a> {
+    /// `size_hint`: the expected size of the new text (that of the old one).
+    fn new(file: &'a Path, pref: &'a Dict, size_hint: usize) -> Scan<'a> {
+        let mut out = Vec::with_capacity(size_hint.saturating_add(64));
+        out.push(b'[');
         Scan {
             file,
             pref,
-            out: Vec::new(),
-            ends: Vec::new(),
+            out,
+            count: 0,
             small: Some((0, Vec::new())),
             matching: None,
             unused: None,
@@ -191,7 +204,7 @@ impl<'a> Scan<'a> {
     }
 
     fn push(&mut self, value: Value) -> Result<(), ParseError> {
-        let index = self.ends.len();
+        let index = self.count;
         let Value::Dict(entry) = &value else {
             // Stop the parse; the typed error is returned by `select`.
             self.error.get_or_insert(CmdbError::NotADict {
@@ -205,14 +218,27 @@ impl<'a> Scan<'a> {
                 message: format!("entry {index} is not a dict"),
             });
         };
+        if index > 0 {
+            self.out.extend_from_slice(b",\n ");
+        }
+        let start = self.out.len();
+        literal::format_at(&mut self.out, &value, 1, 1);
+        let text = start..self.out.len();
         if self.matching.is_none() && is_included(self.pref, entry) {
-            self.matching = Some((index, entry.clone()));
+            self.matching = Some(Candidate {
+                index,
+                entry: entry.clone(),
+                text: text.clone(),
+            });
         }
         if self.unused.is_none() && entry.get_str("used").is_none() {
-            self.unused = Some((index, entry.clone()));
+            self.unused = Some(Candidate {
+                index,
+                entry: entry.clone(),
+                text,
+            });
         }
-        literal::format_at(&mut self.out, &value, 1, 1);
-        self.ends.push(self.out.len());
+        self.count += 1;
         if let Some((len, values)) = &mut self.small {
             // repr of a list of n items: their lengths + 2n.
             *len += literal::repr(&value).len() + 2;
@@ -225,8 +251,9 @@ impl<'a> Scan<'a> {
         Ok(())
     }
 
-    /// The whole list printed by pprint, entry `index` replaced by `entry`.
-    fn finish(self, index: usize, entry: &Value) -> Vec<u8> {
+    /// The whole list printed by pprint, the entry at `index` (whose text
+    /// is `text`) replaced by `entry`.
+    fn finish(self, index: usize, text: Range<usize>, entry: &Value) -> Vec<u8> {
         if let Some((_, mut values)) = self.small {
             // The list may fit on one line: let the printer decide.
             values[index] = entry.clone();
@@ -234,23 +261,10 @@ impl<'a> Scan<'a> {
         }
         let mut replaced = Vec::new();
         literal::format_at(&mut replaced, entry, 1, 1);
-        let mut text =
-            Vec::with_capacity(self.out.len() + replaced.len() + 3 * self.ends.len() + 3);
-        text.push(b'[');
-        let mut start = 0;
-        for (i, &end) in self.ends.iter().enumerate() {
-            if i > 0 {
-                text.extend_from_slice(b",\n ");
-            }
-            if i == index {
-                text.extend_from_slice(&replaced);
-            } else {
-                text.extend_from_slice(&self.out[start..end]);
-            }
-            start = end;
-        }
-        text.extend_from_slice(b"]\n");
-        text
+        let mut out = self.out;
+        out.splice(text, replaced);
+        out.extend_from_slice(b"]\n");
+        out
     }
 }
 
