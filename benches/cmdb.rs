@@ -351,12 +351,37 @@ fn main() {
         }
     }
 
+    // What no request can go below: the process starting and exiting.
+    let dir = scratch.path().join("baseline");
+    fs::create_dir_all(&dir).expect("baseline directory");
+    let baseline: Vec<Run> = (0..runs)
+        .map(|_| {
+            let mut cmd = Command::new(common::upload_binary());
+            cmd.arg("--help");
+            run(cmd, &dir)
+        })
+        .collect();
+    let wall = Summary::of(&baseline.iter().map(|r| r.wall).collect::<Vec<_>>());
+    let cpu = Summary::of(&baseline.iter().map(|r| r.cpu).collect::<Vec<_>>());
+    println!(
+        "{:<32} {:>8} {:>6.2} ms {:>6.2} ms {:>6.2} ms",
+        "baseline: upload --help",
+        "",
+        ms(wall.median),
+        ms(wall.max),
+        ms(cpu.median),
+    );
+
     let legacy_cases = cases.iter().filter(|c| {
         c.entries == 65_536 && std::env::var("EDEPLOY_BENCH_LEGACY").as_deref() != Ok("0")
     });
-    println!();
-    println!("legacy (Python 2.7, hardware 0.18: load, find_match, save, unlock), one run:");
-    for case in legacy_cases {
+    for (i, case) in legacy_cases.enumerate() {
+        if i == 0 {
+            println!();
+            println!(
+                "legacy (Python 2.7, hardware 0.18: load, find_match, save, unlock), one run:"
+            );
+        }
         if let Some((legacy, rss)) = oracle(case, scratch.path()) {
             println!(
                 "{:<32} {:>8} {:>9.1} ms {:>19} {:>9}  same CMDB and state as ours",
