@@ -1,9 +1,9 @@
 //! Benchmark: `upload.py` behind a real Apache under concurrent load (issue 5).
 //!
-//! Starts a private Apache as tests/apache_e2e.rs does (same httpd.conf
-//! template: event MPM, mod_cgid, 127.0.0.1 only) with two CGIs: our
-//! `upload` installed as `upload.py`, and a null CGI that reads the body and
-//! prints a fixed answer. 16 client threads post distinct machines'
+//! Starts the end-to-end tests' private Apache (tests/common/apache.rs:
+//! event MPM, mod_cgid, 127.0.0.1 only, CGIs run as `www-data` when root)
+//! with two CGIs: our `upload` installed as `upload.py`, and a null CGI
+//! that reads the body and prints a fixed answer. 16 client threads post distinct machines'
 //! hardware (`curl -F section=SERVER -F file=@hw.json`, one connection per
 //! request) first to the null CGI, then to `upload.py`, against a profile
 //! with a numeric quota and a generated CMDB sized for the run. Every write
@@ -18,66 +18,25 @@
 //! `EDEPLOY_BENCH_CLIENTS` (default 16) concurrent clients,
 //! `EDEPLOY_BENCH_SECONDS` (default 60) bound each phase's duration.
 
+#[path = "../tests/common/apache.rs"]
+mod apache;
 mod common;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use apache::{Apache, APACHE};
 use common::{ms, Summary, PROFILE};
 
-const APACHE: &str = "/usr/sbin/apache2";
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BOUNDARY: &str = "------------------------bench0123456789abcdef";
-
-/// A running private Apache; stopped on drop.
-struct Apache {
-    child: Child,
-    conf: PathBuf,
-    root: PathBuf,
-    port: u16,
-}
-
-fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
-    vars.iter().fold(template.to_owned(), |s, (k, v)| {
-        s.replace(&format!("@{k}@"), v)
-    })
-}
-
-/// uid and gid of a user, from /etc/passwd.
-fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        match f.as_slice() {
-            [n, _, uid, gid, ..] if *n == name => Some((uid.parse().ok()?, gid.parse().ok()?)),
-            _ => None,
-        }
-    })
-}
-
-fn chown_tree(path: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
-    if path.is_dir() {
-        for e in fs::read_dir(path).expect("read_dir") {
-            chown_tree(&e.expect("dir entry").path(), uid, gid);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// Builds the null CGI with rustc (`$RUSTC`, else `rustc`) into `out`.
 fn build_null_cgi(out: &Path) {
@@ -91,127 +50,36 @@ fn build_null_cgi(out: &Path) {
     assert!(status.success(), "building the null CGI failed");
 }
 
-impl Apache {
-    /// Sets up `root` (cgi-bin with `upload.py` and `null.py`, data
-    /// directories, `edeploy.conf`) and starts Apache with the event MPM
-    /// and mod_cgid.
-    fn start(root: &Path, quota: usize, cmdb: &str) -> Apache {
-        fs::set_permissions(root, fs::Permissions::from_mode(0o755)).expect("chmod root");
-        for d in ["conf", "logs", "run", "cgi-bin/edeploy"] {
-            fs::create_dir_all(root.join(d)).expect("create directories");
-        }
-        let cgi_dir = root.join("cgi-bin/edeploy");
-        fs::copy(common::upload_binary(), cgi_dir.join("upload.py")).expect("install upload.py");
-        build_null_cgi(&cgi_dir.join("null.py"));
-        for name in ["upload.py", "null.py"] {
-            fs::set_permissions(cgi_dir.join(name), fs::Permissions::from_mode(0o755))
-                .expect("chmod cgi");
-        }
-        let data = root.join("data");
-        common::write_edeploy_conf(&cgi_dir.join("edeploy.conf"), &data);
-        common::write_profile(&data.join("config"), Some(quota), Some(cmdb.as_bytes()));
-
-        let am_root = fs::metadata("/proc/self").expect("/proc/self").uid() == 0;
-        let user = if am_root { "www-data" } else { "nobody" };
-        if am_root {
-            let (uid, gid) = user_ids(user).expect("user www-data");
-            chown_tree(&data, uid, gid);
-        }
-        let port = free_port();
-        let port_s = port.to_string();
-        let root_s = root.to_str().expect("UTF-8 scratch path");
-        let template = fs::read_to_string(Path::new(ROOT).join("tests/apache/httpd.conf.in"))
-            .expect("tests/apache/httpd.conf.in");
-        let conf = root.join("conf/httpd.conf");
-        let vars = [
-            ("ROOT", root_s),
-            ("PORT", port_s.as_str()),
-            ("MPM", "event"),
-            ("CGI", "cgid"),
-            ("USER", user),
-            ("GROUP", user),
-        ];
-        fs::write(&conf, substitute(&template, &vars)).expect("write httpd.conf");
-        // Its own process group, as in tests/apache_e2e.rs.
-        let child = Command::new(APACHE)
-            .arg("-f")
-            .arg(&conf)
-            .arg("-DFOREGROUND")
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(root.join("logs/stdout")).expect("log file"))
-            .stderr(fs::File::create(root.join("logs/stderr")).expect("log file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("{APACHE}: {e}"));
-        let mut apache = Apache {
-            child,
-            conf,
-            root: root.to_path_buf(),
-            port,
-        };
-        apache.wait_ready();
-        apache
+/// Starts Apache and installs the benchmark's CGIs (`upload.py`, the
+/// binary measured; `null.py`) and profile (`quota` installations, `cmdb`)
+/// in its data directories, owned as the CGIs' user.
+fn start_apache(quota: usize, cmdb: &str) -> Apache {
+    let apache = Apache::start("event", "cgid");
+    let cgi_dir = apache.root.join("cgi-bin/edeploy");
+    fs::copy(common::upload_binary(), cgi_dir.join("upload.py")).expect("install upload.py");
+    build_null_cgi(&cgi_dir.join("null.py"));
+    fs::set_permissions(cgi_dir.join("null.py"), fs::Permissions::from_mode(0o755))
+        .expect("chmod null.py");
+    let config = apache.data("config");
+    let owner = fs::metadata(&config).expect("CONFIGDIR");
+    for f in fs::read_dir(&config).expect("CONFIGDIR") {
+        fs::remove_file(f.expect("CONFIGDIR entry").path()).expect("remove the fixture profile");
     }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "apache exited ({status}): {}{}",
-                    self.read_log("stderr"),
-                    self.read_log("error.log")
-                );
-            }
-            assert!(Instant::now() < deadline, "apache did not start");
-            thread::sleep(Duration::from_millis(50));
-        }
+    common::write_profile(&config, Some(quota), Some(cmdb.as_bytes()));
+    for f in fs::read_dir(&config).expect("CONFIGDIR") {
+        let path = f.expect("CONFIGDIR entry").path();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).expect("chown");
     }
-
-    fn read_log(&self, name: &str) -> String {
-        fs::read_to_string(self.root.join("logs").join(name)).unwrap_or_default()
-    }
+    apache
 }
 
-impl Drop for Apache {
-    fn drop(&mut self) {
-        // `apache2 -k stop` waits for the server to be gone, and a zombie
-        // is not gone: reap our child while the stop command runs.
-        let stop = Command::new(APACHE)
-            .arg("-f")
-            .arg(&self.conf)
-            .args(["-k", "stop"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut stopped = false;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                stopped = true;
-                break;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        if let Ok(mut stop) = stop {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = stop.try_wait() {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-            let _ = stop.kill();
-            let _ = stop.wait();
-        }
-        if !stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// The port `apache` listens on, from its URLs.
+fn port(apache: &Apache) -> u16 {
+    let url = apache.url("");
+    url.strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
 }
 
 /// The request `curl -s -S -F section=SERVER -F file=@hw.json URL` sends
@@ -377,9 +245,9 @@ fn main() {
     if !common::benchmarking("load") {
         return;
     }
-    if !Path::new(APACHE).exists() {
-        eprintln!("load: {APACHE} missing (apt-get install apache2): nothing measured");
-        std::process::exit(1);
+    // Without Apache: a panic, or nothing with EDEPLOY_SKIP_APACHE=1.
+    if !apache::apache_available() {
+        return;
     }
     let requests = common::env_usize("EDEPLOY_BENCH_REQUESTS", 1000).max(1);
     let clients = common::env_usize("EDEPLOY_BENCH_CLIENTS", 16).max(1);
@@ -391,18 +259,14 @@ fn main() {
     assert!(entries <= 65_536, "at most 65,536 - {warmup} requests");
     let cmdb = common::cmdb_model(entries);
 
-    let scratch = tempfile::Builder::new()
-        .prefix("edeploy-bench-load-")
-        .tempdir_in(common::scratch_parent())
-        .expect("scratch directory");
-    let apache = Apache::start(scratch.path(), entries, &cmdb);
-    let port = apache.port;
+    let apache = start_apache(entries, &cmdb);
+    let port = port(&apache);
     let hw: Vec<String> = (0..machines).map(common::hw_json).collect();
     let null: Vec<Vec<u8>> = hw.iter().map(|h| request(port, "null.py", h)).collect();
     let upload: Vec<Vec<u8>> = hw.iter().map(|h| request(port, "upload.py", h)).collect();
 
     println!("apache: {APACHE} (event MPM, mod_cgid), 127.0.0.1:{port}");
-    println!("scratch: {}", scratch.path().display());
+    println!("scratch: {}", apache.root.display());
     println!("load average: {}", common::load_average());
     println!(
         "{requests} requests per phase, {clients} concurrent clients, a new connection each; \
@@ -460,7 +324,7 @@ fn main() {
     }
     let total_failed = null_phase.failed.len() + warm.failed.len() + upload_phase.failed.len();
     assert_eq!(total_failed, 0, "failed requests (see above)");
-    check_no_lost_update(&scratch.path().join("data"), entries, served);
+    check_no_lost_update(&apache.data(""), entries, served);
     println!("no lost update: state, CMDB and HWDIR account for all {served} installations");
     drop(apache);
 }
