@@ -299,6 +299,15 @@ fn mib(bytes: Option<u64>) -> String {
     })
 }
 
+/// A file size for the table.
+fn size(bytes: usize) -> String {
+    match bytes {
+        0..10_000 => format!("{bytes} B"),
+        10_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        _ => format!("{:.2} MB", bytes as f64 / 1e6),
+    }
+}
+
 fn main() {
     if !common::benchmarking("cmdb") {
         return;
@@ -337,9 +346,9 @@ fn main() {
             target.push_str(&format!(", RSS <= {}", mib(Some(limit))));
         }
         println!(
-            "{:<32} {:>5.2} MB {:>6.2} ms {:>6.2} ms {:>6.2} ms {:>9}  {target}: {}",
+            "{:<32} {:>8} {:>6.2} ms {:>6.2} ms {:>6.2} ms {:>9}  {target}: {}",
             case.label,
-            case.cmdb.len() as f64 / 1e6,
+            size(case.cmdb.len()),
             ms(m.wall.median),
             ms(m.wall.max),
             ms(m.cpu.median),
