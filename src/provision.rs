@@ -132,6 +132,21 @@ pub fn provision(
     failure: Option<&str>,
     dry_run: bool,
 ) -> Result<Outcome, ProvisionError> {
+    // The machine's own files first, outside the lock: they concern no
+    // other request (each is replaced atomically), and pxemngr may be slow.
+    let (sysname, macs) = hw::sysname_and_macs(items);
+    let mut warnings = Vec::new();
+    if !dry_run {
+        let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
+        let text = literal::pformat(&hw::items_value(items));
+        store::replace_file(&hw_file, &text).map_err(io_error(&hw_file))?;
+        if cfg.use_pxemngr {
+            if let Err(e) = register_pxemngr(&sysname, &macs) {
+                warnings.push(e);
+            }
+        }
+    }
+
     let _lock = if dry_run {
         Lock::shared_if_exists(&cfg.lock_file)
     } else {
@@ -146,19 +161,6 @@ pub fn provision(
     let state_file = cfg.config_dir.join("state");
     let src = std::fs::read(&state_file).map_err(io_error(&state_file))?;
     let mut state = State::parse(&state_file, &src)?;
-
-    let (sysname, macs) = hw::sysname_and_macs(items);
-    let mut warnings = Vec::new();
-    if !dry_run {
-        let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
-        let text = literal::pformat(&hw::items_value(items));
-        store::replace_file(&hw_file, &text).map_err(io_error(&hw_file))?;
-        if cfg.use_pxemngr {
-            if let Err(e) = register_pxemngr(&sysname, &macs) {
-                warnings.push(e);
-            }
-        }
-    }
 
     if let Some(profile) = failure {
         let quota_restored = state.give_back(profile);
@@ -200,16 +202,16 @@ pub fn provision(
                 }
                 let prepared = store::prepare_file(&update.file, &update.selection.contents)
                     .map_err(io_error(&update.file))?;
-                Some((prepared, &update.file))
+                Some(prepared)
             }
             None => None,
         };
         let new_state =
             store::prepare_file(&state_file, &state.to_bytes()).map_err(io_error(&state_file))?;
-        if let Some((prepared, file)) = cmdb {
-            prepared.commit().map_err(io_error(file))?;
-        }
-        new_state.commit().map_err(io_error(&state_file))?;
+        // CMDB first: a crash between the renames may leave an entry used
+        // without quota spent, never quota spent without its entry.
+        let files = cmdb.into_iter().chain([new_state]);
+        store::commit_all(files.collect()).map_err(io_error(&cfg.config_dir))?;
     }
 
     Ok(Outcome::Configured(Configured {

@@ -255,15 +255,37 @@ impl Prepared {
     /// Renames the temporary file over the target, then flushes the
     /// directory (an error from that flush means the new content is in place
     /// but maybe not yet durable).
-    pub fn commit(mut self) -> io::Result<()> {
+    pub fn commit(self) -> io::Result<()> {
+        commit_all(vec![self])
+    }
+
+    fn rename(&mut self) -> io::Result<()> {
         fs::rename(&self.tmp_path, &self.target)
             .map_err(|e| context(e, "cannot rename over", &self.target))?;
         self.committed = true;
-        let dir = parent_dir(&self.target);
+        Ok(())
+    }
+}
+
+/// Renames each prepared file over its target, in order, then flushes each
+/// directory involved once: files of one transaction (CMDB and state) cost
+/// one directory flush, not one each. A rename error stops there; the files
+/// not yet renamed are left as they were.
+pub fn commit_all(files: Vec<Prepared>) -> io::Result<()> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for mut file in files {
+        file.rename()?;
+        let dir = parent_dir(&file.target).to_path_buf();
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    for dir in &dirs {
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| context(e, "cannot flush directory", dir))
+            .map_err(|e| context(e, "cannot flush directory", dir))?;
     }
+    Ok(())
 }
 
 impl Drop for Prepared {
