@@ -1,10 +1,11 @@
 //! One provisioning request from start to finish: the legacy `upload.py`
 //! transaction (LEGACY-SEMANTICS.md §1 and §4).
 //!
-//! Under one exclusive lock: save the machine's `.hw` file, register it with
-//! pxemngr, then either record a failure report or find the first profile
-//! with quota whose specs match, choose its CMDB entry and build the
-//! configure script. Unlike the legacy server, nothing of the match is
+//! Save the machine's `.hw` file and register it with pxemngr (outside the
+//! lock: they concern this machine only), then, under one exclusive lock,
+//! either record a failure report or find the first profile with quota
+//! whose specs match, choose its CMDB entry and build the configure
+//! script. Unlike the legacy server, nothing of the match is
 //! written until everything it needs has been read, and the answer is only
 //! produced once the CMDB and state files are durably replaced: a crash at
 //! any point leaves either the old files or the new ones, and a client never
