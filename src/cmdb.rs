@@ -168,9 +168,11 @@ struct Scan<'a> {
     /// copied.
     out: Vec<u8>,
     count: usize,
-    /// While the whole list may still fit on one line: its repr length and
-    /// the entries themselves (a handful at most).
-    small: Option<(usize, Vec<Value>)>,
+    /// While the whole list may still fit on one line once the chosen
+    /// entry is replaced: its repr length, that of its longest entry (which
+    /// may be the chosen one, shrunk down to `{}`), and the entries
+    /// themselves (a handful at most).
+    small: Option<(usize, usize, Vec<Value>)>,
     matching: Option<Candidate>,
     unused: Option<Candidate>,
     error: Option<CmdbError>,
@@ -196,7 +198,7 @@ impl<'a> Scan<'a> {
             pref,
             out,
             count: 0,
-            small: Some((0, Vec::new())),
+            small: Some((0, 0, Vec::new())),
             matching: None,
             unused: None,
             error: None,
@@ -239,10 +241,12 @@ impl<'a> Scan<'a> {
             });
         }
         self.count += 1;
-        if let Some((len, values)) = &mut self.small {
+        if let Some((len, longest, values)) = &mut self.small {
             // repr of a list of n items: their lengths + 2n.
-            *len += literal::repr(&value).len() + 2;
-            if *len <= ONE_LINE {
+            let own = literal::repr(&value).len();
+            *len += own + 2;
+            *longest = own.max(*longest);
+            if *len - *longest + 2 <= ONE_LINE {
                 values.push(value);
             } else {
                 self.small = None;
@@ -254,7 +258,7 @@ impl<'a> Scan<'a> {
     /// The whole list printed by pprint, the entry at `index` (whose text
     /// is `text`) replaced by `entry`.
     fn finish(self, index: usize, text: Range<usize>, entry: &Value) -> Vec<u8> {
-        if let Some((_, mut values)) = self.small {
+        if let Some((_, _, mut values)) = self.small {
             // The list may fit on one line: let the printer decide.
             values[index] = entry.clone();
             return literal::pformat(&Value::List(values));
@@ -330,6 +334,18 @@ mod tests {
         assert_eq!(s.vars.get_str("eth"), Some(&Value::str("eth1")));
         let e = select_str(src, &vars, &dict(&[("tag", "T3")])).unwrap_err();
         assert_eq!(e.to_string(), "No entry matched in the CMDB, aborting.");
+    }
+
+    #[test]
+    fn a_chosen_entry_that_shrinks_can_put_the_list_on_one_line() {
+        // 'used' was a long text: the new entry, and the list, are short.
+        let src = format!("[{{}}, {{'k': 'v', 'used': '{}'}}]", "x".repeat(70));
+        let s = select_str(&src, &dict(&[("k", "v")]), &Dict::new()).unwrap();
+        assert_eq!(s.index, 1);
+        assert_eq!(
+            String::from_utf8(s.contents).unwrap(),
+            "[{}, {'k': 'v', 'used': 1}]\n"
+        );
     }
 
     #[test]
