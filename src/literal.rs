@@ -615,33 +615,23 @@ pub struct FlatDict<'s, 'a> {
 
 impl<'a> FlatDict<'_, 'a> {
     pub fn get(&self, key: &[u8]) -> Option<Plain<'a>> {
-        let i = self.items.binary_search_by(|(k, _)| (*k).cmp(key)).ok()?;
-        self.items.get(i).map(|&(_, v)| v)
+        // A handful of keys, mostly of different lengths: a scan that
+        // compares lengths first beats a binary search's memcmp calls.
+        self.items.iter().find(|(k, _)| *k == key).map(|&(_, v)| v)
     }
 
     /// `format_at` of the dict as a `Value`.
     pub fn format_at(&self, out: &mut Vec<u8>, indent: usize, allowance: usize) {
-        let room = (WIDTH - 1).checked_sub(indent.saturating_add(allowance));
-        let plain_len = |v: &Plain| match v {
-            Plain::Str(b) => str_repr_shape(b).1,
-            Plain::Int(i) => int_len(*i as i128),
-        };
-        // repr: braces, `k: v` items and `, ` between them.
-        let fits = room.is_some_and(|room| {
-            let mut len = 2 + 2 * self.items.len().saturating_sub(1);
-            self.items.iter().all(|(k, v)| {
-                len += str_repr_shape(k).1 + 2 + plain_len(v);
-                len <= room
-            })
-        });
-        let separator: &[u8] = if fits { b", " } else { b",\n" };
+        // Written split over lines (the common case: CMDB entries are long),
+        // then joined back when the one-line repr fits: the two forms only
+        // differ in separators, and a repr never holds a raw newline.
+        let start = out.len();
+        let inner = indent.saturating_add(1);
         out.push(b'{');
         for (i, (k, v)) in self.items.iter().enumerate() {
             if i > 0 {
-                out.extend_from_slice(separator);
-                if !fits {
-                    pad(out, indent.saturating_add(1));
-                }
+                out.extend_from_slice(b",\n");
+                pad(out, inner);
             }
             write_str_repr(out, k);
             out.extend_from_slice(b": ");
@@ -651,6 +641,26 @@ impl<'a> FlatDict<'_, 'a> {
             }
         }
         out.push(b'}');
+        let separators = self.items.len().saturating_sub(1);
+        let one_line = out.len() - start - separators.saturating_mul(inner);
+        let room = (WIDTH - 1).checked_sub(indent.saturating_add(allowance));
+        if separators > 0 && room.is_some_and(|room| one_line <= room) {
+            let mut to = start;
+            let mut from = start;
+            while let Some(&b) = out.get(from) {
+                let (put, skip) = if b == b'\n' {
+                    (b' ', 1 + inner)
+                } else {
+                    (b, 1)
+                };
+                if let Some(slot) = out.get_mut(to) {
+                    *slot = put;
+                }
+                to += 1;
+                from += skip;
+            }
+            out.truncate(to);
+        }
     }
 }
 
@@ -1304,8 +1314,13 @@ impl<'a> Parser<'a> {
         let start = self.pos;
         let found = self.flat_items(flat);
         if found {
-            flat.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            if flat.windows(2).all(|w| w[0].0 != w[1].0) && sink.flat(&FlatDict { items: flat }) {
+            // Files written by pprint have their keys sorted already.
+            let ascending = |f: &[(&[u8], Plain)]| f.windows(2).all(|w| key_lt(w[0].0, w[1].0));
+            if !ascending(flat) {
+                flat.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            // Still not ascending: a key is repeated.
+            if ascending(flat) && sink.flat(&FlatDict { items: flat }) {
                 return true;
             }
         }
@@ -1639,6 +1654,16 @@ impl<'a> Parser<'a> {
             (true, raw) => decode_unicode(body, raw, self.encoding).map(Value::Unicode),
         };
         decoded.map_err(|(off, msg)| self.err(body_start + off, msg))
+    }
+}
+
+/// `a < b` bytewise, deciding on the first byte without a memcmp call
+/// when it differs (as for most neighbouring keys of a dict).
+#[inline(always)]
+fn key_lt(a: &[u8], b: &[u8]) -> bool {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x < y,
+        _ => a < b,
     }
 }
 
