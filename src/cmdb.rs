@@ -8,7 +8,9 @@
 //!
 //! Large CMDBs (tens of thousands of entries) are handled one entry at a time:
 //! each entry is printed as soon as it is parsed and only the candidates are
-//! kept, so memory stays close to the size of the file.
+//! kept, so memory stays close to the size of the file. Most entries are flat
+//! dicts of plain strings and ints: those are printed straight from the
+//! source text, without building a `Dict`, unless they may be chosen.
 
 use std::fmt;
 use std::ops::Range;
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::generate::{self, GenerateError};
 use crate::literal::Dict;
-use crate::literal::{self, ParseError, Streamed, Value};
+use crate::literal::{self, FlatDict, ListSink, ParseError, Plain, Streamed, Value};
 
 /// The result of choosing an entry for a machine.
 #[derive(Debug)]
@@ -103,8 +105,7 @@ pub fn select(
 ) -> Result<Option<Selection>, CmdbError> {
     let pref = if forced.is_empty() { vars } else { forced };
     let mut scan = Scan::new(file, pref, src.len());
-    let mut each = |v: Value| scan.push(v);
-    let streamed = literal::parse_list_streaming(file, src, &mut each);
+    let streamed = literal::parse_list_streaming_flat(file, src, &mut scan);
     // A non-dict entry stopped the parse: report it as such.
     if let Some(e) = scan.error.take() {
         return Err(e);
@@ -162,15 +163,21 @@ pub fn select(
 struct Scan<'a> {
     file: &'a Path,
     pref: &'a Dict,
+    /// `pref` as plain items when all its keys are str and its values str
+    /// or int (matched variables are): then flat entries can be compared
+    /// without a `Value`. Otherwise every entry takes the general path.
+    plain_pref: Option<Vec<(&'a [u8], Plain<'a>)>>,
     /// The new file's text so far: `[`, then every entry printed as a list
     /// element (indent 1, allowance 1), separated by `,\n `. The chosen
     /// entry's text is replaced in place at the end, so the file is never
     /// copied.
     out: Vec<u8>,
     count: usize,
-    /// While the whole list may still fit on one line: its repr length and
-    /// the entries themselves (a handful at most).
-    small: Option<(usize, Vec<Value>)>,
+    /// While the whole list may still fit on one line once the chosen
+    /// entry is replaced: its repr length, that of its longest entry (which
+    /// may be the chosen one, shrunk down to `{}`), and the entries
+    /// themselves (a handful at most).
+    small: Option<(usize, usize, Vec<Value>)>,
     matching: Option<Candidate>,
     unused: Option<Candidate>,
     error: Option<CmdbError>,
@@ -183,6 +190,36 @@ struct Candidate {
     text: Range<usize>,
 }
 
+impl ListSink for Scan<'_> {
+    /// Prints a flat entry straight from the source, unless it may be
+    /// chosen (it is then parsed into a `Dict` and pushed) or the whole list
+    /// may still fit on one line.
+    fn flat(&mut self, entry: &FlatDict<'_, '_>) -> bool {
+        let Some(pref) = &self.plain_pref else {
+            return false;
+        };
+        if self.small.is_some() {
+            return false;
+        }
+        if self.matching.is_none() && pref.iter().all(|&(k, v)| entry.get(k) == Some(v)) {
+            return false;
+        }
+        if self.unused.is_none() && entry.get(b"used").is_none() {
+            return false;
+        }
+        if self.count > 0 {
+            self.out.extend_from_slice(b",\n ");
+        }
+        entry.format_at(&mut self.out, 1, 1);
+        self.count += 1;
+        true
+    }
+
+    fn value(&mut self, value: Value) -> Result<(), ParseError> {
+        self.push(value)
+    }
+}
+
 /// Python's pprint puts a list on one line when its repr is this short.
 const ONE_LINE: usize = 79;
 
@@ -191,12 +228,21 @@ impl<'a> Scan<'a> {
     fn new(file: &'a Path, pref: &'a Dict, size_hint: usize) -> Scan<'a> {
         let mut out = Vec::with_capacity(size_hint.saturating_add(64));
         out.push(b'[');
+        let plain_pref = pref
+            .iter()
+            .map(|(k, v)| match (k, v) {
+                (Value::Str(k), Value::Str(v)) => Some((k.as_slice(), Plain::Str(v))),
+                (Value::Str(k), Value::Int(v)) => Some((k.as_slice(), Plain::Int(*v))),
+                _ => None,
+            })
+            .collect();
         Scan {
             file,
             pref,
+            plain_pref,
             out,
             count: 0,
-            small: Some((0, Vec::new())),
+            small: Some((0, 0, Vec::new())),
             matching: None,
             unused: None,
             error: None,
@@ -239,10 +285,12 @@ impl<'a> Scan<'a> {
             });
         }
         self.count += 1;
-        if let Some((len, values)) = &mut self.small {
+        if let Some((len, longest, values)) = &mut self.small {
             // repr of a list of n items: their lengths + 2n.
-            *len += literal::repr(&value).len() + 2;
-            if *len <= ONE_LINE {
+            let own = literal::repr(&value).len();
+            *len += own + 2;
+            *longest = own.max(*longest);
+            if *len - *longest + 2 <= ONE_LINE {
                 values.push(value);
             } else {
                 self.small = None;
@@ -254,7 +302,7 @@ impl<'a> Scan<'a> {
     /// The whole list printed by pprint, the entry at `index` (whose text
     /// is `text`) replaced by `entry`.
     fn finish(self, index: usize, text: Range<usize>, entry: &Value) -> Vec<u8> {
-        if let Some((_, mut values)) = self.small {
+        if let Some((_, _, mut values)) = self.small {
             // The list may fit on one line: let the printer decide.
             values[index] = entry.clone();
             return literal::pformat(&Value::List(values));
@@ -333,6 +381,18 @@ mod tests {
     }
 
     #[test]
+    fn a_chosen_entry_that_shrinks_can_put_the_list_on_one_line() {
+        // 'used' was a long text: the new entry, and the list, are short.
+        let src = format!("[{{}}, {{'k': 'v', 'used': '{}'}}]", "x".repeat(70));
+        let s = select_str(&src, &dict(&[("k", "v")]), &Dict::new()).unwrap();
+        assert_eq!(s.index, 1);
+        assert_eq!(
+            String::from_utf8(s.contents).unwrap(),
+            "[{}, {'k': 'v', 'used': 1}]\n"
+        );
+    }
+
+    #[test]
     fn exhausted_pool_gives_the_legacy_message() {
         let src = "[{'ip': '1', 'used': 1}]";
         let e = select_str(src, &dict(&[("eth", "eth0")]), &Dict::new()).unwrap_err();
@@ -373,5 +433,277 @@ mod tests {
     fn syntax_errors_keep_their_position() {
         let e = select_str("[{'ip': '1'},\n {'ip' '2'}]", &Dict::new(), &Dict::new()).unwrap_err();
         assert!(e.to_string().starts_with("/cfg/p.cmdb:2:"), "{e}");
+    }
+
+    /// A small deterministic generator (xorshift64*) for the random CMDBs.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+        }
+
+        fn pick<'p>(&mut self, pool: &[&'p str]) -> &'p str {
+            pool[self.below(pool.len())]
+        }
+    }
+
+    /// Key literals: some need sorting, some are not plain (escapes, u'',
+    /// numbers), two spell the same key, one repeats a common prefix.
+    const KEYS: &[&str] = &[
+        "'ip'",
+        "'hostname'",
+        "'gateway'",
+        "'netmask'",
+        "'used'",
+        "\"used\"",
+        "'a'",
+        "'B'",
+        "'ab'",
+        "'_x'",
+        "'ip2'",
+        "'i'",
+        "'z\"q'",
+        "\"k'ey\"",
+        "'\\x41'",
+        "u'uk'",
+        "'été'",
+        "'\x1f'",
+        "'mac'",
+        "'eth'",
+        "1",
+    ];
+
+    /// Value literals: plain ones, ones whose repr differs from the
+    /// literal, long ones forcing a split, and ones only the general path
+    /// takes (escapes, negative, octal, huge ints, floats, containers).
+    const VALUES: &[&str] = &[
+        "'10.0.0.1'",
+        "'eth0'",
+        "'T2'",
+        "'b'",
+        "''",
+        "\"dq\"",
+        "\"it's\"",
+        "'say \"hi\"'",
+        "\"both ' and \\\"\"",
+        "'back\\\\slash'",
+        "'tab\\t'",
+        "'é\u{ff}'",
+        "'\x0e\x7f'",
+        "0",
+        "1",
+        "7",
+        "123456789012345678",
+        "1234567890123456789",
+        "0123",
+        "-4",
+        "1L",
+        "2.5",
+        "True",
+        "None",
+        "u'text'",
+        "[1, 2]",
+        "{'n': 1}",
+        "'a' 'b'",
+        "'a long value that goes on and on, longer than any line of pprint output can be'",
+        "'medium length value of forty characters'",
+    ];
+
+    /// Separators as pprint writes them, and as people do.
+    const SEPARATORS: &[&str] = &[", ", ",\n  ", ",", " , ", ",\n# note\n  "];
+
+    fn random_entry(rng: &mut Rng) -> String {
+        let mut entry = String::from("{");
+        let n = rng.below(6);
+        for i in 0..n {
+            if i > 0 {
+                entry.push_str(rng.pick(SEPARATORS));
+            }
+            entry.push_str(rng.pick(KEYS));
+            entry.push_str(rng.pick(&[": ", ":", " : "]));
+            entry.push_str(rng.pick(VALUES));
+        }
+        entry.push('}');
+        entry
+    }
+
+    /// `select` done the simple way: the whole list parsed into values,
+    /// the new text printed by `pformat`.
+    fn reference_select(src: &[u8], vars: &Dict, forced: &Dict) -> Option<(usize, Dict, Vec<u8>)> {
+        let Ok(literal::Document::Literal(Value::List(mut entries))) =
+            literal::parse(Path::new("r"), src)
+        else {
+            panic!("reference parse failed");
+        };
+        let pref = if forced.is_empty() { vars } else { forced };
+        let dicts = || {
+            entries.iter().enumerate().map(|(i, e)| match e {
+                Value::Dict(d) => (i, d),
+                _ => panic!("not a dict"),
+            })
+        };
+        let index = dicts()
+            .find(|(_, d)| is_included(pref, d))
+            .or_else(|| {
+                let unused = dicts().find(|(_, d)| d.get_str("used").is_none());
+                unused.filter(|_| forced.is_empty())
+            })?
+            .0;
+        let Value::Dict(mut merged) = entries[index].clone() else {
+            unreachable!()
+        };
+        merged.update(vars);
+        merged.insert(Value::str("used"), Value::Int(1));
+        entries[index] = Value::Dict(merged.clone());
+        Some((index, merged, literal::pformat(&Value::List(entries))))
+    }
+
+    /// Records how each element of a streamed list would be printed.
+    #[derive(Default)]
+    struct Printed {
+        flat: Vec<Vec<u8>>,
+        general: Vec<Vec<u8>>,
+    }
+
+    impl ListSink for Printed {
+        fn flat(&mut self, dict: &FlatDict<'_, '_>) -> bool {
+            let mut out = Vec::new();
+            dict.format_at(&mut out, 1, 1);
+            self.flat.push(out);
+            true
+        }
+
+        fn value(&mut self, value: Value) -> Result<(), ParseError> {
+            let mut out = Vec::new();
+            literal::format_at(&mut out, &value, 1, 1);
+            self.general.push(out);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn flat_entries_print_as_their_values() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut flat = 0;
+        for _ in 0..3000 {
+            let entry = random_entry(&mut rng);
+            let src = format!("[{entry}]");
+            let mut printed = Printed::default();
+            let fast =
+                literal::parse_list_streaming_flat(Path::new("f"), src.as_bytes(), &mut printed);
+            let mut want = Vec::new();
+            let slow = literal::parse_list_streaming(Path::new("f"), src.as_bytes(), &mut |v| {
+                literal::format_at(&mut want, &v, 1, 1);
+                Ok(())
+            });
+            match (fast, slow) {
+                (Ok(_), Ok(_)) => {
+                    flat += printed.flat.len();
+                    let got: Vec<u8> = printed
+                        .flat
+                        .into_iter()
+                        .chain(printed.general)
+                        .flatten()
+                        .collect();
+                    assert_eq!(got, want, "{src}");
+                }
+                (Err(f), Err(s)) => assert_eq!(f.to_string(), s.to_string(), "{src}"),
+                (f, s) => panic!("{src}: {f:?} vs {s:?}"),
+            }
+        }
+        assert!(flat > 300, "the fast lane was taken {flat} times");
+    }
+
+    #[test]
+    fn fast_path_selects_and_prints_as_the_general_path() {
+        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        let var_pool = [
+            ("ip", "10.0.0.1"),
+            ("eth", "eth0"),
+            ("a", "b"),
+            ("used", "1"),
+            ("mac", "T2"),
+        ];
+        for _ in 0..1500 {
+            let n = 1 + rng.below(12);
+            let entries: Vec<String> = (0..n).map(|_| random_entry(&mut rng)).collect();
+            let src = format!("[{}]", entries.join(rng.pick(&[",\n ", ", "])));
+            // Skip lists with non-dict or non-hashable content: not the point here.
+            let Ok(literal::Document::Literal(Value::List(parsed))) =
+                literal::parse(Path::new("r"), src.as_bytes())
+            else {
+                continue;
+            };
+            let mut vars = Dict::new();
+            // A returning machine: some variables taken from a later entry.
+            if let Some(Value::Dict(d)) = parsed.get(rng.below(2 * n)) {
+                for (k, v) in d.iter().filter(|_| rng.below(2) == 0) {
+                    vars.insert(k.clone(), v.clone());
+                }
+            }
+            for _ in 0..rng.below(3) {
+                let (k, v) = var_pool[rng.below(var_pool.len())];
+                vars.insert(Value::str(k), Value::str(v));
+            }
+            if rng.below(4) == 0 {
+                vars.insert(Value::str("tag"), Value::Int(rng.below(8) as i64));
+            }
+            let forced = if rng.below(5) == 0 {
+                vars.clone()
+            } else {
+                Dict::new()
+            };
+            let got = select(Path::new("r"), src.as_bytes(), &vars, &forced);
+            match (got, reference_select(src.as_bytes(), &vars, &forced)) {
+                (Ok(Some(s)), Some((index, merged, contents))) => {
+                    assert_eq!(s.index, index, "{src}");
+                    assert_eq!(s.vars, merged, "{src}");
+                    assert_eq!(
+                        String::from_utf8_lossy(&s.contents),
+                        String::from_utf8_lossy(&contents),
+                        "{src}"
+                    );
+                }
+                (Err(CmdbError::Exhausted { .. }), None) => {}
+                (got, want) => panic!("{src}: {got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn flat_entries_edge_cases() {
+        let cases: &[(&str, &str)] = &[
+            ("{}", "{}"),
+            ("{'b': 1, 'a': 2}", "{'a': 2, 'b': 1}"),
+            ("{'a': 1, 'a': 2}", "{'a': 2}"),
+            ("{\"k\": \"it's\"}", "{'k': \"it's\"}"),
+            ("{'k': 'say \"hi\"'}", "{'k': 'say \"hi\"'}"),
+            ("{'k': 'é'}", "{'k': '\\xc3\\xa9'}"),
+            ("{'used': 1, 'B': 'x', 'a': ''}", "{'B': 'x', 'a': '', 'used': 1}"),
+            (
+                "{'hostname': 'host-0001', 'ip': '10.0.0.1', 'netmask': '255.255.255.0', 'x': '1'}",
+                "{'hostname': 'host-0001',\n  'ip': '10.0.0.1',\n  'netmask': '255.255.255.0',\n  'x': '1'}",
+            ),
+        ];
+        for (src, want) in cases {
+            let mut printed = Printed::default();
+            literal::parse_list_streaming_flat(
+                Path::new("f"),
+                format!("[{src}]").as_bytes(),
+                &mut printed,
+            )
+            .unwrap();
+            let got: Vec<u8> = printed
+                .flat
+                .into_iter()
+                .chain(printed.general)
+                .flatten()
+                .collect();
+            assert_eq!(String::from_utf8_lossy(&got), *want, "{src}");
+        }
     }
 }

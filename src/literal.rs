@@ -566,14 +566,105 @@ pub fn parse_list_streaming(
     src: &[u8],
     each: &mut dyn FnMut(Value) -> Result<(), ParseError>,
 ) -> Result<Streamed, ParseError> {
-    stream_list(file, src, each).map_err(|e| *e)
+    struct Values<'e>(&'e mut dyn FnMut(Value) -> Result<(), ParseError>);
+    impl ListSink for Values<'_> {
+        fn flat(&mut self, _: &FlatDict<'_, '_>) -> bool {
+            false
+        }
+        fn value(&mut self, v: Value) -> Result<(), ParseError> {
+            (self.0)(v)
+        }
+    }
+    stream_list(file, src, &mut Values(each)).map_err(|e| *e)
 }
 
-fn stream_list(
+/// `parse_list_streaming` with a fast lane: a list element that is a flat
+/// dict of plain items (see [`FlatDict`]) is first offered to the sink as
+/// is, borrowed from the source, so that most CMDB entries are handled
+/// without building (and freeing) a `Value`.
+pub fn parse_list_streaming_flat(
     file: &Path,
     src: &[u8],
-    each: &mut dyn FnMut(Value) -> Result<(), ParseError>,
-) -> PResult<Streamed> {
+    sink: &mut dyn ListSink,
+) -> Result<Streamed, ParseError> {
+    stream_list(file, src, sink).map_err(|e| *e)
+}
+
+/// Receives the elements of a streamed list.
+pub trait ListSink {
+    /// A flat dict element. Returning false (which must leave the sink
+    /// unchanged) has it parsed into a `Value` and handed to `value`.
+    fn flat(&mut self, dict: &FlatDict<'_, '_>) -> bool;
+    /// Any other element; an error stops the parse and is returned as is.
+    fn value(&mut self, value: Value) -> Result<(), ParseError>;
+}
+
+/// A plain dict value as the source spells it: the body of a string
+/// literal without escapes, or a small canonical decimal int.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Plain<'a> {
+    Str(&'a [u8]),
+    Int(i64),
+}
+
+/// A dict whose items all are `'key': plain`: its keys are unique and
+/// sorted bytewise, which is how Python 2 sorts str keys.
+pub struct FlatDict<'s, 'a> {
+    items: &'s [(&'a [u8], Plain<'a>)],
+}
+
+impl<'a> FlatDict<'_, 'a> {
+    pub fn get(&self, key: &[u8]) -> Option<Plain<'a>> {
+        // A handful of keys, mostly of different lengths: a scan that
+        // compares lengths first beats a binary search's memcmp calls.
+        self.items.iter().find(|(k, _)| *k == key).map(|&(_, v)| v)
+    }
+
+    /// `format_at` of the dict as a `Value`.
+    pub fn format_at(&self, out: &mut Vec<u8>, indent: usize, allowance: usize) {
+        // Written split over lines (the common case: CMDB entries are long),
+        // then joined back when the one-line repr fits: the two forms only
+        // differ in separators, and a repr never holds a raw newline.
+        let start = out.len();
+        let inner = indent.saturating_add(1);
+        out.push(b'{');
+        for (i, (k, v)) in self.items.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b",\n");
+                pad(out, inner);
+            }
+            write_str_repr(out, k);
+            out.extend_from_slice(b": ");
+            match v {
+                Plain::Str(b) => write_str_repr(out, b),
+                Plain::Int(i) => write_int(out, *i as i128),
+            }
+        }
+        out.push(b'}');
+        let separators = self.items.len().saturating_sub(1);
+        let one_line = out.len() - start - separators.saturating_mul(inner);
+        let room = (WIDTH - 1).checked_sub(indent.saturating_add(allowance));
+        if separators > 0 && room.is_some_and(|room| one_line <= room) {
+            let mut to = start;
+            let mut from = start;
+            while let Some(&b) = out.get(from) {
+                let (put, skip) = if b == b'\n' {
+                    (b' ', 1 + inner)
+                } else {
+                    (b, 1)
+                };
+                if let Some(slot) = out.get_mut(to) {
+                    *slot = put;
+                }
+                to += 1;
+                from += skip;
+            }
+            out.truncate(to);
+        }
+    }
+}
+
+fn stream_list(file: &Path, src: &[u8], each: &mut dyn ListSink) -> PResult<Streamed> {
     let mut p = Parser::new(file, src)?;
     p.skip_ws(true)?;
     if p.at_generate() {
@@ -1080,17 +1171,22 @@ impl<'a> Parser<'a> {
     fn list_items(
         &mut self,
         items: &mut Vec<Value>,
-        mut each: Option<&mut dyn FnMut(Value) -> Result<(), ParseError>>,
+        mut each: Option<&mut dyn ListSink>,
     ) -> PResult<()> {
         let open_pos = self.pos;
         self.enter()?;
         self.skip()?;
+        let mut flat = Vec::new();
         while self.peek() != Some(b']') {
-            self.value_into(items)?;
             if let Some(each) = each.as_deref_mut() {
-                if let Some(item) = items.pop() {
-                    each(item).map_err(Box::new)?;
+                if !self.flat_dict(each, &mut flat) {
+                    self.value_into(items)?;
+                    if let Some(item) = items.pop() {
+                        each.value(item).map_err(Box::new)?;
+                    }
                 }
+            } else {
+                self.value_into(items)?;
             }
             self.skip()?;
             match self.peek() {
@@ -1191,6 +1287,86 @@ impl<'a> Parser<'a> {
     /// would give the same result, only slower.
     #[inline(always)]
     fn plain_item(&mut self, flat: &mut Vec<Value>) -> bool {
+        let Some((key, value, end)) = self.plain_item_at() else {
+            return false;
+        };
+        flat.push(Value::Str(key.to_vec()));
+        flat.push(match value {
+            Plain::Int(v) => Value::Int(v),
+            Plain::Str(b) => Value::Str(b.to_vec()),
+        });
+        self.pos = end;
+        true
+    }
+
+    /// Offers the element at the current position to `sink` when it is a
+    /// flat dict of plain items (`plain_item_at`) with unique keys; then
+    /// true, past the dict. Otherwise false, nothing consumed: the general
+    /// path parses it (and reports any error).
+    fn flat_dict<'b>(
+        &mut self,
+        sink: &mut dyn ListSink,
+        flat: &mut Vec<(&'b [u8], Plain<'b>)>,
+    ) -> bool
+    where
+        'a: 'b,
+    {
+        let start = self.pos;
+        let found = self.flat_items(flat);
+        if found {
+            // Files written by pprint have their keys sorted already.
+            let ascending = |f: &[(&[u8], Plain)]| f.windows(2).all(|w| key_lt(w[0].0, w[1].0));
+            if !ascending(flat) {
+                flat.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            // Still not ascending: a key is repeated.
+            if ascending(flat) && sink.flat(&FlatDict { items: flat }) {
+                return true;
+            }
+        }
+        self.pos = start;
+        false
+    }
+
+    /// Reads a flat dict's items into `flat`, and moves past its `}`.
+    fn flat_items<'b>(&mut self, flat: &mut Vec<(&'b [u8], Plain<'b>)>) -> bool
+    where
+        'a: 'b,
+    {
+        flat.clear();
+        // Inside the list, whose depth was already checked: one more level.
+        if self.skip().is_err() || self.peek() != Some(b'{') || self.depth >= MAX_DEPTH {
+            return false;
+        }
+        self.pos += 1;
+        loop {
+            if self.skip().is_err() {
+                return false;
+            }
+            if self.peek() == Some(b'}') {
+                break;
+            }
+            let Some((key, value, end)) = self.plain_item_at() else {
+                return false;
+            };
+            flat.push((key, value));
+            self.pos = end;
+            if self.peek() == Some(b'}') {
+                break;
+            }
+            self.pos += 1;
+            if self.skip_separator().is_err() {
+                return false;
+            }
+        }
+        self.pos += 1;
+        true
+    }
+
+    /// The plain item (see `plain_item`) at the current position: key and
+    /// value as written, and the position of the `,` or `}` after it.
+    #[inline(always)]
+    fn plain_item_at(&self) -> Option<(&'a [u8], Plain<'a>, usize)> {
         let s = self.src;
         let plain_str_end = |at: usize| -> Option<usize> {
             let q = *s.get(at).filter(|&&b| b == b'\'' || b == b'"')?;
@@ -1198,21 +1374,19 @@ impl<'a> Parser<'a> {
             (len > 0 && s.get(at + 1 + len) == Some(&q)).then_some(at + 1 + len)
         };
         let key_start = self.pos;
-        let Some(key_end) = plain_str_end(key_start) else {
-            return false;
-        };
+        let key_end = plain_str_end(key_start)?;
         if s.get(key_end + 1) != Some(&b':') {
-            return false;
+            return None;
         }
         let mut at = key_end + 2;
         if s.get(at) == Some(&b' ') {
             at += 1;
         }
-        let (value_end, int) = match s.get(at) {
-            Some(b'\'' | b'"') => match plain_str_end(at) {
-                Some(end) => (end + 1, None),
-                None => return false,
-            },
+        let (value_end, value) = match s.get(at) {
+            Some(b'\'' | b'"') => {
+                let end = plain_str_end(at)?;
+                (end + 1, Plain::Str(s.get(at + 1..end)?))
+            }
             Some(b'0'..=b'9') => {
                 let digits = s[at..].iter().take(19).take_while(|b| b.is_ascii_digit());
                 let (n, v) = digits.fold((0, 0i64), |(n, v), &d| {
@@ -1220,22 +1394,16 @@ impl<'a> Parser<'a> {
                 });
                 // Not old octal (017), nor 19 digits that may overflow.
                 if n > 18 || (n > 1 && s[at] == b'0') {
-                    return false;
+                    return None;
                 }
-                (at + n, Some(v))
+                (at + n, Plain::Int(v))
             }
-            _ => return false,
+            _ => return None,
         };
         if !matches!(s.get(value_end), Some(b',' | b'}')) {
-            return false;
+            return None;
         }
-        flat.push(Value::Str(s[key_start + 1..key_end].to_vec()));
-        flat.push(match int {
-            Some(v) => Value::Int(v),
-            None => Value::Str(s[at + 1..value_end - 1].to_vec()),
-        });
-        self.pos = value_end;
-        true
+        Some((s.get(key_start + 1..key_end)?, value, value_end))
     }
 
     /// Integer or float literal; `negative` when a folded `-` preceded it.
@@ -1486,6 +1654,16 @@ impl<'a> Parser<'a> {
             (true, raw) => decode_unicode(body, raw, self.encoding).map(Value::Unicode),
         };
         decoded.map_err(|(off, msg)| self.err(body_start + off, msg))
+    }
+}
+
+/// `a < b` bytewise, deciding on the first byte without a memcmp call
+/// when it differs (as for most neighbouring keys of a dict).
+#[inline(always)]
+fn key_lt(a: &[u8], b: &[u8]) -> bool {
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x < y,
+        _ => a < b,
     }
 }
 
