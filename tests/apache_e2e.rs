@@ -158,26 +158,7 @@ fn health_and_logs(mpm: &str, cgi: &str) {
     assert!(r.stdout.starts_with(b"#!/bin/sh"));
 
     // A log, twice (upload_log in init.common): the first one is rotated.
-    fs::write(dir.join("Red-Hat-vm-ABC.log.gz"), b"first log").unwrap();
-    let args = [
-        "-s",
-        "-S",
-        "-o/dev/null",
-        "-F",
-        "section=SERVER",
-        "-F",
-        "file=@Red-Hat-vm-ABC.log.gz",
-        &url,
-    ];
-    assert_eq!(curl(dir, &args).status, 200);
-    fs::write(dir.join("Red-Hat-vm-ABC.log.gz"), b"second log").unwrap();
-    assert_eq!(curl(dir, &args).status, 200);
-    assert_rotated(
-        &apache.data("logs"),
-        "Red-Hat-vm-ABC",
-        b"first log",
-        b"second log",
-    );
+    upload_log_twice(&apache, dir, &url, "-o/dev/null");
 
     // A GET: no file.
     let r = curl(dir, &["-s", "-S", &url]);
@@ -203,6 +184,31 @@ fn health_and_logs(mpm: &str, cgi: &str) {
     );
     assert!(log.contains("refused (413)"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// The initrd's log upload (`curl -s -S -o… -F section=… -F file=@….log.gz`)
+/// made twice: the first log must be rotated, the second in place.
+fn upload_log_twice(apache: &Apache, dir: &Path, url: &str, output: &str) {
+    fs::write(dir.join("Red-Hat-vm-ABC.log.gz"), b"first log").unwrap();
+    let args = [
+        "-s",
+        "-S",
+        output,
+        "-F",
+        "section=SERVER",
+        "-F",
+        "file=@Red-Hat-vm-ABC.log.gz",
+        url,
+    ];
+    assert_eq!(curl(dir, &args).status, 200);
+    fs::write(dir.join("Red-Hat-vm-ABC.log.gz"), b"second log").unwrap();
+    assert_eq!(curl(dir, &args).status, 200);
+    assert_rotated(
+        &apache.data("logs"),
+        "Red-Hat-vm-ABC",
+        b"first log",
+        b"second log",
+    );
 }
 
 fn assert_rotated(logs: &Path, stem: &str, first: &[u8], second: &[u8]) {
@@ -295,26 +301,7 @@ fn upload_py_initrd_session() {
     assert_eq!(state, "[('vm', 2)]\n");
 
     // upload_log: curl -s -S -o/log.stats -F section=${SECTION} -F file=@/${log_file} …
-    fs::write(dir.join("Red-Hat-vm-ABC.log.gz"), b"first log").unwrap();
-    let args = [
-        "-s",
-        "-S",
-        "-olog.stats",
-        "-F",
-        "section=SERVER",
-        "-F",
-        "file=@Red-Hat-vm-ABC.log.gz",
-        &url,
-    ];
-    assert_eq!(curl(dir, &args).status, 200);
-    fs::write(dir.join("Red-Hat-vm-ABC.log.gz"), b"second log").unwrap();
-    assert_eq!(curl(dir, &args).status, 200);
-    assert_rotated(
-        &apache.data("logs"),
-        "Red-Hat-vm-ABC",
-        b"first log",
-        b"second log",
-    );
+    upload_log_twice(&apache, dir, &url, "-olog.stats");
 
     // An unknown section: an error script the initrd runs, so status 200.
     let r = curl(
