@@ -217,25 +217,13 @@ fn check_specs(path: &Path, report: &mut Report) {
     let Some(src) = read(path, report) else {
         return;
     };
-    let value = match literal::parse(path, &src) {
-        Ok(Document::Literal(v)) => v,
-        Ok(Document::Generate(_)) => {
-            report.add(
-                path,
-                Some((1, 1)),
-                Severity::Error,
-                "generate() is only allowed in CMDB files".into(),
-            );
-            return;
-        }
-        Err(e) => {
+    let positions = Positions::new(&src);
+    let specs = match spec::parse_specs(path, &src) {
+        Ok(specs) => specs,
+        Err(SpecError::Parse(e)) => {
             report.add(path, Some((e.line, e.column)), Severity::Error, e.message);
             return;
         }
-    };
-    let positions = Positions::new(&src);
-    let specs = match spec::specs_from_value(path, &value) {
-        Ok(specs) => specs,
         Err(SpecError::Invalid { index, message, .. }) => {
             let at = match index {
                 Some(i) => positions.at(&[0, i]),

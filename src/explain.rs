@@ -13,13 +13,13 @@
 
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::Item;
-use crate::literal::{self, Dict, Document, ParseError, Value};
-use crate::provision::ProvisionError;
+use crate::literal::{self, Dict, Value};
+use crate::provision::{read_if_exists, ProvisionError};
 use crate::spec::{self, Spec, SpecError, Vars};
 use crate::state::{Quota, State, StateError};
 use crate::store::Lock;
@@ -586,22 +586,9 @@ fn try_profile(cfg: &Config, profile: &str, items: &[Item]) -> ProfileOutcome {
     let src = match read_if_exists(&specs_file) {
         Ok(Some(src)) => src,
         Ok(None) => return ProfileOutcome::NoSpecs { file: specs_file },
-        Err(e) => return ProfileOutcome::Error(e),
+        Err(e) => return ProfileOutcome::Error(format!("{}: {e}", specs_file.display())),
     };
-    let specs = match literal::parse(&specs_file, &src) {
-        Ok(Document::Literal(v)) => spec::specs_from_value(&specs_file, &v),
-        Ok(Document::Generate(_)) => {
-            let e = ParseError {
-                file: specs_file,
-                line: 1,
-                column: 1,
-                message: "generate() is only allowed in CMDB files".into(),
-            };
-            return ProfileOutcome::Error(e.to_string());
-        }
-        Err(e) => return ProfileOutcome::Error(e.to_string()),
-    };
-    let specs = match specs {
+    let specs = match spec::parse_specs(&specs_file, &src) {
         Ok(specs) => specs,
         Err(e) => return ProfileOutcome::Error(e.to_string()),
     };
@@ -616,8 +603,8 @@ fn try_profile(cfg: &Config, profile: &str, items: &[Item]) -> ProfileOutcome {
         }
         Err(e) => return ProfileOutcome::Error(e.to_string()),
     };
-    let vars = to_dict(&vars);
-    let forced = to_dict(&forced);
+    let vars = spec::vars_dict(&vars);
+    let forced = spec::vars_dict(&forced);
     let cmdb_file = cfg.config_dir.join(format!("{profile}.cmdb"));
     let (mut vars, cmdb) = match read_if_exists(&cmdb_file) {
         Ok(Some(src)) => match cmdb::select(&cmdb_file, &src, &vars, &forced) {
@@ -632,7 +619,7 @@ fn try_profile(cfg: &Config, profile: &str, items: &[Item]) -> ProfileOutcome {
             Err(e) => return ProfileOutcome::Error(e.to_string()),
         },
         Ok(None) => (vars, None),
-        Err(e) => return ProfileOutcome::Error(e),
+        Err(e) => return ProfileOutcome::Error(format!("{}: {e}", cmdb_file.display())),
     };
     let configure = cfg.config_dir.join(format!("{profile}.configure"));
     if let Err(e) = std::fs::File::open(&configure) {
@@ -640,21 +627,6 @@ fn try_profile(cfg: &Config, profile: &str, items: &[Item]) -> ProfileOutcome {
     }
     vars.insert(Value::str("edeploy-profile"), Value::str(profile));
     ProfileOutcome::Matched { vars, cmdb }
-}
-
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    match std::fs::read(path) {
-        Ok(src) => Ok(Some(src)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-/// Variables as the dict the script and the CMDB get.
-pub fn to_dict(vars: &Vars) -> Dict {
-    vars.iter()
-        .map(|(k, v)| (Value::str(k), Value::str(v)))
-        .collect()
 }
 
 #[cfg(test)]

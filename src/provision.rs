@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::{self, Item};
-use crate::literal::{self, Dict, Document, ParseError, Value};
+use crate::literal::{self, Dict, Value};
 use crate::script;
 use crate::spec::{self, SpecError, Vars};
 use crate::state::{State, StateError};
@@ -58,7 +58,6 @@ pub enum ProvisionError {
         source: io::Error,
     },
     State(StateError),
-    Specs(ParseError),
     Spec(SpecError),
     Cmdb(CmdbError),
     /// No profile has quota left.
@@ -77,7 +76,6 @@ impl fmt::Display for ProvisionError {
         match self {
             ProvisionError::Io { path, source } => write!(f, "{}: {}", path.display(), source),
             ProvisionError::State(e) => e.fmt(f),
-            ProvisionError::Specs(e) => e.fmt(f),
             ProvisionError::Spec(e) => e.fmt(f),
             ProvisionError::Cmdb(e) => e.fmt(f),
             // The legacy messages, verbatim.
@@ -249,30 +247,19 @@ fn find_match(cfg: &Config, state: &State, items: &[Item]) -> Result<Found, Prov
         tried.push(entry.profile.clone());
         let specs_file = cfg.config_dir.join(format!("{}.specs", entry.profile));
         // A profile without specs never matches, as in the legacy server.
-        let Some(specs) = read_if_exists(&specs_file)? else {
+        let Some(specs) = read_if_exists(&specs_file).map_err(io_error(&specs_file))? else {
             continue;
         };
-        let specs = match literal::parse(&specs_file, &specs).map_err(ProvisionError::Specs)? {
-            Document::Literal(v) => v,
-            Document::Generate(_) => {
-                return Err(ProvisionError::Specs(ParseError {
-                    file: specs_file,
-                    line: 1,
-                    column: 1,
-                    message: "generate() is only allowed in CMDB files".into(),
-                }))
-            }
-        };
-        let specs = spec::specs_from_value(&specs_file, &specs).map_err(ProvisionError::Spec)?;
+        let specs = spec::parse_specs(&specs_file, &specs).map_err(ProvisionError::Spec)?;
         let mut vars = Vars::new();
         let mut forced = Vars::new();
         if !spec::match_all(items, &specs, &mut vars, &mut forced).map_err(ProvisionError::Spec)? {
             continue;
         }
-        let vars = to_dict(&vars);
-        let forced = to_dict(&forced);
+        let vars = spec::vars_dict(&vars);
+        let forced = spec::vars_dict(&forced);
         let cmdb_file = cfg.config_dir.join(format!("{}.cmdb", entry.profile));
-        let selection = match read_if_exists(&cmdb_file)? {
+        let selection = match read_if_exists(&cmdb_file).map_err(io_error(&cmdb_file))? {
             Some(src) => cmdb::select(&cmdb_file, &src, &vars, &forced)?,
             None => None,
         };
@@ -306,18 +293,13 @@ fn find_match(cfg: &Config, state: &State, items: &[Item]) -> Result<Found, Prov
     }
 }
 
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, ProvisionError> {
+/// A file's bytes, `None` when it does not exist (optional `.specs`, `.cmdb`).
+pub(crate) fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match std::fs::read(path) {
         Ok(src) => Ok(Some(src)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(path)(e)),
+        Err(e) => Err(e),
     }
-}
-
-fn to_dict(vars: &Vars) -> Dict {
-    vars.iter()
-        .map(|(k, v)| (Value::str(k), Value::str(v)))
-        .collect()
 }
 
 fn append_to_name(path: &Path, suffix: &str) -> PathBuf {

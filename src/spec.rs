@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use regex::bytes::Regex;
 
 use crate::hw::Item;
-use crate::literal::Value;
+use crate::literal::{self, Dict, Document, ParseError, Value};
 
 /// One line of a `.specs` file: four fields matched against a hardware line.
 pub type Spec = [String; 4];
@@ -44,6 +44,8 @@ const MAX_NESTING: usize = 32;
 /// Why specs could not be used.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SpecError {
+    /// The specs file is not a literal (or is a `generate()` call).
+    Parse(ParseError),
     /// The specs file is not a list of 4-tuples of strings.
     Invalid {
         file: PathBuf,
@@ -61,6 +63,7 @@ pub enum SpecError {
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            SpecError::Parse(e) => e.fmt(f),
             SpecError::Invalid {
                 file,
                 index: Some(i),
@@ -85,6 +88,27 @@ impl fmt::Display for SpecError {
 }
 
 impl std::error::Error for SpecError {}
+
+/// Parses a profile's `.specs` file: one literal list of 4-tuples of
+/// strings; `generate()` belongs to CMDB files only.
+pub fn parse_specs(file: &Path, src: &[u8]) -> Result<Vec<Spec>, SpecError> {
+    match literal::parse(file, src).map_err(SpecError::Parse)? {
+        Document::Literal(v) => specs_from_value(file, &v),
+        Document::Generate(_) => Err(SpecError::Parse(ParseError {
+            file: file.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: "generate() is only allowed in CMDB files".into(),
+        })),
+    }
+}
+
+/// Variables as the dict the CMDB and the configure script get.
+pub fn vars_dict(vars: &Vars) -> Dict {
+    vars.iter()
+        .map(|(k, v)| (Value::str(k), Value::str(v)))
+        .collect()
+}
 
 /// Reads the specs of a profile from the value of its `.specs` file: a list
 /// of 4-tuples (or 4-lists) of strings. `file` only names it in errors.

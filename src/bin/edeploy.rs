@@ -219,7 +219,7 @@ fn try_match(args: &[String], out: &mut dyn Write) -> Answer {
     let (specs, src) = read_specs(specs_file)?;
     match explain::explain_specs(&items, &specs)? {
         Verdict::Match { vars, forced } => {
-            out.write_all(&literal::pformat(&Value::Dict(explain::to_dict(&vars))))?;
+            out.write_all(&literal::pformat(&Value::Dict(spec::vars_dict(&vars))))?;
             if !forced.is_empty() {
                 let names: Vec<&str> = forced.keys().map(String::as_str).collect();
                 writeln!(out, "# looked up in the CMDB ($$): {}", names.join(", "))?;
