@@ -126,7 +126,20 @@ impl Config {
             max_log_size: DEFAULT_MAX_LOG_SIZE,
         }
     }
+
+    /// What the CGIs use without a configuration file, as the legacy
+    /// scripts did: CONFIGDIR `<script_dir>/../config` (also HWDIR and
+    /// LOGDIR), HEALTHDIR `<script_dir>/../health`.
+    pub fn legacy_defaults(script_dir: &Path) -> Config {
+        let mut cfg = Config::for_dir(&script_dir.join("../config"));
+        cfg.health_dir = dir_path(script_dir.join("../health").as_os_str().as_bytes());
+        cfg
+    }
 }
+
+/// The example configuration shipped with the sources, used by the command
+/// line tools when there is no configuration file.
+pub const BUNDLED_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/legacy-config");
 
 /// The names of the sections of the configuration file `path` that set
 /// `key`, themselves or through `[DEFAULT]`, sorted (the status page shows

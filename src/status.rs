@@ -158,7 +158,7 @@ pub fn gather(conf: &Path, required: bool, script_dir: &Path) -> Status {
         Ok(names) => names,
         Err(e) if !required && e.kind == ConfigErrorKind::Io(io::ErrorKind::NotFound) => {
             status.config_missing = true;
-            let cfg = Config::for_dir(&script_dir.join("../config"));
+            let cfg = Config::legacy_defaults(script_dir);
             status.sections.push(section(DEFAULT_SECTION, &cfg));
             return status;
         }

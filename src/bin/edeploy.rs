@@ -73,9 +73,6 @@ Exit 0 when an entry of one of the CMDB files has KEY equal to VALUE and
 'used' equal to 1 (the machine was provisioned), else 1: the legacy
 verify-cmdb.py check. Prints the entry found, or why none was.";
 
-/// The examples shipped with the sources, used when no configuration exists.
-const BUNDLED_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/legacy-config");
-
 /// A command's outcome: `Ok(true)` exit 0, `Ok(false)` exit 1.
 type Answer = Result<bool>;
 
@@ -238,7 +235,7 @@ fn load_config(file: Option<&str>, section: &str) -> Result<Config> {
     Ok(match file {
         Some(file) => Config::load(Path::new(file), section, &config::program_dir())?,
         None => config::load_default(section, &config::program_dir(), || {
-            Config::for_dir(Path::new(BUNDLED_CONFIG))
+            Config::for_dir(Path::new(config::BUNDLED_CONFIG))
         })?,
     })
 }

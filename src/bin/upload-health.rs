@@ -167,10 +167,6 @@ fn log_status(e: &LogError) -> u16 {
 /// either file, the legacy defaults relative to this program.
 fn load_config() -> anyhow::Result<Config> {
     let dir = config::program_dir();
-    config::load_default("SERVER", &dir, || {
-        let mut cfg = Config::for_dir(&dir.join("../config"));
-        cfg.health_dir = dir.join("../health");
-        cfg
-    })
-    .context("cannot read the configuration")
+    config::load_default("SERVER", &dir, || Config::legacy_defaults(&dir))
+        .context("cannot read the configuration")
 }

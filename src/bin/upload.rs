@@ -24,9 +24,6 @@ configure script. -F PROFILE reports a failed installation of PROFILE
 instead. --dry-run writes nothing. The configuration file is $EDEPLOY_CONF,
 else /etc/edeploy.conf, else the bundled legacy-config/ is CONFIGDIR.";
 
-/// The examples shipped with the sources, used when no configuration exists.
-const BUNDLED_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/legacy-config");
-
 struct Args {
     hw_file: PathBuf,
     failure: Option<String>,
@@ -61,7 +58,7 @@ fn cli_config() -> Result<Config> {
     Ok(config::load_default(
         "SERVER",
         &config::program_dir(),
-        || Config::for_dir(Path::new(BUNDLED_CONFIG)),
+        || Config::for_dir(Path::new(config::BUNDLED_CONFIG)),
     )?)
 }
 
@@ -70,9 +67,7 @@ fn cli_config() -> Result<Config> {
 fn cgi_config(section: &str) -> Result<Config> {
     let dir = config::program_dir();
     Ok(config::load_default(section, &dir, || {
-        let mut cfg = Config::for_dir(&dir.join("../config"));
-        cfg.health_dir = dir.join("../health");
-        cfg
+        Config::legacy_defaults(&dir)
     })?)
 }
 
