@@ -27,7 +27,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::logs::{safe_base_name, write_atomic, NameError, UtcTime};
+use crate::logs::{safe_base_name, NameError, UtcTime};
+use crate::store;
 
 /// Why a health result was not stored.
 #[derive(Debug)]
@@ -177,7 +178,7 @@ pub fn store_health(
             })
         }
     }
-    write_atomic(&path, contents).map_err(io_err(&path, "write"))?;
+    store::replace_file_no_follow(&path, contents).map_err(io_err(&path, "write"))?;
     Ok(path)
 }
 

@@ -13,19 +13,18 @@
 //! existing entry that is not a regular file (a symlink, a directory) is
 //! refused instead of being followed or clobbered.
 //!
-//! The atomic write is local (`write_atomic`): `store::replace_file` was
-//! still a stub when this module was written. It also holds the UTC calendar
-//! arithmetic ([`UtcTime`]) used for rotated names, health directories and
-//! log lines, since the project has no date crate.
+//! This module also holds the UTC calendar arithmetic ([`UtcTime`]) used
+//! for rotated names, health directories and log lines, since the project
+//! has no date crate.
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cgi::LOG_SUFFIX;
+use crate::store;
 
 /// Longest accepted base name, leaving room under the usual 255-byte limit
 /// for the rotation stamp and for temporary names.
@@ -178,7 +177,7 @@ pub fn store_log(log_dir: &Path, filename: &str, data: &[u8]) -> Result<StoredLo
             })
         }
     };
-    write_atomic(&path, data).map_err(|source| LogError::Io {
+    store::replace_file_no_follow(&path, data).map_err(|source| LogError::Io {
         path: path.clone(),
         action: "write",
         source,
@@ -210,42 +209,6 @@ fn rotate(dir: &Path, path: &Path, stem: &str, mtime: SystemTime) -> Result<Path
         }
     }
     Err(LogError::NoRotationName(path.to_owned()))
-}
-
-/// Replaces `path` with `data` atomically: a new temporary file in the same
-/// directory (never following a symlink), written, synced, renamed over
-/// `path`, then the directory synced. Mode is 0666 less the umask, as
-/// Python's `open(…, 'w')` gave.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no parent directory"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        // The temporary file may not exist; the original error matters.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A UTC calendar time, to the microsecond.

@@ -106,6 +106,14 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     prepare_file(path, contents)?.commit()
 }
 
+/// Like [`replace_file`], but a symbolic link at `path` is replaced itself,
+/// never followed, and the new file gets default permissions: for files
+/// whose names come from the network (logs, health results), which must
+/// never lead a write outside their directory.
+pub fn replace_file_no_follow(path: &Path, contents: &[u8]) -> io::Result<()> {
+    prepare_with(path, |tmp| tmp.write_all(contents))?.commit()
+}
+
 /// The first half of [`replace_file`]: the new content written and flushed
 /// to its temporary file, which [`Prepared::commit`] renames.
 ///
@@ -332,6 +340,22 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn no_follow_replaces_a_symlink_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, "keep").unwrap();
+        let dir = tmp.path().join("logs");
+        fs::create_dir(&dir).unwrap();
+        let link = dir.join("a.log.gz");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        replace_file_no_follow(&link, b"new").unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_file());
+        assert_eq!(fs::read(&link).unwrap(), b"new");
+        assert_eq!(leftovers(&dir), Vec::<String>::new());
     }
 
     #[test]
