@@ -49,7 +49,10 @@ use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, Read, Write};
+use std::panic::UnwindSafe;
+use std::path::Path;
 use std::pin::Pin;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
@@ -58,7 +61,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::logs::UtcTime;
+use crate::logs::{self, LogError, UtcTime};
+use crate::script;
 
 /// Largest accepted value of a text field (`section`, `failure`, `session`,
 /// and anything we ignore), and of a query string.
@@ -732,6 +736,76 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         match fut.as_mut().poll(&mut cx) {
             Poll::Ready(v) => return v,
             Poll::Pending => thread::park(),
+        }
+    }
+}
+
+/// An answer of upload.py or upload-health.py: a status and a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// Status 200 with `body` (a configure script, or nothing).
+    pub fn ok(body: Vec<u8>) -> Answer {
+        Answer { status: 200, body }
+    }
+
+    /// `status` with an error script printing `message` as body, so even a
+    /// client that runs any answer stops with the message.
+    pub fn error(status: u16, message: &str) -> Answer {
+        Answer {
+            status,
+            body: script::error_script(message),
+        }
+    }
+}
+
+/// Runs `serve` and writes its answer on stdout. A bug still produces an
+/// answer (500, error script) rather than an empty reply from Apache; the
+/// panic message itself goes to stderr, the error log.
+pub fn respond(program: &str, serve: impl FnOnce() -> Answer + UnwindSafe) -> ExitCode {
+    let answer = std::panic::catch_unwind(serve).unwrap_or_else(|_| {
+        Answer::error(
+            500,
+            &format!("internal error in {program}.py, see the server log"),
+        )
+    });
+    let mut out = io::stdout().lock();
+    match write_response(&mut out, answer.status, &answer.body) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log_event(program, "error", "-", &format!("cannot answer: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Stores a `.log.gz` upload in `log_dir` (see [`logs::store_log`]) and
+/// answers it: nothing on success; 400 for a file name the client should not
+/// have sent, 500 for a server-side failure. `log` records the event.
+pub fn answer_log(log_dir: &Path, file: &Upload, log: &dyn Fn(&str, &str)) -> Answer {
+    match logs::store_log(log_dir, &file.filename, &file.data) {
+        Ok(stored) => {
+            let saved = format!("log saved as {}", stored.path.display());
+            match &stored.rotated {
+                Some(r) => log(
+                    "info",
+                    &format!("{saved} (previous one rotated to {})", r.display()),
+                ),
+                None => log("info", &saved),
+            }
+            Answer::ok(Vec::new())
+        }
+        Err(e) => {
+            log("error", &e.to_string());
+            let status = match e {
+                LogError::Name(_) | LogError::NotALog(_) => 400,
+                _ => 500,
+            };
+            Answer::error(status, &e.to_string())
         }
     }
 }

@@ -11,55 +11,19 @@
 //! get meaningful statuses: 400 for a bad request or hardware file, 500 for a
 //! server-side problem, each with an error script as body like `upload.py`.
 
-use std::io;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use edeploy::cgi::{self, Limits, Request};
+use edeploy::cgi::{self, Answer, Limits, Request};
 use edeploy::config::{self, Config};
-use edeploy::logs::{self, LogError};
-use edeploy::{health, hw, literal, script};
+use edeploy::{health, hw, literal};
 
 const PROGRAM: &str = "upload-health";
 
-/// An answer: HTTP status and body.
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn done() -> Answer {
-        Answer {
-            status: 200,
-            body: Vec::new(),
-        }
-    }
-
-    fn error(status: u16, message: &str) -> Answer {
-        Answer {
-            status,
-            body: script::error_script(message),
-        }
-    }
-}
-
 fn main() -> ExitCode {
-    // A bug must still produce an answer rather than an empty 500 from
-    // Apache; the panic message itself goes to stderr (the error log).
-    let answer = std::panic::catch_unwind(serve).unwrap_or_else(|_| {
-        Answer::error(500, "internal error in upload-health, see the server log")
-    });
-    let mut out = io::stdout().lock();
-    match cgi::write_response(&mut out, answer.status, &answer.body) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            cgi::log_event(PROGRAM, "error", "-", &format!("cannot answer: {e}"));
-            ExitCode::FAILURE
-        }
-    }
+    cgi::respond(PROGRAM, serve)
 }
 
 fn serve() -> Answer {
@@ -100,26 +64,7 @@ fn handle(cfg: &Config, req: &Request, now: SystemTime) -> Answer {
         return Answer::error(200, "No file passed to the CGI");
     };
     if file.is_log() {
-        return match logs::store_log(&cfg.log_dir, &file.filename, &file.data) {
-            Ok(stored) => {
-                match &stored.rotated {
-                    Some(r) => log(
-                        "info",
-                        &format!(
-                            "log saved as {} (previous one rotated to {})",
-                            stored.path.display(),
-                            r.display()
-                        ),
-                    ),
-                    None => log("info", &format!("log saved as {}", stored.path.display())),
-                }
-                Answer::done()
-            }
-            Err(e) => {
-                log("error", &e.to_string());
-                Answer::error(log_status(&e), &e.to_string())
-            }
-        };
+        return cgi::answer_log(&cfg.log_dir, file, &log);
     }
     let items = match hw::parse_hw(Path::new(&file.filename), &file.data) {
         Ok(items) => items,
@@ -143,7 +88,7 @@ fn handle(cfg: &Config, req: &Request, now: SystemTime) -> Answer {
                 "info",
                 &format!("health result saved as {}", path.display()),
             );
-            Answer::done()
+            Answer::ok(Vec::new())
         }
         Err(e) => {
             log("error", &e.to_string());
@@ -153,13 +98,6 @@ fn handle(cfg: &Config, req: &Request, now: SystemTime) -> Answer {
             };
             Answer::error(status, &e.to_string())
         }
-    }
-}
-
-fn log_status(e: &LogError) -> u16 {
-    match e {
-        LogError::Name(_) | LogError::NotALog(_) => 400,
-        _ => 500,
     }
 }
 

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use edeploy::cgi::{self, Limits};
+use edeploy::cgi::{self, Answer, Limits};
 use edeploy::config::{self, Config};
 use edeploy::provision::{self, Outcome};
-use edeploy::{hw, logs, script};
+use edeploy::{hw, script};
 
 const PROGRAM: &str = "upload";
 
@@ -129,19 +129,10 @@ fn run_cli(args: &Args) -> Result<Option<Vec<u8>>> {
     )
 }
 
-/// An HTTP answer.
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
-}
-
 /// Serves a CGI request. Every answer the initrd executes has status 200,
 /// as with the legacy server (see `edeploy::cgi`).
 fn serve_cgi() -> Answer {
-    let error = |status, msg: &str| Answer {
-        status,
-        body: script::error_script(msg),
-    };
+    let error = Answer::error;
     let remote = std::env::var("REMOTE_ADDR").unwrap_or_else(|_| "-".to_owned());
     let server = match cgi_config("SERVER") {
         Ok(cfg) => cfg,
@@ -190,19 +181,7 @@ fn serve_cgi() -> Answer {
         return error(200, "No file passed to the CGI");
     };
     if file.is_log() {
-        return match logs::store_log(&cfg.log_dir, &file.filename, &file.data) {
-            Ok(stored) => {
-                log("info", &format!("log saved as {}", stored.path.display()));
-                Answer {
-                    status: 200,
-                    body: Vec::new(),
-                }
-            }
-            Err(e) => {
-                log("error", &e.to_string());
-                error(500, &e.to_string())
-            }
-        };
+        return cgi::answer_log(&cfg.log_dir, file, &log);
     }
     if file.data.len() as u64 > cfg.max_hw_size {
         let msg = format!(
@@ -221,31 +200,11 @@ fn serve_cgi() -> Answer {
         false,
         &log,
     ) {
-        Ok(script) => Answer {
-            status: 200,
-            body: script.unwrap_or_default(),
-        },
+        Ok(script) => Answer::ok(script.unwrap_or_default()),
         Err(e) => {
             let msg = format!("{e:#}");
             log("error", &msg);
             error(200, &msg)
-        }
-    }
-}
-
-fn cgi_main() -> ExitCode {
-    // A bug must still produce an answer rather than an empty 500 from
-    // Apache; the panic message itself goes to stderr (the error log).
-    let answer = std::panic::catch_unwind(serve_cgi).unwrap_or_else(|_| Answer {
-        status: 500,
-        body: script::error_script("internal error in upload.py, see the server log"),
-    });
-    let mut out = std::io::stdout().lock();
-    match cgi::write_response(&mut out, answer.status, &answer.body) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            cgi::log_event(PROGRAM, "error", "-", &format!("cannot answer: {e}"));
-            ExitCode::FAILURE
         }
     }
 }
@@ -269,7 +228,7 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 
 fn main() -> ExitCode {
     if std::env::var_os("GATEWAY_INTERFACE").is_some() {
-        return cgi_main();
+        return cgi::respond(PROGRAM, serve_cgi);
     }
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
