@@ -131,102 +131,207 @@ pub fn provision(
     failure: Option<&str>,
     dry_run: bool,
 ) -> Result<Outcome, ProvisionError> {
-    // The machine's own files first, outside the lock: they concern no
-    // other request (each is replaced atomically), and pxemngr may be slow.
     let (sysname, macs) = hw::sysname_and_macs(items);
+    if dry_run {
+        let _lock = Lock::shared_if_exists(&cfg.lock_file).map_err(io_error(&cfg.lock_file))?;
+        let (decided, _) = transaction(cfg, items, failure, None, false)?;
+        return Ok(decided.finish(sysname, Vec::new()));
+    }
+
+    // What needs no lock is done before taking it or after releasing it,
+    // so that requests wait for each other as little as possible. The
+    // machine's own file concerns no other request (it is replaced
+    // atomically), and pxemngr may be slow.
+    let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
+    let text = literal::pformat(&hw::items_value(items));
+    store::replace_file(&hw_file, &text).map_err(io_error(&hw_file))?;
     let mut warnings = Vec::new();
-    if !dry_run {
-        let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
-        let text = literal::pformat(&hw::items_value(items));
-        store::replace_file(&hw_file, &text).map_err(io_error(&hw_file))?;
-        if cfg.use_pxemngr {
-            if let Err(e) = register_pxemngr(&sysname, &macs) {
-                warnings.push(e);
-            }
+    if cfg.use_pxemngr {
+        if let Err(e) = register_pxemngr(&sysname, &macs) {
+            warnings.push(e);
         }
     }
+    // Leftovers of killed requests; harmless, but they would pile up.
+    store::remove_stale_temps(&cfg.config_dir).map_err(io_error(&cfg.config_dir))?;
+    let guess = failure.is_none().then(|| guess_match(cfg, items)).flatten();
 
-    let _lock = if dry_run {
-        Lock::shared_if_exists(&cfg.lock_file)
-    } else {
-        Lock::exclusive(&cfg.lock_file).map(Some)
+    let (decided, renamed) = locked(cfg, items, failure, guess)?;
+    if let Some(renamed) = renamed {
+        renamed.sync().map_err(io_error(&cfg.config_dir))?;
     }
-    .map_err(io_error(&cfg.lock_file))?;
+    Ok(decided.finish(sysname, warnings))
+}
 
-    if !dry_run {
-        // Leftovers of killed requests; harmless, but they would pile up.
-        store::remove_stale_temps(&cfg.config_dir).map_err(io_error(&cfg.config_dir))?;
+/// Takes the lock for a request that writes, then runs the transaction.
+fn locked(
+    cfg: &Config,
+    items: &[Item],
+    failure: Option<&str>,
+    guess: Option<Guess>,
+) -> Result<(Decided, Option<store::Renamed>), ProvisionError> {
+    let _lock = Lock::exclusive(&cfg.lock_file).map_err(io_error(&cfg.lock_file))?;
+    transaction(cfg, items, failure, guess, true)
+}
+
+/// What the locked part decided, before the parts that need no lock.
+enum Decided {
+    Configured(Found, Vec<u8>),
+    FailureReported {
+        profile: String,
+        quota_restored: bool,
+    },
+}
+
+impl Decided {
+    fn finish(self, sysname: String, warnings: Vec<String>) -> Outcome {
+        match self {
+            Decided::FailureReported {
+                profile,
+                quota_restored,
+            } => Outcome::FailureReported {
+                profile,
+                quota_restored,
+            },
+            Decided::Configured(found, script) => Outcome::Configured(Configured {
+                sysname,
+                profile: found.matched.profile,
+                vars: found.vars,
+                cmdb_entry: found.cmdb.map(|u| u.selection.index),
+                script,
+                warnings,
+            }),
+        }
     }
+}
+
+/// The part of a request that runs under the lock: read the state, record
+/// a failure report or match a profile (`guess`, made before the lock, if
+/// the profiles that have quota are still the same), and with `write`
+/// commit the new CMDB and state files. Their directory is not flushed
+/// yet: the caller does it once the lock is released.
+fn transaction(
+    cfg: &Config,
+    items: &[Item],
+    failure: Option<&str>,
+    guess: Option<Guess>,
+    write: bool,
+) -> Result<(Decided, Option<store::Renamed>), ProvisionError> {
     let state_file = cfg.config_dir.join("state");
     let src = std::fs::read(&state_file).map_err(io_error(&state_file))?;
     let mut state = State::parse(&state_file, &src)?;
 
     if let Some(profile) = failure {
         let quota_restored = state.give_back(profile);
-        if quota_restored && !dry_run {
-            store::replace_file(&state_file, &state.to_bytes()).map_err(io_error(&state_file))?;
-        }
-        return Ok(Outcome::FailureReported {
+        let decided = Decided::FailureReported {
             profile: profile.to_owned(),
             quota_restored,
-        });
+        };
+        if !quota_restored || !write {
+            return Ok((decided, None));
+        }
+        let new_state = store::prepare_file_locked(&state_file, &state.to_bytes())
+            .map_err(io_error(&state_file))?;
+        let renamed = store::commit_all(vec![new_state]).map_err(io_error(&state_file))?;
+        return Ok((decided, Some(renamed)));
     }
 
-    let found = find_match(cfg, &state, items)?;
-    let configure_file = cfg.config_dir.join(format!("{}.configure", found.profile));
+    let matched = match guess {
+        Some(guess) if guess.available == available(&state) => guess.matched,
+        _ => match_specs(cfg, &state, items)?,
+    };
+    let found = select_cmdb(cfg, matched)?;
+    let configure_file = cfg
+        .config_dir
+        .join(format!("{}.configure", found.matched.profile));
     let configure = std::fs::read(&configure_file).map_err(io_error(&configure_file))?;
-    state.consume(found.state_index);
+    state.consume(found.matched.state_index);
 
-    let mut vars = found.vars;
-    vars.insert(Value::str("edeploy-profile"), Value::str(&found.profile));
+    let mut found = found;
+    found.vars.insert(
+        Value::str("edeploy-profile"),
+        Value::str(&found.matched.profile),
+    );
     let pxemngr_url = cfg.pxemngr_url.as_deref().filter(|_| cfg.use_pxemngr);
     let script = script::configure_script(
-        &found.profile,
-        &vars,
+        &found.matched.profile,
+        &found.vars,
         &configure,
         pxemngr_url,
         cfg.metadata_url.as_deref(),
     );
 
-    if !dry_run {
-        // Both new files are on disk before either is renamed: a failed write
-        // (a full disk) changes neither. Only a crash between the renames can
-        // leave the CMDB entry used without the quota spent; the machine gets
-        // that entry back when it retries.
-        let cmdb = match &found.cmdb {
-            Some(update) => {
-                if update.selection.backup_original {
-                    let orig = append_to_name(&update.file, ".orig");
-                    store::copy_file_atomic(&update.file, &orig).map_err(io_error(&orig))?;
-                }
-                let prepared = store::prepare_file(&update.file, &update.selection.contents)
-                    .map_err(io_error(&update.file))?;
-                Some(prepared)
-            }
-            None => None,
-        };
-        let new_state =
-            store::prepare_file(&state_file, &state.to_bytes()).map_err(io_error(&state_file))?;
-        // CMDB first: a crash between the renames may leave an entry used
-        // without quota spent, never quota spent without its entry.
-        let files = cmdb.into_iter().chain([new_state]);
-        store::commit_all(files.collect()).map_err(io_error(&cfg.config_dir))?;
+    if !write {
+        return Ok((Decided::Configured(found, script), None));
     }
+    // Both new files are written before either is renamed: a failed write
+    // (a full disk) changes neither. Only a crash between the renames can
+    // leave the CMDB entry used without the quota spent; the machine gets
+    // that entry back when it retries.
+    let cmdb = match &found.cmdb {
+        Some(update) => {
+            if update.selection.backup_original {
+                let orig = append_to_name(&update.file, ".orig");
+                store::copy_file_atomic(&update.file, &orig).map_err(io_error(&orig))?;
+            }
+            let prepared = store::prepare_file_locked(&update.file, &update.selection.contents)
+                .map_err(io_error(&update.file))?;
+            Some(prepared)
+        }
+        None => None,
+    };
+    let new_state = store::prepare_file_locked(&state_file, &state.to_bytes())
+        .map_err(io_error(&state_file))?;
+    // CMDB first: a crash between the renames may leave an entry used
+    // without quota spent, never quota spent without its entry.
+    let files = cmdb.into_iter().chain([new_state]);
+    let renamed = store::commit_all(files.collect()).map_err(io_error(&cfg.config_dir))?;
+    Ok((Decided::Configured(found, script), Some(renamed)))
+}
 
-    Ok(Outcome::Configured(Configured {
-        sysname,
-        profile: found.profile,
-        vars,
-        cmdb_entry: found.cmdb.map(|u| u.selection.index),
-        script,
-        warnings,
-    }))
+/// The match made before taking the lock. It still holds under the lock
+/// if the profiles with quota left are the same: matching reads nothing
+/// else that requests write.
+struct Guess {
+    available: Vec<(usize, String)>,
+    matched: Matched,
+}
+
+/// The matching profile from the state as it is now, without the lock;
+/// `None` on any error (the locked attempt then reports it).
+fn guess_match(cfg: &Config, items: &[Item]) -> Option<Guess> {
+    let state_file = cfg.config_dir.join("state");
+    let src = std::fs::read(&state_file).ok()?;
+    let state = State::parse(&state_file, &src).ok()?;
+    let matched = match_specs(cfg, &state, items).ok()?;
+    Some(Guess {
+        available: available(&state),
+        matched,
+    })
+}
+
+/// The profiles that have quota left, with their place in the state.
+fn available(state: &State) -> Vec<(usize, String)> {
+    state
+        .entries()
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.quota.available())
+        .map(|(i, entry)| (i, entry.profile.clone()))
+        .collect()
+}
+
+/// A profile whose specs match, with the variables they gave.
+struct Matched {
+    state_index: usize,
+    profile: String,
+    vars: Dict,
+    forced: Dict,
 }
 
 /// A profile that matched, with everything needed to commit it.
 struct Found {
-    state_index: usize,
-    profile: String,
+    matched: Matched,
+    /// The machine's variables, with its CMDB entry merged in.
     vars: Dict,
     cmdb: Option<CmdbUpdate>,
 }
@@ -236,9 +341,9 @@ struct CmdbUpdate {
     selection: cmdb::Selection,
 }
 
-/// The legacy `find_match`: the first profile, in state order, that has
-/// quota and whose specs match. A CMDB error stops the search.
-fn find_match(cfg: &Config, state: &State, items: &[Item]) -> Result<Found, ProvisionError> {
+/// The legacy `find_match`, first half: the first profile, in state order,
+/// that has quota and whose specs match.
+fn match_specs(cfg: &Config, state: &State, items: &[Item]) -> Result<Matched, ProvisionError> {
     let mut tried = Vec::new();
     for (state_index, entry) in state.entries().iter().enumerate() {
         if !entry.quota.available() {
@@ -256,29 +361,11 @@ fn find_match(cfg: &Config, state: &State, items: &[Item]) -> Result<Found, Prov
         if !spec::match_all(items, &specs, &mut vars, &mut forced).map_err(ProvisionError::Spec)? {
             continue;
         }
-        let vars = spec::vars_dict(&vars);
-        let forced = spec::vars_dict(&forced);
-        let cmdb_file = cfg.config_dir.join(format!("{}.cmdb", entry.profile));
-        let selection = match read_if_exists(&cmdb_file).map_err(io_error(&cmdb_file))? {
-            Some(src) => cmdb::select(&cmdb_file, &src, &vars, &forced)?,
-            None => None,
-        };
-        let (vars, cmdb) = match selection {
-            Some(selection) => {
-                let vars = selection.vars.clone();
-                let update = CmdbUpdate {
-                    file: cmdb_file,
-                    selection,
-                };
-                (vars, Some(update))
-            }
-            None => (vars, None),
-        };
-        return Ok(Found {
+        return Ok(Matched {
             state_index,
             profile: entry.profile.clone(),
-            vars,
-            cmdb,
+            vars: spec::vars_dict(&vars),
+            forced: spec::vars_dict(&forced),
         });
     }
     if tried.is_empty() {
@@ -291,6 +378,31 @@ fn find_match(cfg: &Config, state: &State, items: &[Item]) -> Result<Found, Prov
             profiles: tried,
         })
     }
+}
+
+/// The legacy `find_match`, second half: the matched profile's CMDB entry,
+/// if it has a CMDB. An error here does not try the next profile.
+fn select_cmdb(cfg: &Config, matched: Matched) -> Result<Found, ProvisionError> {
+    let cmdb_file = cfg.config_dir.join(format!("{}.cmdb", matched.profile));
+    let selection = match read_if_exists(&cmdb_file).map_err(io_error(&cmdb_file))? {
+        Some(src) => cmdb::select(&cmdb_file, &src, &matched.vars, &matched.forced)?,
+        None => None,
+    };
+    Ok(match selection {
+        Some(selection) => Found {
+            vars: selection.vars.clone(),
+            matched,
+            cmdb: Some(CmdbUpdate {
+                file: cmdb_file,
+                selection,
+            }),
+        },
+        None => Found {
+            vars: matched.vars.clone(),
+            matched,
+            cmdb: None,
+        },
+    })
 }
 
 /// A file's bytes, `None` when it does not exist (optional `.specs`, `.cmdb`).
@@ -353,5 +465,56 @@ fn register_pxemngr(sysname: &str, macs: &[String]) -> Result<(), String> {
             }
             Err(e) => return Err(format!("pxemngr addsystem {sysname}: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two profiles that match any machine, one installation each.
+    fn site() -> (tempfile::TempDir, Config, Vec<Item>) {
+        let tmp = tempfile::tempdir().unwrap();
+        for profile in ["first", "second"] {
+            let dir = tmp.path();
+            std::fs::write(dir.join(format!("{profile}.specs")), "[]\n").unwrap();
+            std::fs::write(dir.join(format!("{profile}.configure")), "pass\n").unwrap();
+        }
+        std::fs::write(tmp.path().join("state"), "[('first', 1), ('second', 1)]\n").unwrap();
+        let cfg = Config::for_dir(tmp.path());
+        let items = vec![["system", "product", "serial", "S1"].map(String::from)];
+        (tmp, cfg, items)
+    }
+
+    fn profile(decided: &Decided) -> &str {
+        match decided {
+            Decided::Configured(found, _) => &found.matched.profile,
+            Decided::FailureReported { .. } => panic!("not a match"),
+        }
+    }
+
+    #[test]
+    fn a_guess_holds_only_while_the_same_profiles_have_quota() {
+        // Still valid: it is used as is (the specs it read are not read again).
+        let (tmp, cfg, items) = site();
+        let guess = guess_match(&cfg, &items).unwrap();
+        assert_eq!(guess.matched.profile, "first");
+        std::fs::remove_file(tmp.path().join("first.specs")).unwrap();
+        let (decided, renamed) = transaction(&cfg, &items, None, Some(guess), true).unwrap();
+        renamed.unwrap().sync().unwrap();
+        assert_eq!(profile(&decided), "first");
+
+        // Another request took the last installation of the guessed profile
+        // meanwhile: the match is made again.
+        let (tmp, cfg, items) = site();
+        let guess = guess_match(&cfg, &items).unwrap();
+        std::fs::write(tmp.path().join("state"), "[('first', 0), ('second', 1)]\n").unwrap();
+        let (decided, renamed) = transaction(&cfg, &items, None, Some(guess), true).unwrap();
+        renamed.unwrap().sync().unwrap();
+        assert_eq!(profile(&decided), "second");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("state")).unwrap(),
+            "[('first', 0), ('second', 0)]\n"
+        );
     }
 }

@@ -5,7 +5,8 @@
 //! seen half-written, whatever is killed when. The legacy server wrote them in
 //! place and used an `O_EXCL` lock file that a killed process left behind,
 //! blocking every later request; here the lock is `flock(2)` (released by the
-//! kernel when its holder dies) and files are replaced by `rename(2)`.
+//! kernel when its holder dies) and files are replaced by `rename(2)`, or,
+//! for the files written under the lock, exchanged with a spare.
 
 use std::ffi::OsString;
 use std::fs::{self, File, FileTimes, OpenOptions};
@@ -114,29 +115,147 @@ pub fn replace_file_no_follow(path: &Path, contents: &[u8]) -> io::Result<()> {
     prepare_with(path, |tmp| tmp.write_all(contents))?.commit()
 }
 
-/// The first half of [`replace_file`]: the new content written and flushed
-/// to its temporary file, which [`Prepared::commit`] renames.
+/// The first half of [`replace_file`]: the new content written to its
+/// temporary file, which [`commit_all`] flushes and renames.
 ///
 /// Preparing every file of a transaction before committing any makes a
 /// failed write (a full disk) change none of them: renames need no space.
 pub fn prepare_file(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
     let target = resolve(path)?;
-    let old = match fs::metadata(&target) {
-        Ok(meta) => Some(meta),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(context(e, "cannot read", &target)),
-    };
+    let old = metadata_if_exists(&target)?;
     prepare_with(&target, |tmp| {
         if let Some(meta) = &old {
-            // chown first: it clears set-id bits that chmod then restores.
-            match std::os::unix::fs::fchown(&*tmp, Some(meta.uid()), Some(meta.gid())) {
-                Err(e) if e.kind() != io::ErrorKind::PermissionDenied => return Err(e),
-                _ => {}
-            }
-            tmp.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            same_owner_and_mode(tmp, meta)?;
         }
         tmp.write_all(contents)
     })
+}
+
+/// Like [`prepare_file`], for a file that is only written under the
+/// exclusive lock (the state, a CMDB). The new content goes to a spare
+/// file kept next to the target, `.<name>.spare`, which [`commit_all`]
+/// exchanges with the target (`renameat2(RENAME_EXCHANGE)`): the previous
+/// content becomes the next spare, and no inode is created or freed. On
+/// ext4 without a journal, creating a file scans past every inode freed in
+/// the last minutes, and a create and a rename per write made that the
+/// main cost of a request under load.
+///
+/// The spare is reused only when no one has it open, so that a reader
+/// that opened the target before it was exchanged keeps reading intact
+/// content. Otherwise (or
+/// where leases or exchanges are not supported) this is [`prepare_file`].
+pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
+    let target = resolve(path)?;
+    let Some(old) = metadata_if_exists(&target)? else {
+        return prepare_file(path, contents);
+    };
+    let Some(spare) = open_spare(&target, &old) else {
+        return prepare_file(path, contents);
+    };
+    let (tmp_path, file) = spare;
+    let mut prepared = Prepared {
+        tmp_path,
+        target,
+        file,
+        exchange: true,
+        flushed: false,
+        committed: false,
+    };
+    // Written over the old content, then cut to length: truncating first
+    // would free every block (a discard each, with `-o discard`) only to
+    // allocate them again.
+    let len = contents.len() as u64;
+    prepared
+        .file
+        .write_all(contents)
+        .and_then(|()| match prepared.file.metadata()?.len() {
+            old_len if old_len > len => prepared.file.set_len(len),
+            _ => Ok(()),
+        })
+        .map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
+    start_writeback(&prepared.file);
+    Ok(prepared)
+}
+
+/// The spare of `target` (whose metadata is `old`), opened for writing
+/// if no one else has it open, and given the target's owner and mode; `None` if it
+/// cannot be used that way.
+fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File)> {
+    let name = target.file_name()?.as_encoded_bytes();
+    let mut spare_name = OsString::from(".");
+    spare_name.push(String::from_utf8_lossy(name.get(..TEMP_NAME_KEEP).unwrap_or(name)).as_ref());
+    spare_name.push(".spare");
+    let path = parent_dir(target).join(spare_name);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    // Another name for the same file would see it rewritten.
+    if !meta.is_file() || meta.nlink() != 1 {
+        return None;
+    }
+    if !opened_only_here(&file) {
+        return None;
+    }
+    if (meta.uid(), meta.gid(), meta.mode()) != (old.uid(), old.gid(), old.mode()) {
+        same_owner_and_mode(&file, old).ok()?;
+    }
+    Some((path, file))
+}
+
+/// Whether no other open file refers to `file`: the kernel grants a write
+/// lease (`F_SETLEASE`) only then. The lease is dropped at once: it is only
+/// this probe (while it is held, an open of the same file would signal us).
+/// The spare is reached by no other name, so no reader can open it after.
+fn opened_only_here(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a file descriptor we own, with integer arguments.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) == 0
+            && libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) == 0
+    }
+}
+
+/// Gives `file` the owner (when allowed) and permission bits of `meta`.
+fn same_owner_and_mode(file: &File, meta: &fs::Metadata) -> io::Result<()> {
+    // chown first: it clears set-id bits that chmod then restores.
+    match std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid())) {
+        Err(e) if e.kind() != io::ErrorKind::PermissionDenied => return Err(e),
+        _ => {}
+    }
+    file.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))
+}
+
+fn metadata_if_exists(path: &Path) -> io::Result<Option<fs::Metadata>> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(context(e, "cannot read", path)),
+    }
+}
+
+/// Asks the kernel to start writing `file` out now. When several files are
+/// flushed together, their blocks are then allocated before the first
+/// `fsync`, whose journal commit covers them all: the later ones cost
+/// little. Only a hint: errors come back from `fsync`.
+fn start_writeback(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on a file descriptor we own; it reads
+        // no memory of ours.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 /// Copies `from` to `to` as [`replace_file`] does, keeping the permission
@@ -214,9 +333,10 @@ fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
 }
 
 /// Removes the temporary files left by writers killed before their rename:
-/// `.<name>.<pid>.<n>.tmp` whose pid no longer exists. Call it under the
-/// exclusive lock; a file of a live process is never touched. Returns how
-/// many were removed.
+/// `.<name>.<pid>.<n>.tmp` whose pid no longer exists. A file of a live
+/// process is never touched, so no lock is needed: no one writes a dead
+/// process's file, and a new process given the same pid cannot make the
+/// same name while the old file exists. Returns how many were removed.
 pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;
     for entry in fs::read_dir(dir)? {
@@ -250,36 +370,66 @@ fn temp_owner(name: &[u8]) -> Option<u32> {
 }
 
 /// A new content in a temporary file next to the file it is to replace.
-/// Dropped without [`Prepared::commit`], the temporary file is removed and
-/// the old file stays as it was.
+/// Dropped without [`commit_all`], the temporary (or spare) file is removed,
+/// so that a failed write holds no disk space, and the old file stays as it
+/// was.
 #[derive(Debug)]
 pub struct Prepared {
     tmp_path: PathBuf,
     target: PathBuf,
+    file: File,
+    /// `tmp_path` is the target's spare, to be exchanged with it.
+    exchange: bool,
+    flushed: bool,
     committed: bool,
 }
 
 impl Prepared {
-    /// Renames the temporary file over the target, then flushes the
-    /// directory (an error from that flush means the new content is in place
-    /// but maybe not yet durable).
+    /// Flushes, renames the temporary file over the target, then flushes
+    /// the directory (an error from that flush means the new content is in
+    /// place but maybe not yet durable).
     pub fn commit(self) -> io::Result<()> {
-        commit_all(vec![self])
+        commit_all(vec![self])?.sync()
+    }
+
+    /// The file this one is to replace.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Makes the new content durable, without renaming it yet. Flushing a
+    /// file with others of its transaction costs one journal commit for all.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.flushed {
+            self.file
+                .sync_all()
+                .map_err(|e| context(e, "cannot write", &self.tmp_path))?;
+            self.flushed = true;
+        }
+        Ok(())
     }
 
     fn rename(&mut self) -> io::Result<()> {
-        fs::rename(&self.tmp_path, &self.target)
-            .map_err(|e| context(e, "cannot rename over", &self.target))?;
+        let exchanged = self.exchange && exchange(&self.tmp_path, &self.target).is_ok();
+        if !exchanged {
+            fs::rename(&self.tmp_path, &self.target)
+                .map_err(|e| context(e, "cannot rename over", &self.target))?;
+        }
         self.committed = true;
         Ok(())
     }
 }
 
-/// Renames each prepared file over its target, in order, then flushes each
-/// directory involved once: files of one transaction (CMDB and state) cost
-/// one directory flush, not one each. A rename error stops there; the files
-/// not yet renamed are left as they were.
-pub fn commit_all(files: Vec<Prepared>) -> io::Result<()> {
+/// Flushes every prepared file, then renames each over its target, in
+/// order. A flush error renames nothing; a rename error stops there, the
+/// files not yet renamed are left as they were. The renames are durable
+/// once [`Renamed::sync`] has flushed their directories, which needs no
+/// lock: a later writer's renames it may flush too are of files already
+/// flushed themselves.
+pub fn commit_all(mut files: Vec<Prepared>) -> io::Result<Renamed> {
+    for file in &mut files {
+        file.flush()?;
+    }
     let mut dirs: Vec<PathBuf> = Vec::new();
     for mut file in files {
         file.rename()?;
@@ -288,12 +438,49 @@ pub fn commit_all(files: Vec<Prepared>) -> io::Result<()> {
             dirs.push(dir);
         }
     }
-    for dir in &dirs {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| context(e, "cannot flush directory", dir))?;
+    Ok(Renamed { dirs })
+}
+
+/// Files renamed into place by [`commit_all`], durable once synced.
+#[must_use = "the renames are not durable until `sync` is called"]
+#[derive(Debug)]
+pub struct Renamed {
+    dirs: Vec<PathBuf>,
+}
+
+impl Renamed {
+    /// Flushes each directory involved once: the files of one transaction
+    /// (CMDB and state) cost one directory flush, not one each.
+    pub fn sync(self) -> io::Result<()> {
+        for dir in &self.dirs {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| context(e, "cannot flush directory", dir))?;
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Swaps the files named `a` and `b`, atomically.
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let done = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl Drop for Prepared {
@@ -305,20 +492,22 @@ impl Drop for Prepared {
     }
 }
 
-/// The common part of the replacements: temporary file, `fill`, fsync.
+/// The common part of the replacements: a temporary file filled by `fill`.
 fn prepare_with(
     target: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<Prepared> {
-    let (tmp_path, mut file) = create_temp(target)?;
-    let prepared = Prepared {
+    let (tmp_path, file) = create_temp(target)?;
+    let mut prepared = Prepared {
         tmp_path,
         target: target.to_path_buf(),
+        file,
+        exchange: false,
+        flushed: false,
         committed: false,
     };
-    fill(&mut file)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
+    fill(&mut prepared.file).map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
+    start_writeback(&prepared.file);
     Ok(prepared)
 }
 
@@ -417,6 +606,104 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"old");
         kept.commit().unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    }
+
+    fn inode(path: &Path) -> u64 {
+        fs::symlink_metadata(path).unwrap().ino()
+    }
+
+    fn replace_locked(path: &Path, contents: &[u8]) {
+        prepare_file_locked(path, contents)
+            .unwrap()
+            .commit()
+            .unwrap();
+    }
+
+    #[test]
+    fn locked_writes_exchange_the_target_with_its_spare() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let spare = tmp.path().join(".state.spare");
+        // No target yet: an ordinary replacement, no spare.
+        replace_locked(&path, b"first version, the longest");
+        assert!(!spare.exists());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+
+        replace_locked(&path, b"second");
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(fs::read(&spare).unwrap(), b"first version, the longest");
+        assert_eq!(mode(&path), 0o640, "the spare took the target's mode");
+        let inodes = [inode(&path), inode(&spare)];
+
+        // Later writes reuse the same two files: nothing is created or freed,
+        // and a shorter content is cut to length.
+        for (i, text) in [&b"third, longer than the second"[..], b"4th", b"fifth"]
+            .into_iter()
+            .enumerate()
+        {
+            replace_locked(&path, text);
+            assert_eq!(fs::read(&path).unwrap(), text);
+            assert_eq!(inode(&path), inodes[(i + 1) % 2]);
+            assert_eq!(inode(&spare), inodes[i % 2]);
+            assert_eq!(mode(&path), 0o640);
+        }
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+
+        // Prepared but not committed: the target is untouched and the spare
+        // gone (after a failed write, it would hold disk space).
+        drop(prepare_file_locked(&path, b"dropped").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"fifth");
+        assert!(!spare.exists());
+    }
+
+    #[test]
+    fn a_reader_of_the_old_content_keeps_reading_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vm.cmdb");
+        fs::write(&path, b"old").unwrap();
+        replace_locked(&path, b"new");
+        let mut reader = File::open(&path).unwrap();
+        replace_locked(&path, b"newer");
+        // The reader's file is the spare now; it is open, so the next write
+        // must not reuse it.
+        replace_locked(&path, b"newest, and longer");
+        let mut text = Vec::new();
+        io::Read::read_to_end(&mut reader, &mut text).unwrap();
+        assert_eq!(text, b"new");
+        assert_eq!(fs::read(&path).unwrap(), b"newest, and longer");
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+        // Once it is closed, the spare is reused again.
+        drop(reader);
+        let spare = tmp.path().join(".vm.cmdb.spare");
+        let before = inode(&spare);
+        replace_locked(&path, b"last");
+        assert_eq!(inode(&path), before);
+    }
+
+    #[test]
+    fn a_spare_that_is_a_link_is_never_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state");
+        let victim = tmp.path().join("victim");
+        let spare = tmp.path().join(".state.spare");
+        fs::write(&path, b"old").unwrap();
+        fs::write(&victim, b"keep").unwrap();
+
+        std::os::unix::fs::symlink(&victim, &spare).unwrap();
+        replace_locked(&path, b"new");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert!(fs::symlink_metadata(&spare)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+
+        fs::remove_file(&spare).unwrap();
+        fs::hard_link(&victim, &spare).unwrap();
+        replace_locked(&path, b"newer");
+        assert_eq!(fs::read(&path).unwrap(), b"newer");
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
         assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
     }
 

@@ -6,19 +6,19 @@
 //!
 //! Per seed, 300 requests of distinct machines run 16 at a time; a random
 //! fraction (25-60%) is killed, half 0-30 ms after the process starts
-//! (mostly while it starts or waits for the lock), half 0-20 ms after its
-//! `.hw` file appears, the first write made under the lock (inside the
-//! transaction). Then every killed machine retries.
+//! (mostly while it starts or waits for the lock), half 0-20 ms after it
+//! took the lock (as `/proc/locks` shows: inside the transaction, or just
+//! after it). Then every killed machine retries.
 //!
 //! # The invariant between the files
 //!
-//! A request writes, under the lock: the `.hw` file, then the new CMDB and
-//! state to temporary files, then renames the CMDB, then the state, and
-//! answers only after the last rename. So with `consumed` = initial count -
-//! state count and `used` = CMDB entries marked used:
+//! A request writes its `.hw` file, then, under the lock, the new CMDB and
+//! state to their spare files, exchanges the CMDB with its spare, then the
+//! state, and answers only after the last exchange. So with `consumed` =
+//! initial count - state count and `used` = CMDB entries marked used:
 //!
-//! - received scripts <= consumed: a script is sent after the state rename;
-//! - consumed <= used: the CMDB is renamed before the state;
+//! - received scripts <= consumed: a script is sent after the state exchange;
+//! - consumed <= used: the CMDB is exchanged before the state;
 //! - used - consumed <= processes killed mid-request: only a kill between
 //!   the two renames leaves an entry used without the quota spent. That
 //!   entry records the machine's MAC, so when the machine retries it gets
@@ -55,7 +55,7 @@ const CMDB_SIZE: usize = 500;
 const SEEDS: [u64; 4] = [1, 2, 3, 0x5eed];
 const EARLY_KILL: Duration = Duration::from_millis(30);
 /// About the time a transaction takes here (debug build, 500-entry CMDB).
-const IN_TRANSACTION: Duration = Duration::from_millis(20);
+const IN_TRANSACTION: Duration = Duration::from_millis(6);
 
 /// When a request's process is killed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,8 +95,7 @@ fn burst(site: &Site, plan: &[(usize, Kill)]) -> Vec<Done> {
                             running.kill();
                         }
                         Kill::InTransaction(delay) => {
-                            let hw = site.hw_dir.join(hw_file_name(machine));
-                            while !hw.exists() && !running.has_exited() {
+                            while !holds_a_write_flock(pid) && !running.has_exited() {
                                 thread::sleep(Duration::from_micros(200));
                             }
                             thread::sleep(delay);
@@ -115,6 +114,19 @@ fn burst(site: &Site, plan: &[(usize, Kill)]) -> Vec<Done> {
         }
     });
     done.into_inner().unwrap()
+}
+
+/// Whether process `pid` holds an exclusive `flock` (the only one a request
+/// takes is the lock of its transaction).
+fn holds_a_write_flock(pid: u32) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        fields.get(1) == Some(&"FLOCK")
+            && fields.get(3) == Some(&"WRITE")
+            && fields.get(4) == Some(&pid.to_string().as_str())
+    })
 }
 
 /// MAC -> (ip, hostname) of the used CMDB entries, checking that each
@@ -281,13 +293,16 @@ fn run_seed(seed: u64) -> Figures {
         cmdb
     );
 
-    // At most the store's temporary files of killed processes remain, each
-    // named after the file it was replacing.
+    // Besides the spares the state and CMDB are exchanged with, at most the
+    // store's temporary files of killed processes remain, each named after
+    // the file it was replacing.
     let (temps, mut config) = split_temporaries(&site.config_dir);
     config.sort();
     assert_eq!(
         config,
         [
+            ".robust.cmdb.spare",
+            ".state.spare",
             "robust.cmdb",
             "robust.cmdb.orig",
             "robust.configure",
