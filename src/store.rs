@@ -210,14 +210,19 @@ fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File)> {
 
 /// Whether no other open file refers to `file`: the kernel grants a write
 /// lease (`F_SETLEASE`) only then. The lease is dropped at once: it is only
-/// this probe (while it is held, an open of the same file would signal us).
-/// The spare is reached by no other name, so no reader can open it after.
+/// this probe. The spare is reached by no other name, so no reader can open
+/// it after; one that opens it by that name during the probe breaks the
+/// lease, which is signalled with SIGURG (ignored by default) rather than
+/// SIGIO (which would kill us).
 fn opened_only_here(file: &File) -> bool {
     use std::os::fd::AsRawFd;
+    // Not in the libc crate; the same on every Linux architecture.
+    const F_SETSIG: libc::c_int = 10;
     let fd = file.as_raw_fd();
     // SAFETY: fcntl on a file descriptor we own, with integer arguments.
     unsafe {
-        libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) == 0
+        libc::fcntl(fd, F_SETSIG, libc::SIGURG) == 0
+            && libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) == 0
             && libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) == 0
     }
 }
@@ -240,22 +245,18 @@ fn metadata_if_exists(path: &Path) -> io::Result<Option<fs::Metadata>> {
     }
 }
 
-/// Asks the kernel to start writing `file` out now. When several files are
-/// flushed together, their blocks are then allocated before the first
-/// `fsync`, whose journal commit covers them all: the later ones cost
-/// little. Only a hint: errors come back from `fsync`.
+/// Asks the kernel to start writing `file` out now: its data is on its way
+/// to the disk while the other files of the transaction are written, and
+/// with a journal their blocks are allocated before the first `fsync`,
+/// whose commit then covers them all. Only a hint: errors come back from
+/// `fsync`.
 fn start_writeback(file: &File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a plain system call on a file descriptor we own; it reads
-        // no memory of ours.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a file descriptor we own; it reads no
+    // memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = file;
 }
 
 /// Copies `from` to `to` as [`replace_file`] does, keeping the permission
