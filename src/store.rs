@@ -158,7 +158,6 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
         target,
         file,
         exchange: true,
-        flushed: false,
         committed: false,
     };
     // Written over the old content, then cut to length: truncating first
@@ -381,7 +380,6 @@ pub struct Prepared {
     file: File,
     /// `tmp_path` is the target's spare, to be exchanged with it.
     exchange: bool,
-    flushed: bool,
     committed: bool,
 }
 
@@ -393,21 +391,11 @@ impl Prepared {
         commit_all(vec![self])?.sync()
     }
 
-    /// The file this one is to replace.
-    pub fn target(&self) -> &Path {
-        &self.target
-    }
-
-    /// Makes the new content durable, without renaming it yet. Flushing a
-    /// file with others of its transaction costs one journal commit for all.
-    pub fn flush(&mut self) -> io::Result<()> {
-        if !self.flushed {
-            self.file
-                .sync_all()
-                .map_err(|e| context(e, "cannot write", &self.tmp_path))?;
-            self.flushed = true;
-        }
-        Ok(())
+    /// Makes the new content durable, without renaming it yet.
+    fn flush(&self) -> io::Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| context(e, "cannot write", &self.tmp_path))
     }
 
     fn rename(&mut self) -> io::Result<()> {
@@ -427,8 +415,8 @@ impl Prepared {
 /// once [`Renamed::sync`] has flushed their directories, which needs no
 /// lock: a later writer's renames it may flush too are of files already
 /// flushed themselves.
-pub fn commit_all(mut files: Vec<Prepared>) -> io::Result<Renamed> {
-    for file in &mut files {
+pub fn commit_all(files: Vec<Prepared>) -> io::Result<Renamed> {
+    for file in &files {
         file.flush()?;
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -504,7 +492,6 @@ fn prepare_with(
         target: target.to_path_buf(),
         file,
         exchange: false,
-        flushed: false,
         committed: false,
     };
     fill(&mut prepared.file).map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
