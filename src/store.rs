@@ -142,8 +142,8 @@ pub fn prepare_file(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
 ///
 /// The spare is reused only when no one has it open, so that a reader
 /// that opened the target before it was exchanged keeps reading intact
-/// content. Otherwise (or
-/// where leases or exchanges are not supported) this is [`prepare_file`].
+/// content. Otherwise (or where leases or exchanges are not supported) this
+/// is [`prepare_file`].
 pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
     let target = resolve(path)?;
     let Some(old) = metadata_if_exists(&target)? else {
@@ -176,9 +176,9 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
     Ok(prepared)
 }
 
-/// The spare of `target` (whose metadata is `old`), opened for writing
-/// if no one else has it open, and given the target's owner and mode; `None` if it
-/// cannot be used that way.
+/// The spare of `target` (whose metadata is `old`), opened for writing if
+/// no one else has it open, and given the target's owner and mode; `None`
+/// if it cannot be used that way.
 fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File)> {
     let name = target.file_name()?.as_encoded_bytes();
     let mut spare_name = OsString::from(".");
