@@ -10,6 +10,11 @@
 //! produced once the CMDB and state files are durably replaced: a crash at
 //! any point leaves either the old files or the new ones, and a client never
 //! receives a script whose CMDB entry is not recorded as used.
+//!
+//! Requests queue on the lock, so it is held as briefly as possible: the
+//! match is guessed before it is taken (and made again only if the
+//! profiles with quota changed meanwhile), and the directory holding the
+//! new files is flushed after it is released.
 
 use std::fmt;
 use std::io;
@@ -155,22 +160,14 @@ pub fn provision(
     store::remove_stale_temps(&cfg.config_dir).map_err(io_error(&cfg.config_dir))?;
     let guess = failure.is_none().then(|| guess_match(cfg, items)).flatten();
 
-    let (decided, renamed) = locked(cfg, items, failure, guess)?;
+    let (decided, renamed) = {
+        let _lock = Lock::exclusive(&cfg.lock_file).map_err(io_error(&cfg.lock_file))?;
+        transaction(cfg, items, failure, guess, true)?
+    };
     if let Some(renamed) = renamed {
         renamed.sync().map_err(io_error(&cfg.config_dir))?;
     }
     Ok(decided.finish(sysname, warnings))
-}
-
-/// Takes the lock for a request that writes, then runs the transaction.
-fn locked(
-    cfg: &Config,
-    items: &[Item],
-    failure: Option<&str>,
-    guess: Option<Guess>,
-) -> Result<(Decided, Option<store::Renamed>), ProvisionError> {
-    let _lock = Lock::exclusive(&cfg.lock_file).map_err(io_error(&cfg.lock_file))?;
-    transaction(cfg, items, failure, guess, true)
 }
 
 /// What the locked part decided, before the parts that need no lock.
