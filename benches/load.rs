@@ -229,6 +229,22 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The mean time to create an empty file under `root`. Each request
+/// creates one (its `.hw` file), and on ext4 without a journal this costs
+/// far more for minutes after many files were deleted (a test run, an
+/// earlier benchmark): the inode allocator skips every recently freed
+/// inode. Printed so that such a run can be recognised.
+fn file_creation_us(root: &Path) -> f64 {
+    const FILES: usize = 100;
+    let dir = root.join("creation-probe");
+    fs::create_dir(&dir).expect("probe directory");
+    let start = Instant::now();
+    for i in 0..FILES {
+        fs::File::create_new(dir.join(i.to_string())).expect("probe file");
+    }
+    start.elapsed().as_secs_f64() * 1e6 / FILES as f64
+}
+
 /// Checks that every successful `upload.py` request is accounted for.
 fn check_no_lost_update(data: &Path, quota: usize, served: usize) {
     let state = fs::read_to_string(data.join("config/state")).expect("state");
@@ -268,6 +284,10 @@ fn main() {
     println!("apache: {APACHE} (event MPM, mod_cgid), 127.0.0.1:{port}");
     println!("scratch: {}", apache.root.display());
     println!("load average: {}", common::load_average());
+    println!(
+        "file creation in the scratch directory: {:.0} us per file",
+        file_creation_us(&apache.root)
+    );
     println!(
         "{requests} requests per phase, {clients} concurrent clients, a new connection each; \
          profile quota {entries}, CMDB generate() of {entries} entries"
