@@ -236,14 +236,13 @@ fn transaction(
         Some(guess) if guess.available == available(&state) => guess.matched,
         _ => match_specs(cfg, &state, items)?,
     };
-    let found = select_cmdb(cfg, matched)?;
+    let mut found = select_cmdb(cfg, matched)?;
     let configure_file = cfg
         .config_dir
         .join(format!("{}.configure", found.matched.profile));
     let configure = std::fs::read(&configure_file).map_err(io_error(&configure_file))?;
     state.consume(found.matched.state_index);
 
-    let mut found = found;
     found.vars.insert(
         Value::str("edeploy-profile"),
         Value::str(&found.matched.profile),
