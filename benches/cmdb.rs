@@ -162,13 +162,15 @@ impl Case {
         }
     }
 
-    /// A fresh scratch root `dir` holding this case's configuration and the
-    /// hardware description of machine `machine`; returns the
-    /// `edeploy.conf` and hardware file paths.
+    /// The scratch root `dir` holding a fresh copy of this case's
+    /// configuration and the hardware description of machine `machine`;
+    /// returns the `edeploy.conf` and hardware file paths.
+    ///
+    /// The files are rewritten in place, the rest stays: as on a server in
+    /// service, the spares of the state and CMDB exist. Removing the tree
+    /// between runs would also make file creation slow for minutes on ext4
+    /// without a journal, which skips recently freed inodes.
     fn prepare(&self, dir: &Path, machine: usize) -> (PathBuf, PathBuf) {
-        if dir.exists() {
-            fs::remove_dir_all(dir).expect("remove old scratch root");
-        }
         fs::create_dir_all(dir).expect("scratch root");
         let conf = dir.join("edeploy.conf");
         common::write_edeploy_conf(&conf, &dir.join("data"));
