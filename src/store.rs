@@ -123,8 +123,18 @@ pub fn replace_file_no_follow(path: &Path, contents: &[u8]) -> io::Result<()> {
 pub fn prepare_file(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
     let target = resolve(path)?;
     let old = metadata_if_exists(&target)?;
-    prepare_with(&target, |tmp| {
-        if let Some(meta) = &old {
+    prepare_replacing(&target, old.as_ref(), contents)
+}
+
+/// [`prepare_file`] once the target is resolved and its metadata (if it
+/// exists) read.
+fn prepare_replacing(
+    target: &Path,
+    old: Option<&fs::Metadata>,
+    contents: &[u8],
+) -> io::Result<Prepared> {
+    prepare_with(target, |tmp| {
+        if let Some(meta) = old {
             same_owner_and_mode(tmp, meta)?;
         }
         tmp.write_all(contents)
@@ -147,12 +157,11 @@ pub fn prepare_file(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
 pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
     let target = resolve(path)?;
     let Some(old) = metadata_if_exists(&target)? else {
-        return prepare_file(path, contents);
+        return prepare_replacing(&target, None, contents);
     };
-    let Some(spare) = open_spare(&target, &old) else {
-        return prepare_file(path, contents);
+    let Some((tmp_path, file, spare_len)) = open_spare(&target, &old) else {
+        return prepare_replacing(&target, Some(&old), contents);
     };
-    let (tmp_path, file) = spare;
     let mut prepared = Prepared {
         tmp_path,
         target,
@@ -167,9 +176,12 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
     prepared
         .file
         .write_all(contents)
-        .and_then(|()| match prepared.file.metadata()?.len() {
-            old_len if old_len > len => prepared.file.set_len(len),
-            _ => Ok(()),
+        .and_then(|()| {
+            if spare_len > len {
+                prepared.file.set_len(len)
+            } else {
+                Ok(())
+            }
         })
         .map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
     start_writeback(&prepared.file);
@@ -177,14 +189,10 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
 }
 
 /// The spare of `target` (whose metadata is `old`), opened for writing if
-/// no one else has it open, and given the target's owner and mode; `None`
-/// if it cannot be used that way.
-fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File)> {
-    let name = target.file_name()?.as_encoded_bytes();
-    let mut spare_name = OsString::from(".");
-    spare_name.push(String::from_utf8_lossy(name.get(..TEMP_NAME_KEEP).unwrap_or(name)).as_ref());
-    spare_name.push(".spare");
-    let path = parent_dir(target).join(spare_name);
+/// no one else has it open, and given the target's owner and mode, with
+/// its current length; `None` if it cannot be used that way.
+fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File, u64)> {
+    let path = hidden_sibling(target, ".spare")?;
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -204,7 +212,7 @@ fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File)> {
     if (meta.uid(), meta.gid(), meta.mode()) != (old.uid(), old.gid(), old.mode()) {
         same_owner_and_mode(&file, old).ok()?;
     }
-    Some((path, file))
+    Some((path, file, meta.len()))
 }
 
 /// Whether no other open file refers to `file`: the kernel grants a write
@@ -296,27 +304,30 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// the latter stays under `NAME_MAX` (255).
 const TEMP_NAME_KEEP: usize = 200;
 
+/// `.<name of target><suffix>` in the directory of `target` (the name cut
+/// to `TEMP_NAME_KEEP` bytes); `None` if `target` has no file name.
+fn hidden_sibling(target: &Path, suffix: &str) -> Option<PathBuf> {
+    let name = target.file_name()?.as_encoded_bytes();
+    let mut hidden = OsString::from(".");
+    hidden.push(String::from_utf8_lossy(name.get(..TEMP_NAME_KEEP).unwrap_or(name)).as_ref());
+    hidden.push(suffix);
+    Some(parent_dir(target).join(hidden))
+}
+
 /// Creates a new temporary file next to `target` (`O_EXCL`: never an
 /// existing file, nor a symbolic link planted by someone else).
 fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
     let dir = parent_dir(target);
-    let name = target
-        .file_name()
-        .ok_or_else(|| {
+    let mut last_error = None;
+    for _ in 0..100 {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let suffix = format!(".{}.{n}.tmp", std::process::id());
+        let tmp_path = hidden_sibling(target, &suffix).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a file name", target.display()),
             )
-        })?
-        .as_encoded_bytes();
-    let keep = name.get(..TEMP_NAME_KEEP).unwrap_or(name);
-    let mut last_error = None;
-    for _ in 0..100 {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(String::from_utf8_lossy(keep).as_ref());
-        tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
-        let tmp_path = dir.join(tmp_name);
+        })?;
         match OpenOptions::new()
             .write(true)
             .create_new(true)
