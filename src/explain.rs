@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
-use crate::hw::Item;
+use crate::hw::{HwValue, Item};
 use crate::literal::{self, Dict, Value};
 use crate::provision::{read_if_exists, ProvisionError};
 use crate::spec::{self, Spec, SpecError, Vars};
@@ -78,7 +78,7 @@ pub struct Miss {
     /// 0-based field index.
     pub field: usize,
     /// The hardware line's value for that field.
-    pub value: String,
+    pub value: HwValue,
     pub why: Why,
 }
 
@@ -94,7 +94,7 @@ pub enum Why {
     Bound {
         /// Key in the variables: `x` for `$x`, `$x` for `$$x`.
         var: String,
-        value: String,
+        value: HwValue,
         /// The earlier spec that binds it (0-based), when known.
         by: Option<usize>,
     },
@@ -298,7 +298,7 @@ fn first_miss(spec: &Spec, line: &Item, vars: &Vars, earlier: &[Spec]) -> Option
                 }
                 _ => Why::Bound {
                     var: name.to_string(),
-                    value: vars.get(name).cloned().unwrap_or_default(),
+                    value: vars.get(name).cloned().unwrap_or(HwValue::None),
                     by: earlier.iter().position(|s| binds(s, name)),
                 },
             }
@@ -347,9 +347,15 @@ pub fn py_str(s: &str) -> String {
     String::from_utf8_lossy(&literal::repr(&Value::str(s))).into_owned()
 }
 
-/// Python's repr of a spec or hardware line (a 4-tuple of strings).
+/// Python's repr of a spec (a 4-tuple of strings).
 pub fn py_tuple(fields: &[String; 4]) -> String {
     let tuple = Value::Tuple(fields.iter().map(|f| Value::str(f)).collect());
+    String::from_utf8_lossy(&literal::repr(&tuple)).into_owned()
+}
+
+/// Python's repr of a hardware line, as its `.hw` file shows it.
+pub fn py_line(line: &Item) -> String {
+    let tuple = Value::Tuple(line.iter().map(HwValue::to_value).collect());
     String::from_utf8_lossy(&literal::repr(&tuple)).into_owned()
 }
 
@@ -361,7 +367,7 @@ fn var_name(key: &str) -> String {
 impl fmt::Display for Miss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.field + 1;
-        let value = py_str(&self.value);
+        let value = &self.value;
         match &self.why {
             Why::Differs { expected } => {
                 write!(f, "field {n} {value} is not {}", py_str(expected))
@@ -377,7 +383,7 @@ impl fmt::Display for Miss {
                     f,
                     "field {n} {value}: {} is already {}",
                     var_name(var),
-                    py_str(bound)
+                    bound
                 )?;
                 match by {
                     Some(j) => write!(f, " (bound by spec {})", j + 1),
@@ -401,7 +407,7 @@ impl fmt::Display for Failure {
                     Some(first) => write!(
                         f,
                         " \u{2014} closest: {}: {}",
-                        py_tuple(&first.line),
+                        py_line(&first.line),
                         first.miss
                     )?,
                     None => write!(
@@ -414,7 +420,7 @@ impl fmt::Display for Failure {
                     write!(
                         f,
                         "\n  also close: {}: {}",
-                        py_tuple(&other.line),
+                        py_line(&other.line),
                         other.miss
                     )?;
                 }
@@ -431,7 +437,7 @@ impl fmt::Display for Failure {
                      (backtracking exhausted: no choice of lines for them leaves one for it)"
                 )?;
                 for b in lines {
-                    let line = py_tuple(&b.line);
+                    let line = py_line(&b.line);
                     match &b.by {
                         BlockedBy::Variable(miss) => write!(f, "\n  {line}: {miss}")?,
                         BlockedBy::Taken(Some((j, s))) => write!(
@@ -633,8 +639,9 @@ fn try_profile(cfg: &Config, profile: &str, items: &[Item]) -> ProfileOutcome {
 mod tests {
     use super::*;
 
-    fn item(f: [&str; 4]) -> Item {
-        f.map(str::to_string)
+    /// A hardware line or a spec, as the context wants.
+    fn item<T: for<'a> From<&'a str>>(f: [&str; 4]) -> [T; 4] {
+        f.map(T::from)
     }
 
     fn no_match(lines: &[Item], specs: &[Spec]) -> Failure {
@@ -651,7 +658,7 @@ mod tests {
         let Ok(Verdict::Match { vars, forced }) = explain_specs(&lines, &specs) else {
             panic!("expected a match");
         };
-        assert_eq!(vars.get("disk").map(String::as_str), Some("sda"));
+        assert_eq!(vars.get("disk").and_then(HwValue::as_str), Some("sda"));
         assert!(forced.is_empty());
     }
 
@@ -790,6 +797,8 @@ mod tests {
                 lines in prop::collection::vec([value(), value(), value(), value()], 0..6),
                 specs in prop::collection::vec([field(), field(), field(), field()], 1..7),
             ) {
+                let lines: Vec<Item> =
+                    lines.into_iter().map(|l| l.map(HwValue::Str)).collect();
                 let matches = |n: usize| {
                     let (mut v, mut f) = (Vars::new(), Vars::new());
                     spec::match_all(&lines, &specs[..n], &mut v, &mut f)

@@ -1,18 +1,109 @@
-//! Hardware items: what a machine reports about itself, as 4-string lines
-//! (`('disk', 'sda', 'size', '20')`).
+//! Hardware items: what a machine reports about itself, as 4-field lines
+//! (`('disk', 'sda', 'size', '20')`, `('cpu', 'physical', 'number', 2)`).
 //!
 //! The initrd posts them as JSON; the legacy server reduces every string to
-//! ASCII, saves them as a pprinted Python list in `<sysname>.hw`, and names
-//! that file after the machine (`sysname`). Older tools read those `.hw`
-//! files back, so both forms are accepted here.
+//! ASCII, keeps every other JSON scalar as the Python value it parses to
+//! (int, long, float, True, False, None), saves the lines as a pprinted
+//! Python list in `<sysname>.hw`, and names that file after the machine
+//! (`sysname`). Older tools read those `.hw` files back, so both forms are
+//! accepted here.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::literal::{self, Document, Value};
 
-/// One hardware line, ASCII only.
-pub type Item = [String; 4];
+/// One field of a hardware line, as the legacy server holds it: real
+/// detection sends numbers too (`('cpu', 'physical', 'number', 2)`), and
+/// they stay numbers. Equality is Python's: `2 == 2.0 == True`, `'2' != 2`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum HwValue {
+    /// A string, ASCII only.
+    Str(String),
+    /// A Python `int` (machine word).
+    Int(i64),
+    /// A Python `long`: an integer beyond `i64` (prints with `L`).
+    Long(i128),
+    Float(f64),
+    Bool(bool),
+    None,
+}
+
+impl HwValue {
+    /// The text of a string value; `None` for numbers, booleans and null,
+    /// on which the legacy functions and name rules raise.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            HwValue::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as a Python literal value, for printing and comparing.
+    pub fn to_value(&self) -> Value {
+        match self {
+            HwValue::Str(s) => Value::str(s),
+            HwValue::Int(i) => Value::Int(*i),
+            HwValue::Long(i) => Value::Long(*i),
+            HwValue::Float(f) => Value::Float(*f),
+            HwValue::Bool(b) => Value::Bool(*b),
+            HwValue::None => Value::None,
+        }
+    }
+
+    /// The text of a string, else the Python `repr` (`2`, `2.5`, `True`).
+    pub fn text(&self) -> String {
+        match self {
+            HwValue::Str(s) => s.clone(),
+            _ => self.to_string(),
+        }
+    }
+}
+
+impl PartialEq for HwValue {
+    fn eq(&self, other: &HwValue) -> bool {
+        match (self, other) {
+            (HwValue::Str(a), HwValue::Str(b)) => a == b,
+            (HwValue::Str(_), _) | (_, HwValue::Str(_)) => false,
+            _ => self.to_value() == other.to_value(),
+        }
+    }
+}
+
+impl PartialEq<str> for HwValue {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == Some(other)
+    }
+}
+
+impl PartialEq<&str> for HwValue {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == Some(*other)
+    }
+}
+
+impl From<String> for HwValue {
+    fn from(s: String) -> HwValue {
+        HwValue::Str(s)
+    }
+}
+
+impl From<&str> for HwValue {
+    fn from(s: &str) -> HwValue {
+        HwValue::Str(s.to_string())
+    }
+}
+
+impl fmt::Display for HwValue {
+    /// The Python `repr`, as the value appears in `.hw` files and `var`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&literal::repr(&self.to_value())))
+    }
+}
+
+/// One hardware line.
+pub type Item = [HwValue; 4];
 
 /// Why a hardware file was rejected.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,22 +227,9 @@ fn items_from_json(json: &serde_json::Value) -> Result<Vec<Item>, String> {
     let mut items = Vec::with_capacity(elements.len());
     for (i, element) in elements.iter().enumerate() {
         let serde_json::Value::Array(fields) = element else {
-            return Err(format!("element {i}: expected a list of 4 strings"));
+            return Err(format!("element {i}: expected a list of 4 fields"));
         };
-        if fields.len() != 4 {
-            return Err(format!(
-                "element {i}: expected 4 strings, found {}",
-                fields.len()
-            ));
-        }
-        let mut item: Item = Default::default();
-        for (j, (slot, field)) in item.iter_mut().zip(fields).enumerate() {
-            let serde_json::Value::String(s) = field else {
-                return Err(format!("element {i}: field {j} is not a string"));
-            };
-            *slot = ascii(s);
-        }
-        items.push(item);
+        items.push(item_from(i, fields, field_from_json)?);
     }
     Ok(items)
 }
@@ -163,38 +241,85 @@ fn items_from_literal(value: &Value) -> Result<Vec<Item>, String> {
     let mut items = Vec::with_capacity(elements.len());
     for (i, element) in elements.iter().enumerate() {
         let (Value::Tuple(fields) | Value::List(fields)) = element else {
-            return Err(format!("element {i}: expected a tuple of 4 strings"));
+            return Err(format!("element {i}: expected a tuple of 4 fields"));
         };
-        if fields.len() != 4 {
-            return Err(format!(
-                "element {i}: expected 4 strings, found {}",
-                fields.len()
-            ));
-        }
-        let mut item: Item = Default::default();
-        for (j, (slot, field)) in item.iter_mut().zip(fields).enumerate() {
-            *slot = match field {
-                Value::Str(b) => b
-                    .iter()
-                    .filter(|b| b.is_ascii())
-                    .map(|&b| char::from(b))
-                    .collect(),
-                Value::Unicode(s) => ascii(s),
-                _ => return Err(format!("element {i}: field {j} is not a string")),
-            };
-        }
-        items.push(item);
+        items.push(item_from(i, fields, field_from_literal)?);
     }
     Ok(items)
 }
 
-/// The items as a list of 4-tuples of `str`: the value pprinted into
-/// `<sysname>.hw`.
+/// Element `i`: exactly four fields, each a string or a scalar.
+fn item_from<T>(
+    i: usize,
+    fields: &[T],
+    field: impl Fn(&T) -> Result<HwValue, &'static str>,
+) -> Result<Item, String> {
+    if fields.len() != 4 {
+        return Err(format!(
+            "element {i}: expected 4 fields, found {}",
+            fields.len()
+        ));
+    }
+    let mut item: Item = [HwValue::None, HwValue::None, HwValue::None, HwValue::None];
+    for (j, (slot, f)) in item.iter_mut().zip(fields).enumerate() {
+        *slot = field(f).map_err(|what| {
+            format!("element {i}: field {j} is {what}, expected a string or a number")
+        })?;
+    }
+    Ok(item)
+}
+
+/// A JSON scalar as Python's `json` module reads it (an error names what
+/// else it is): integers beyond the
+/// machine word are longs, numbers with a fraction or exponent are floats.
+pub fn field_from_json(v: &serde_json::Value) -> Result<HwValue, &'static str> {
+    Ok(match v {
+        serde_json::Value::String(s) => HwValue::Str(ascii(s)),
+        serde_json::Value::Bool(b) => HwValue::Bool(*b),
+        serde_json::Value::Null => HwValue::None,
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => HwValue::Int(i),
+            None => {
+                // The number's own text (serde_json's arbitrary_precision).
+                let text = n.to_string();
+                if text.contains(['.', 'e', 'E']) {
+                    HwValue::Float(text.parse().map_err(|_| "an unreadable number")?)
+                } else {
+                    HwValue::Long(text.parse().map_err(|_| "an integer beyond 2**127")?)
+                }
+            }
+        },
+        serde_json::Value::Array(_) => return Err("a list"),
+        serde_json::Value::Object(_) => return Err("an object"),
+    })
+}
+
+fn field_from_literal(v: &Value) -> Result<HwValue, &'static str> {
+    Ok(match v {
+        Value::Str(b) => HwValue::Str(
+            b.iter()
+                .filter(|b| b.is_ascii())
+                .map(|&b| char::from(b))
+                .collect(),
+        ),
+        Value::Unicode(s) => HwValue::Str(ascii(s)),
+        Value::Int(i) => HwValue::Int(*i),
+        Value::Long(i) => HwValue::Long(*i),
+        Value::Float(f) => HwValue::Float(*f),
+        Value::Bool(b) => HwValue::Bool(*b),
+        Value::None => HwValue::None,
+        Value::List(_) => return Err("a list"),
+        Value::Tuple(_) => return Err("a tuple"),
+        Value::Dict(_) => return Err("a dict"),
+    })
+}
+
+/// The items as a list of 4-tuples: the value pprinted into `<sysname>.hw`.
 pub fn items_value(items: &[Item]) -> Value {
     Value::List(
         items
             .iter()
-            .map(|item| Value::Tuple(item.iter().map(|s| Value::str(s)).collect()))
+            .map(|item| Value::Tuple(item.iter().map(HwValue::to_value).collect()))
             .collect(),
     )
 }
@@ -210,8 +335,8 @@ pub fn sysname_and_macs(items: &[Item]) -> (String, Vec<String>) {
     let first = |key: &str| {
         items
             .iter()
-            .find(|i| i[0] == "system" && i[1] == "product" && i[2] == key)
-            .map(|i| clean(&i[3]) + "-")
+            .find(|i| i[0] == *"system" && i[1] == *"product" && i[2] == *key)
+            .map(|i| clean(&i[3].text()) + "-")
     };
     let mut sysname = first("vendor").unwrap_or_default();
     if let Some(name) = first("name") {
@@ -222,8 +347,8 @@ pub fn sysname_and_macs(items: &[Item]) -> (String, Vec<String>) {
     }
     let macs: Vec<String> = items
         .iter()
-        .filter(|i| i[0] == "network" && i[2] == "serial")
-        .map(|i| i[3].clone())
+        .filter(|i| i[0] == *"network" && i[2] == *"serial")
+        .map(|i| i[3].text())
         .collect();
     if let Some(mac) = macs.first() {
         sysname.push_str(&mac.replace(':', "-"));
@@ -247,7 +372,7 @@ mod tests {
     }
 
     fn item(f: [&str; 4]) -> Item {
-        f.map(String::from)
+        f.map(HwValue::from)
     }
 
     #[test]
@@ -266,6 +391,68 @@ mod tests {
         assert_eq!(parse("[]").unwrap(), Vec::<Item>::new());
     }
 
+    /// Real detection sends numbers; they stay the Python values that
+    /// `json.loads` makes of them, and print as the legacy `.hw` files do.
+    #[test]
+    fn json_scalars_are_kept() {
+        let items = parse(
+            r#"[["cpu", "physical", "number", 2], ["a", "b", "c", -0],
+                ["a", "b", "c", 9223372036854775807], ["a", "b", "c", 9223372036854775808],
+                ["a", "b", "c", 2.5], ["a", "b", "c", 3.0], ["a", "b", "c", 1e20],
+                ["a", "b", "c", -0.0], ["a", "b", "c", 1E400], ["a", "b", "c", 100000000000000000000000],
+                ["a", "b", "c", true], ["a", "b", "c", false], ["a", "b", "c", null]]"#,
+        )
+        .unwrap();
+        let reprs: Vec<String> = items.iter().map(|i| i[3].to_string()).collect();
+        assert_eq!(
+            reprs,
+            [
+                "2",
+                "0",
+                "9223372036854775807",
+                "9223372036854775808L",
+                "2.5",
+                "3.0",
+                "1e+20",
+                "-0.0",
+                "inf",
+                "100000000000000000000000L",
+                "True",
+                "False",
+                "None"
+            ]
+        );
+        let text = literal::pformat(&items_value(&items[..1]));
+        assert_eq!(text, b"[('cpu', 'physical', 'number', 2)]\n");
+        // The saved form reads back to the same values (but `inf`, which
+        // is no Python literal, for the legacy tools either).
+        let finite: Vec<Item> = items
+            .into_iter()
+            .filter(|i| !matches!(i[3], HwValue::Float(f) if f.is_infinite()))
+            .collect();
+        let text = literal::pformat(&items_value(&finite));
+        let again = parse_hw(Path::new("x.hw"), &text).unwrap();
+        assert_eq!(again.len(), 12);
+        for (a, b) in again.iter().zip(&finite) {
+            assert_eq!(a[3].to_string(), b[3].to_string());
+        }
+    }
+
+    #[test]
+    fn python_equality() {
+        use HwValue::*;
+        assert_eq!(Int(2), Float(2.0));
+        assert_eq!(Int(1), Bool(true));
+        assert_eq!(Int(0), Bool(false));
+        assert_eq!(Long(2), Int(2));
+        assert_eq!(None, None);
+        assert_ne!(Int(2), Str("2".into()));
+        assert_ne!(None, Bool(false));
+        assert_ne!(Float(f64::NAN), Float(f64::NAN));
+        assert_eq!(Str("2".into()), "2");
+        assert_ne!(Int(2), "2");
+    }
+
     #[test]
     fn non_ascii_is_dropped() {
         let items =
@@ -282,15 +469,19 @@ mod tests {
         );
         assert_eq!(
             msg(r#"[["a","b","c","d"], ["a","b","c"]]"#),
-            "/tmp/hw.json: element 1: expected 4 strings, found 3"
+            "/tmp/hw.json: element 1: expected 4 fields, found 3"
         );
         assert_eq!(
-            msg(r#"[["a","b","c",4]]"#),
-            "/tmp/hw.json: element 0: field 3 is not a string"
+            msg(r#"[["a","b","c",[4]]]"#),
+            "/tmp/hw.json: element 0: field 3 is a list, expected a string or a number"
+        );
+        assert_eq!(
+            msg(r#"[["a",{},"c",4]]"#),
+            "/tmp/hw.json: element 0: field 1 is an object, expected a string or a number"
         );
         assert_eq!(
             msg(r#"["abcd"]"#),
-            "/tmp/hw.json: element 0: expected a list of 4 strings"
+            "/tmp/hw.json: element 0: expected a list of 4 fields"
         );
         let err = parse("[\n[\"a\",\n").unwrap_err();
         assert!(err.position.is_some(), "{err}");
@@ -327,7 +518,7 @@ mod tests {
         let err = parse_hw(Path::new("x.hw"), b"[('a', 'b', 'c')]").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "x.hw: element 0: expected 4 strings, found 3"
+            "x.hw: element 0: expected 4 fields, found 3"
         );
         let err = parse_hw(Path::new("x.hw"), b"[('a', 'b',").unwrap_err();
         assert!(err.position.is_some());

@@ -478,7 +478,7 @@ mod tests {
         }
         std::fs::write(tmp.path().join("state"), "[('first', 1), ('second', 1)]\n").unwrap();
         let cfg = Config::for_dir(tmp.path());
-        let items = vec![["system", "product", "serial", "S1"].map(String::from)];
+        let items = vec![["system", "product", "serial", "S1"].map(hw::HwValue::from)];
         (tmp, cfg, items)
     }
 

@@ -19,14 +19,15 @@ use std::sync::OnceLock;
 
 use regex::bytes::Regex;
 
-use crate::hw::Item;
+use crate::hw::{HwValue, Item};
 use crate::literal::{self, Dict, Document, ParseError, Value};
 
 /// One line of a `.specs` file: four fields matched against a hardware line.
 pub type Spec = [String; 4];
 
-/// Variables bound by matching (name without the leading `$`).
-pub type Vars = BTreeMap<String, String>;
+/// Variables bound by matching (name without the leading `$`): the line
+/// values they took, numbers included.
+pub type Vars = BTreeMap<String, HwValue>;
 
 /// Work allowed to one [`match_all`]: a match_spec call costs 1 plus the
 /// number of lines it looks at, a backtracking point the lines it copies.
@@ -106,7 +107,7 @@ pub fn parse_specs(file: &Path, src: &[u8]) -> Result<Vec<Spec>, SpecError> {
 /// Variables as the dict the CMDB and the configure script get.
 pub fn vars_dict(vars: &Vars) -> Dict {
     vars.iter()
-        .map(|(k, v)| (Value::str(k), Value::str(v)))
+        .map(|(k, v)| (Value::str(k), v.to_value()))
         .collect()
 }
 
@@ -158,7 +159,7 @@ pub fn specs_from_value(file: &Path, v: &Value) -> Result<Vec<Spec>, SpecError> 
 /// four fields all pass (equal text, true function, or a variable that is
 /// unbound or bound to the same value).
 pub fn match_spec(spec: &Spec, lines: &mut Vec<Item>, vars: &mut Vars) -> Option<Item> {
-    let (pos, binds) = find_line(spec, lines, |l| l, |k| vars.get(k).map(String::as_str))?;
+    let (pos, binds) = find_line(spec, lines, |l| l, |k| vars.get(k))?;
     for (k, v) in binds {
         vars.insert(k, v);
     }
@@ -171,9 +172,10 @@ fn find_line<'l, 'a, T>(
     spec: &Spec,
     lines: &'l [T],
     item: impl Fn(&'l T) -> &'l Item,
-    bound: impl Fn(&str) -> Option<&'a str>,
-) -> Option<(usize, Vec<(String, String)>)> {
-    if let Some(pos) = lines.iter().position(|l| item(l) == spec) {
+    bound: impl Fn(&str) -> Option<&'a HwValue>,
+) -> Option<(usize, Vec<(String, HwValue)>)> {
+    let equal = |line: &Item| line.iter().zip(spec).all(|(v, s)| *v == **s);
+    if let Some(pos) = lines.iter().position(|l| equal(item(l))) {
         return Some((pos, Vec::new()));
     }
     'lines: for (pos, line) in lines.iter().map(&item).enumerate() {
@@ -197,7 +199,7 @@ fn find_line<'l, 'a, T>(
                 if call_field(field, value) != Some(true) {
                     continue 'lines;
                 }
-            } else if field != value {
+            } else if *value != **field {
                 continue 'lines;
             }
         }
@@ -214,10 +216,12 @@ fn split_assignment(var: &str) -> Option<(&str, &str)> {
 
 /// Evaluates a field that looks like a function call against a line value:
 /// `None` when it is not a call of a known function, `Some(false)` also when
-/// it cannot be computed (the legacy code raises there; we do not match).
-fn call_field(field: &str, value: &str) -> Option<bool> {
+/// it cannot be computed, as on a value that is not a string (the legacy
+/// code raises there; we do not match).
+fn call_field(field: &str, value: &HwValue) -> Option<bool> {
     let call = parse_call(field)?;
-    Some(call.eval(value).is_ok_and(|a| a.truthy()))
+    let value = value.as_str();
+    Some(value.is_some_and(|v| call.eval(v).is_ok_and(|a| a.truthy())))
 }
 
 /// The legacy call syntax: `name(first, rest...)`. The name is everything
@@ -776,6 +780,8 @@ impl Matcher<'_, '_> {
 pub(crate) mod pydict {
     use std::collections::BTreeMap;
 
+    use crate::hw::HwValue;
+
     const MINSIZE: usize = 8;
     const PERTURB_SHIFT: u32 = 5;
 
@@ -786,7 +792,7 @@ pub(crate) mod pydict {
         Active {
             hash: i64,
             key: String,
-            value: String,
+            value: HwValue,
         },
     }
 
@@ -838,7 +844,7 @@ pub(crate) mod pydict {
             d.resize(hashes.len().min(0xffff));
         }
         for (i, &h) in hashes.iter().enumerate() {
-            d.insert_hashed(&i.to_string(), h, "");
+            d.insert_hashed(&i.to_string(), h, &HwValue::None);
         }
         d
     }
@@ -892,7 +898,7 @@ pub(crate) mod pydict {
             }
         }
 
-        pub fn get(&self, key: &str) -> Option<&str> {
+        pub fn get(&self, key: &str) -> Option<&HwValue> {
             match &self.table[self.lookup(key, str_hash(key.as_bytes()))] {
                 Slot::Active { value, .. } => Some(value),
                 _ => None,
@@ -900,10 +906,10 @@ pub(crate) mod pydict {
         }
 
         /// `insertdict`, without the resize check.
-        fn insert_no_resize(&mut self, key: &str, hash: i64, value: &str) {
+        fn insert_no_resize(&mut self, key: &str, hash: i64, value: &HwValue) {
             let j = self.lookup(key, hash);
             match &mut self.table[j] {
-                Slot::Active { value: v, .. } => *v = value.to_string(),
+                Slot::Active { value: v, .. } => *v = value.clone(),
                 slot => {
                     if matches!(slot, Slot::Empty) {
                         self.fill += 1;
@@ -911,7 +917,7 @@ pub(crate) mod pydict {
                     *slot = Slot::Active {
                         hash,
                         key: key.to_string(),
-                        value: value.to_string(),
+                        value: value.clone(),
                     };
                     self.used += 1;
                 }
@@ -919,11 +925,11 @@ pub(crate) mod pydict {
         }
 
         /// `d[key] = value` (`PyDict_SetItem`).
-        pub fn insert(&mut self, key: &str, value: &str) {
+        pub fn insert(&mut self, key: &str, value: &HwValue) {
             self.insert_hashed(key, str_hash(key.as_bytes()), value);
         }
 
-        fn insert_hashed(&mut self, key: &str, hash: i64, value: &str) {
+        fn insert_hashed(&mut self, key: &str, hash: i64, value: &HwValue) {
             let n_used = self.used;
             self.insert_no_resize(key, hash, value);
             if self.used > n_used && self.fill * 3 >= self.table.len() * 2 {
@@ -993,16 +999,16 @@ pub(crate) mod pydict {
             d
         }
 
-        pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        pub fn iter(&self) -> impl Iterator<Item = (&str, &HwValue)> {
             self.table.iter().filter_map(|s| match s {
-                Slot::Active { key, value, .. } => Some((key.as_str(), value.as_str())),
+                Slot::Active { key, value, .. } => Some((key.as_str(), value)),
                 _ => None,
             })
         }
 
-        pub fn to_map(&self) -> BTreeMap<String, String> {
+        pub fn to_map(&self) -> BTreeMap<String, HwValue> {
             self.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect()
         }
 
@@ -1617,8 +1623,9 @@ mod pyre {
 mod tests {
     use super::*;
 
-    fn item(f: [&str; 4]) -> Item {
-        f.map(String::from)
+    /// A hardware line or a spec, as the context wants.
+    fn item<T: for<'a> From<&'a str>>(f: [&str; 4]) -> [T; 4] {
+        f.map(T::from)
     }
 
     /// The `$y` keeps the spec from equalling the line (taken first).
@@ -1720,14 +1727,14 @@ mod tests {
         let spec = item(["a", "$x", "$x", "d"]);
         let mut lines = vec![item(["a", "1", "2", "d"])];
         assert!(match_spec(&spec, &mut lines, &mut vars).is_some());
-        assert_eq!(vars.get("x").map(String::as_str), Some("2"));
+        assert_eq!(vars.get("x").and_then(HwValue::as_str), Some("2"));
         assert!(lines.is_empty());
 
         let mut vars = Vars::new();
         let mut lines = vec![item(["a", "b", "c", "10"])];
         let spec = item(["a", "b", "c", "$x=y=z"]);
         assert!(match_spec(&spec, &mut lines.clone(), &mut vars).is_some());
-        assert_eq!(vars.get("x=y=z").map(String::as_str), Some("10"));
+        assert_eq!(vars.get("x=y=z").and_then(HwValue::as_str), Some("10"));
         for f in ["$x=10", "$x=foo", "$x=", "$x=()", "$x=gt(50)", "$x= gt(5)"] {
             let spec = item(["a", "b", "c", f]);
             assert!(
@@ -1738,7 +1745,7 @@ mod tests {
         let mut vars = Vars::new();
         let spec = item(["a", "b", "c", "$$x=gt(5)"]);
         assert!(match_spec(&spec, &mut lines, &mut vars).is_some());
-        assert_eq!(vars.get("$x").map(String::as_str), Some("10"));
+        assert_eq!(vars.get("$x").and_then(HwValue::as_str), Some("10"));
     }
 
     #[test]
@@ -1749,13 +1756,20 @@ mod tests {
             item(["disk", "$d", "size", "20"]),
         ];
         let mut vars = Vars::new();
-        assert_eq!(match_spec(&spec, &mut lines, &mut vars), Some(spec.clone()));
+        assert_eq!(
+            match_spec(&spec, &mut lines, &mut vars),
+            Some(item(["disk", "$d", "size", "20"]))
+        );
         assert!(vars.is_empty());
         assert_eq!(lines.len(), 1);
     }
 
-    fn specs(list: &[[&str; 4]]) -> Vec<Spec> {
+    fn specs<T: for<'a> From<&'a str>>(list: &[[&str; 4]]) -> Vec<[T; 4]> {
         list.iter().map(|s| item(*s)).collect()
+    }
+
+    fn vars_of<const N: usize>(pairs: [(&str, &str); N]) -> Vars {
+        pairs.map(|(k, v)| (k.to_string(), HwValue::from(v))).into()
     }
 
     #[test]
@@ -1771,7 +1785,7 @@ mod tests {
         ]);
         let (mut vars, mut forced) = (Vars::new(), Vars::new());
         assert_eq!(match_all(&lines, &s, &mut vars, &mut forced), Ok(true));
-        assert_eq!(vars.get("d").map(String::as_str), Some("sdb"));
+        assert_eq!(vars.get("d").and_then(HwValue::as_str), Some("sdb"));
         assert!(forced.is_empty());
     }
 
@@ -1781,7 +1795,7 @@ mod tests {
         let (mut vars, mut forced) = (Vars::new(), Vars::new());
         let s = specs(&[["a", "$$x", "-", "-"]]);
         assert_eq!(match_all(&lines, &s, &mut vars, &mut forced), Ok(true));
-        assert_eq!(vars, [("x".to_string(), "p".to_string())].into());
+        assert_eq!(vars, vars_of([("x", "p")]));
         assert_eq!(forced, vars);
         for s in [
             specs(&[["a", "$$x", "-", "-"], ["b", "$x", "-", "-"]]),
@@ -1794,7 +1808,7 @@ mod tests {
         let s = specs(&[["a", "$$$x", "-", "-"]]);
         let (mut vars, mut forced) = (Vars::new(), Vars::new());
         assert_eq!(match_all(&lines, &s, &mut vars, &mut forced), Ok(true));
-        assert_eq!(vars, [("x".to_string(), "p".to_string())].into());
+        assert_eq!(vars, vars_of([("x", "p")]));
         assert_eq!(forced.len(), 2);
     }
 
@@ -1830,7 +1844,7 @@ mod tests {
             ]),
         ]);
         let got = specs_from_value(file, &good).unwrap();
-        assert_eq!(got[1], item(["a", "b", "c", "d"]));
+        assert_eq!(got[1], item::<String>(["a", "b", "c", "d"]));
         let bad = Value::List(vec![
             tuple(["a", "b", "c", "d"]),
             Value::Tuple(vec![

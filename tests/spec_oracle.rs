@@ -13,7 +13,7 @@ use common::rng::Rng;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use edeploy::hw::{sysname_and_macs, Item};
+use edeploy::hw::{field_from_json, sysname_and_macs, HwValue, Item};
 use edeploy::spec::{match_all, match_all_with_budget, match_spec, Spec, SpecError, Vars};
 use serde_json::{json, Value as Json};
 
@@ -91,7 +91,26 @@ fn random_line(r: &mut Rng) -> Item {
             r.pick(&["vm", "PowerEdge R630", "x(1)"]),
         ],
     };
-    line.map(String::from)
+    let mut item = line.map(HwValue::from);
+    if r.chance(10) {
+        item[3] = random_number(r);
+    }
+    item
+}
+
+/// A value real detection sends as a JSON number (or boolean, null).
+fn random_number(r: &mut Rng) -> HwValue {
+    match r.below(9) {
+        0 => HwValue::Int(2),
+        1 => HwValue::Int(8),
+        2 => HwValue::Int(20),
+        3 => HwValue::Float(2.5),
+        4 => HwValue::Float(8.0),
+        5 => HwValue::Bool(true),
+        6 => HwValue::Bool(false),
+        7 => HwValue::None,
+        _ => HwValue::Long(1 << 70),
+    }
 }
 
 /// What a field holds, so that functions mostly get values they can read
@@ -171,7 +190,7 @@ fn random_var(r: &mut Rng, kind: Kind) -> String {
 /// A spec shaped after `line`, each field kept, made a variable or a
 /// function, or replaced by another value.
 fn random_spec(r: &mut Rng, line: &Item) -> Spec {
-    let mut spec = line.clone();
+    let mut spec = line.clone().map(|v| v.text());
     for (i, field) in spec.iter_mut().enumerate() {
         let vary = if i == 0 || i == 2 { 5 } else { 60 };
         if !r.chance(vary) {
@@ -181,18 +200,52 @@ fn random_spec(r: &mut Rng, line: &Item) -> Spec {
         *field = match r.below(10) {
             0..=4 => random_var(r, kind),
             5..=8 => random_function(r, kind, 0),
-            _ => random_line(r)[i].clone(),
+            _ => random_line(r)[i].text(),
         };
     }
     spec
 }
 
-fn vars_json(v: &Vars) -> Json {
-    json!(v)
+/// A value for the variables of the `$$` cases: text, sometimes a number.
+fn val(r: &mut Rng) -> HwValue {
+    match r.below(10) {
+        0 => random_number(r),
+        n => format!("val{}", n % 3).into(),
+    }
 }
 
-fn item_json(i: &Item) -> Json {
-    json!(i)
+/// Variables as their Python reprs: `2`, `2.0`, `True` and `'2'` differ.
+fn vars_repr(v: &Vars) -> BTreeMap<String, String> {
+    v.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+}
+
+fn oracle_vars(j: &Json) -> BTreeMap<String, String> {
+    let object = j.as_object().expect("a dict");
+    object
+        .iter()
+        .map(|(k, v)| (k.clone(), field_from_json(v).unwrap().to_string()))
+        .collect()
+}
+
+fn lines_repr(lines: &[Item]) -> Vec<Vec<String>> {
+    lines
+        .iter()
+        .map(|l| l.iter().map(HwValue::to_string).collect())
+        .collect()
+}
+
+fn oracle_lines(j: &Json) -> Vec<Vec<String>> {
+    let lines = j.as_array().expect("a list");
+    lines
+        .iter()
+        .map(|l| {
+            let fields = l.as_array().expect("a line");
+            fields
+                .iter()
+                .map(|f| field_from_json(f).unwrap().to_string())
+                .collect()
+        })
+        .collect()
 }
 
 /// Work units (see `MATCH_BUDGET`) beyond which a case is not sent to the
@@ -240,7 +293,7 @@ fn match_all_agrees_with_oracle() {
     // Many `$$` variables bound at once: the legacy rename loop skips some.
     for _ in 0..700 {
         let k = 1 + r.below(10);
-        let mut lines = Vec::new();
+        let mut lines: Vec<Item> = Vec::new();
         let mut specs = Vec::new();
         for j in 0..k {
             let name = format!("{}{}", r.pick(&["v", "disk", "mac", "ip", "eth"]), j);
@@ -249,12 +302,7 @@ fn match_all_agrees_with_oracle() {
             } else {
                 format!("${name}")
             };
-            lines.push([
-                "k".to_string(),
-                name.clone(),
-                format!("val{}", r.below(3)),
-                "-".into(),
-            ]);
+            lines.push(["k".into(), name.clone().into(), val(&mut r), "-".into()]);
             specs.push(["k".to_string(), name, var, "-".into()]);
         }
         if r.chance(30) {
@@ -278,12 +326,7 @@ fn match_all_agrees_with_oracle() {
         };
         for j in 0..k {
             let name = format!("{}{}", r.pick(&["v", "disk", "mac", "ip", "eth", "x"]), j);
-            lines.push([
-                "k".to_string(),
-                name.clone(),
-                format!("val{}", r.below(3)),
-                "-".into(),
-            ]);
+            lines.push(["k".into(), name.clone().into(), val(&mut r), "-".into()]);
             specs.push([
                 "k".to_string(),
                 name.clone(),
@@ -327,10 +370,15 @@ fn match_all_agrees_with_oracle() {
         let ok = got.unwrap_or_else(|e| panic!("{e}\n{}", context()));
         assert_eq!(json!(ok), expected["ok"], "{}", context());
         matched += usize::from(ok);
-        assert_eq!(vars_json(&vars), expected["vars"], "vars\n{}", context());
         assert_eq!(
-            vars_json(&forced),
-            expected["forced"],
+            vars_repr(&vars),
+            oracle_vars(&expected["vars"]),
+            "vars\n{}",
+            context()
+        );
+        assert_eq!(
+            vars_repr(&forced),
+            oracle_vars(&expected["forced"]),
             "forced\n{}",
             context()
         );
@@ -382,12 +430,12 @@ fn match_spec_functions_agree_with_oracle() {
         };
         let lines: Vec<Item> = (0..1 + r.below(3))
             .map(|_| {
-                [
-                    "a".to_string(),
-                    r.pick(&["b", "c"]).to_string(),
-                    "c".into(),
-                    r.pick(&values).to_string(),
-                ]
+                let value = if r.chance(15) {
+                    random_number(&mut r)
+                } else {
+                    r.pick(&values).into()
+                };
+                ["a".into(), r.pick(&["b", "c"]).into(), "c".into(), value]
             })
             .collect();
         let spec: Spec = [
@@ -405,7 +453,12 @@ fn match_spec_functions_agree_with_oracle() {
             vars.insert("y".into(), "c".into());
         }
         if r.chance(20) {
-            vars.insert(r.pick(&VARS).into(), r.pick(&values).to_string());
+            let value = if r.chance(20) {
+                random_number(&mut r)
+            } else {
+                r.pick(&values).into()
+            };
+            vars.insert(r.pick(&VARS).into(), value);
         }
         cases.push(json!({"kind": "spec", "spec": spec, "lines": lines, "vars": vars}));
         inputs.push((spec, lines, vars));
@@ -425,14 +478,20 @@ fn match_spec_functions_agree_with_oracle() {
         let before = (lines.clone(), vars.clone());
         let line = match_spec(spec, &mut lines, &mut vars);
         let context = format!("spec {spec:?}\ninput {before:?}\noracle {expected}");
+        let want = &expected["line"];
+        let want_line = (!want.is_null()).then(|| oracle_lines(&json!([want])));
+        assert_eq!(line.map(|l| lines_repr(&[l])), want_line, "{context}");
+        matched += usize::from(want_line.is_some());
         assert_eq!(
-            line.as_ref().map(item_json).unwrap_or(Json::Null),
-            expected["line"],
+            lines_repr(&lines),
+            oracle_lines(&expected["lines"]),
             "{context}"
         );
-        matched += usize::from(line.is_some());
-        assert_eq!(json!(lines), expected["lines"], "{context}");
-        assert_eq!(vars_json(&vars), expected["vars"], "{context}");
+        assert_eq!(
+            vars_repr(&vars),
+            oracle_vars(&expected["vars"]),
+            "{context}"
+        );
     }
     eprintln!("{compared} compared ({matched} matched), {skipped} skipped");
     assert!(compared > 3000 && matched > 800);
@@ -471,7 +530,7 @@ fn sysname_agrees_with_oracle() {
                         r.pick(&texts),
                     ],
                 };
-                line.map(String::from)
+                line.map(HwValue::from)
             })
             .collect();
         cases.push(json!({"kind": "sysname", "items": items}));
@@ -503,7 +562,7 @@ fn legacy_quirks_are_kept() {
         ["b", "q", "-", "-"],
     ]
     .iter()
-    .map(|l| l.map(String::from))
+    .map(|l| l.map(HwValue::from))
     .collect();
     let specs: Vec<Spec> = [["a", "$$x", "-", "-"], ["b", "$$x", "-", "-"]]
         .iter()
@@ -512,10 +571,9 @@ fn legacy_quirks_are_kept() {
     let mut vars = Vars::new();
     let mut forced = Vars::new();
     assert_eq!(match_all(&lines, &specs, &mut vars, &mut forced), Ok(true));
-    let expect: BTreeMap<String, String> =
-        [("$x".into(), "p".into()), ("x".into(), "q".into())].into();
+    let expect: Vars = [("$x".into(), "p".into()), ("x".into(), "q".into())].into();
     assert_eq!(vars, expect);
-    assert_eq!(forced, [("x".to_string(), "q".to_string())].into());
+    assert_eq!(forced, [("x".to_string(), "q".into())].into());
 }
 
 /// A Python regular expression without commas (a comma splits the legacy
@@ -613,7 +671,7 @@ fn regexp_agrees_with_python() {
             "c".into(),
             format!("regexp({pattern})"),
         ];
-        let lines = vec![["a".into(), "b".into(), "c".into(), value.clone()]];
+        let lines: Vec<Item> = vec![["a".into(), "b".into(), "c".into(), value.clone().into()]];
         cases.push(json!({"kind": "spec", "spec": spec, "lines": lines, "vars": {}}));
         inputs.push((spec, lines, pattern, value));
     }
