@@ -258,7 +258,7 @@ fn check_specs(path: &Path, report: &mut Report) {
                     format!("field {}: {problem}", j + 1),
                 );
             }
-            if let Some(var) = field.strip_prefix('$') {
+            if let Some(var) = field.as_str().and_then(|f| f.strip_prefix('$')) {
                 let name = var.split_once('=').map_or(var, |(n, _)| n);
                 match name.strip_prefix('$') {
                     Some(n) => double.entry(n.to_string()).or_insert((i, j)),

@@ -84,8 +84,8 @@ pub struct Miss {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Why {
-    /// Plain text that differs.
-    Differs { expected: String },
+    /// Plain text (or a number) that differs.
+    Differs { expected: HwValue },
     /// A function call (or the function of `$var=call`) that is false.
     Fails { call: String },
     /// A field the server can never satisfy (unknown function, bad regexp).
@@ -260,7 +260,7 @@ fn field_passes(spec: &Spec, i: usize, line: &Item, vars: &Vars) -> bool {
     let mut probe = spec.clone();
     for (j, field) in probe.iter_mut().enumerate() {
         if j != i {
-            *field = format!("${}", wildcard(j, vars));
+            *field = HwValue::Str(format!("${}", wildcard(j, vars)));
         }
     }
     line_passes(&probe, line, vars)
@@ -281,15 +281,23 @@ fn wildcard(j: usize, vars: &Vars) -> String {
 /// conflicting variable.
 fn first_miss(spec: &Spec, line: &Item, vars: &Vars, earlier: &[Spec]) -> Option<Miss> {
     let field = (0..4).find(|&i| !field_passes(spec, i, line, vars))?;
-    let text = spec.get(field)?;
+    let spec_field = spec.get(field)?;
     let value = line.get(field)?.clone();
+    let Some(text) = spec_field.as_str() else {
+        let expected = spec_field.clone();
+        return Some(Miss {
+            field,
+            value,
+            why: Why::Differs { expected },
+        });
+    };
     let fresh = Vars::new();
     let why = match text.strip_prefix('$') {
         Some(var) => {
             let (name, call) = split_assignment(var);
             match call {
                 Some(call) if !field_passes(spec, field, line, &fresh) => {
-                    match spec::check_field(text) {
+                    match spec::check_field(spec_field) {
                         Err(p) => Why::Invalid { problem: p.0 },
                         Ok(()) => Why::Fails {
                             call: call.to_string(),
@@ -303,11 +311,13 @@ fn first_miss(spec: &Spec, line: &Item, vars: &Vars, earlier: &[Spec]) -> Option
                 },
             }
         }
-        None => match spec::check_field(text) {
+        None => match spec::check_field(spec_field) {
             Err(p) => Why::Invalid { problem: p.0 },
-            Ok(()) if looks_like_call(text) => Why::Fails { call: text.clone() },
+            Ok(()) if looks_like_call(text) => Why::Fails {
+                call: text.to_string(),
+            },
             Ok(()) => Why::Differs {
-                expected: text.clone(),
+                expected: spec_field.clone(),
             },
         },
     };
@@ -326,7 +336,7 @@ fn split_assignment(var: &str) -> (&str, Option<&str>) {
 /// Does `spec` bind the variable `name`?
 fn binds(spec: &Spec, name: &str) -> bool {
     spec.iter()
-        .filter_map(|f| f.strip_prefix('$'))
+        .filter_map(|f| f.as_str()?.strip_prefix('$'))
         .any(|var| split_assignment(var).0 == name)
 }
 
@@ -347,15 +357,9 @@ pub fn py_str(s: &str) -> String {
     String::from_utf8_lossy(&literal::repr(&Value::str(s))).into_owned()
 }
 
-/// Python's repr of a spec (a 4-tuple of strings).
-pub fn py_tuple(fields: &[String; 4]) -> String {
-    let tuple = Value::Tuple(fields.iter().map(|f| Value::str(f)).collect());
-    String::from_utf8_lossy(&literal::repr(&tuple)).into_owned()
-}
-
-/// Python's repr of a hardware line, as its `.hw` file shows it.
-pub fn py_line(line: &Item) -> String {
-    let tuple = Value::Tuple(line.iter().map(HwValue::to_value).collect());
+/// Python's repr of a spec or hardware line, as the files show it.
+pub fn py_tuple(fields: &[HwValue; 4]) -> String {
+    let tuple = Value::Tuple(fields.iter().map(HwValue::to_value).collect());
     String::from_utf8_lossy(&literal::repr(&tuple)).into_owned()
 }
 
@@ -370,7 +374,7 @@ impl fmt::Display for Miss {
         let value = &self.value;
         match &self.why {
             Why::Differs { expected } => {
-                write!(f, "field {n} {value} is not {}", py_str(expected))
+                write!(f, "field {n} {value} is not {expected}")
             }
             Why::Fails { call } => write!(f, "field {n} {value} fails {call}"),
             Why::Invalid { problem } => write!(f, "field {n} {value}: {problem}"),
@@ -407,20 +411,20 @@ impl fmt::Display for Failure {
                     Some(first) => write!(
                         f,
                         " \u{2014} closest: {}: {}",
-                        py_line(&first.line),
+                        py_tuple(&first.line),
                         first.miss
                     )?,
                     None => write!(
                         f,
                         " \u{2014} no hardware line passes its field 1 {}",
-                        py_str(&self.spec[0])
+                        self.spec[0]
                     )?,
                 }
                 for other in near {
                     write!(
                         f,
                         "\n  also close: {}: {}",
-                        py_line(&other.line),
+                        py_tuple(&other.line),
                         other.miss
                     )?;
                 }
@@ -437,7 +441,7 @@ impl fmt::Display for Failure {
                      (backtracking exhausted: no choice of lines for them leaves one for it)"
                 )?;
                 for b in lines {
-                    let line = py_line(&b.line);
+                    let line = py_tuple(&b.line);
                     match &b.by {
                         BlockedBy::Variable(miss) => write!(f, "\n  {line}: {miss}")?,
                         BlockedBy::Taken(Some((j, s))) => write!(
@@ -799,6 +803,8 @@ mod tests {
             ) {
                 let lines: Vec<Item> =
                     lines.into_iter().map(|l| l.map(HwValue::Str)).collect();
+                let specs: Vec<Spec> =
+                    specs.into_iter().map(|l| l.map(HwValue::Str)).collect();
                 let matches = |n: usize| {
                     let (mut v, mut f) = (Vars::new(), Vars::new());
                     spec::match_all(&lines, &specs[..n], &mut v, &mut f)

@@ -23,7 +23,9 @@ use crate::hw::{HwValue, Item};
 use crate::literal::{self, Dict, Document, ParseError, Value};
 
 /// One line of a `.specs` file: four fields matched against a hardware line.
-pub type Spec = [String; 4];
+/// A field is text (plain, `$var` or a function call), or a number (or
+/// boolean, None) that the line's field must equal, as Python compares.
+pub type Spec = [HwValue; 4];
 
 /// Variables bound by matching (name without the leading `$`): the line
 /// values they took, numbers included.
@@ -137,14 +139,24 @@ pub fn specs_from_value(file: &Path, v: &Value) -> Result<Vec<Spec>, SpecError> 
             }
             _ => return Err(invalid(Some(i), "expected a 4-tuple of strings".into())),
         };
-        let mut spec: Spec = Default::default();
+        let mut spec: Spec = [HwValue::None, HwValue::None, HwValue::None, HwValue::None];
         for (slot, field) in spec.iter_mut().zip(fields) {
-            *slot = match field.as_text() {
-                Some(s) => s.to_string(),
-                None if matches!(field, Value::Str(_)) => {
-                    return Err(invalid(Some(i), "a field is not valid UTF-8".into()))
+            *slot = match field {
+                Value::Str(_) | Value::Unicode(_) => match field.as_text() {
+                    Some(s) => HwValue::Str(s.to_string()),
+                    None => return Err(invalid(Some(i), "a field is not valid UTF-8".into())),
+                },
+                Value::Int(n) => HwValue::Int(*n),
+                Value::Long(n) => HwValue::Long(*n),
+                Value::Float(f) => HwValue::Float(*f),
+                Value::Bool(b) => HwValue::Bool(*b),
+                Value::None => HwValue::None,
+                _ => {
+                    return Err(invalid(
+                        Some(i),
+                        "a field is not a string or a number".into(),
+                    ))
                 }
-                None => return Err(invalid(Some(i), "a field is not a string".into())),
             };
         }
         specs.push(spec);
@@ -174,13 +186,20 @@ fn find_line<'l, 'a, T>(
     item: impl Fn(&'l T) -> &'l Item,
     bound: impl Fn(&str) -> Option<&'a HwValue>,
 ) -> Option<(usize, Vec<(String, HwValue)>)> {
-    let equal = |line: &Item| line.iter().zip(spec).all(|(v, s)| *v == **s);
-    if let Some(pos) = lines.iter().position(|l| equal(item(l))) {
+    if let Some(pos) = lines.iter().position(|l| item(l) == spec) {
         return Some((pos, Vec::new()));
     }
     'lines: for (pos, line) in lines.iter().map(&item).enumerate() {
         let mut binds = Vec::new();
         for (field, value) in spec.iter().zip(line.iter()) {
+            // A number in a spec is only ever compared (the legacy code
+            // raises on it past the exact-line pass).
+            let HwValue::Str(field) = field else {
+                if value != field {
+                    continue 'lines;
+                }
+                continue;
+            };
             if let Some(var) = field.strip_prefix('$') {
                 let name = match split_assignment(var) {
                     Some((name, func)) => {
@@ -566,7 +585,10 @@ impl std::error::Error for FieldProblem {}
 /// server then never matches the field), wrong argument counts, unreadable
 /// numbers, invalid regexps or networks (it raises), `range` (missing from
 /// the legacy library), and the variable forms the legacy server crashes on.
-pub fn check_field(field: &str) -> Result<(), FieldProblem> {
+pub fn check_field(field: &HwValue) -> Result<(), FieldProblem> {
+    let Some(field) = field.as_str() else {
+        return Ok(());
+    };
     let problem = |m: String| Err(FieldProblem(m));
     let call = |text: &str| match parse_call(text) {
         Some(c) => check_call(&c),
@@ -1844,12 +1866,21 @@ mod tests {
             ]),
         ]);
         let got = specs_from_value(file, &good).unwrap();
-        assert_eq!(got[1], item::<String>(["a", "b", "c", "d"]));
+        assert_eq!(got[1], item::<HwValue>(["a", "b", "c", "d"]));
+        // A number is a field the line must equal.
+        let numeric = Value::List(vec![Value::Tuple(vec![
+            Value::str("cpu"),
+            Value::str("physical"),
+            Value::str("number"),
+            Value::Int(2),
+        ])]);
+        let got = specs_from_value(file, &numeric).unwrap();
+        assert!(matches!(got[0][3], HwValue::Int(2)));
         let bad = Value::List(vec![
             tuple(["a", "b", "c", "d"]),
             Value::Tuple(vec![
                 Value::str("a"),
-                Value::Int(1),
+                Value::List(vec![]),
                 Value::str("c"),
                 Value::str("d"),
             ]),
@@ -1857,7 +1888,7 @@ mod tests {
         let err = specs_from_value(file, &bad).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "/cfg/vm.specs: entry 1: a field is not a string"
+            "/cfg/vm.specs: entry 1: a field is not a string or a number"
         );
         let short = Value::List(vec![Value::Tuple(vec![Value::str("a")])]);
         assert!(specs_from_value(file, &short)
@@ -1941,7 +1972,7 @@ mod tests {
             "and(gt(1), lt(5))",
             "gt()",
         ] {
-            assert_eq!(check_field(ok), Ok(()), "{ok}");
+            assert_eq!(check_field(&HwValue::from(ok)), Ok(()), "{ok}");
         }
         for (bad, why) in [
             ("foo(1)", "unknown function"),
@@ -1955,7 +1986,7 @@ mod tests {
             ("not(regexp([))", "not a regular expression we support"),
             ("range(1, 5)", "unknown to the legacy server"),
         ] {
-            let err = check_field(bad).unwrap_err();
+            let err = check_field(&HwValue::from(bad)).unwrap_err();
             assert!(err.0.contains(why), "{bad}: {err}");
         }
     }
@@ -1969,7 +2000,7 @@ mod tests {
             let spec = item(["a", "$y", "c", &field]);
             let mut lines = vec![item(["a", "b", "c", &value])];
             let _ = match_spec(&spec, &mut lines, &mut Vars::new());
-            let _ = check_field(&field);
+            let _ = check_field(&HwValue::Str(field.clone()));
             let _ = pyre::compile(&field);
         }
 
