@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use edeploy::hw::{field_from_json, sysname_and_macs, HwValue, Item};
-use edeploy::spec::{match_all, match_all_with_budget, match_spec, Spec, SpecError, Vars};
+use edeploy::spec::{match_all, match_all_unpruned, match_spec, Spec, SpecError, Vars};
 use serde_json::{json, Value as Json};
 
 fn oracle(script: &str, cases: &Json) -> Option<Vec<Json>> {
@@ -265,7 +265,7 @@ fn push_tractable(
     specs: Vec<Spec>,
 ) {
     let (mut v, mut f) = (Vars::new(), Vars::new());
-    if match_all_with_budget(&lines, &specs, &mut v, &mut f, TRACTABLE)
+    if match_all_unpruned(&lines, &specs, &mut v, &mut f, TRACTABLE)
         == Err(SpecError::TooComplex { budget: TRACTABLE })
     {
         return;

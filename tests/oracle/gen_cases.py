@@ -18,10 +18,16 @@ variables find again. Every outcome kind is drawn on purpose: matches in
 each profile, no quota, nothing matches, CMDB exhausted, `$$` without entry,
 failure reports.
 
-Usage: gen_cases.py --out DIR --count N --seed S [--first I]
+About one value field in ten of hw.json is a JSON number, true, false or
+null (as real initrds send for counts and sizes); specs name those lines by
+variables (which bind the number), by text (which never equals it) or,
+rarely, by a function (the legacy raises).
+
+Usage: gen_cases.py --out DIR --count N --seed S [--first I] [--hard]
 Prints the case directories, one a line. Case i (DIR/case-<i>) depends only
 on (S, i), not on DIR except for the paths in its edeploy.conf: two runs
-with different DIRs make the same cases.
+with different DIRs make the same cases. --hard makes cases that send the
+legacy matcher into deep backtracking (milliseconds to minutes each).
        gen_cases.py --out DIR --summarize
 Prints a histogram of the oracle results (expected/result.json) under DIR.
 """
@@ -101,8 +107,106 @@ def mac(rng):
     return text.upper() if rng.random() < 0.1 else text
 
 
+class NumText(float):
+    """A float that hw.json writes with a text of its own (2.50, 1E2, 1e400)."""
+
+    def __new__(cls, value, text):
+        obj = float.__new__(cls, value)
+        obj.text = text
+        return obj
+
+
+class IntText(int):
+    """An int that hw.json writes with a text of its own (-0)."""
+
+    def __new__(cls, value, text):
+        obj = int.__new__(cls, value)
+        obj.text = text
+        return obj
+
+
+INF = float("inf")
+# Python 2 reads the first three as int (no L in its repr), the others as long.
+BIG_INTS = [2**63 - 1, -(2**63), 4294967296, 2**63, 2**64, 10**20, -(2**63) - 1, 2**64 - 1, 3 * 10**25]
+ODD_FLOATS = [2.5, 1e20, -0.0, 3.0, 0.5, 1e-07, 1e16, 123456789.125, 0.1, 1e22, 2.0**64, 1.5e300, -2.5]
+ODD_TEXTS = [
+    (2.5, "2.50"),
+    (2.5, "25e-1"),
+    (100.0, "1E2"),
+    (3.0, "3.0e0"),
+    (0.0, "0e0"),
+    (1e20, "1E+20"),
+    (1e-07, "0.0000001"),
+    (INF, "1e400"),
+    (-INF, "-1e400"),
+]
+# Lines that name the machine (generate_filename_and_macs): the legacy
+# raises on anything but a string there.
+SYSNAME_KEYS = {("system", "vendor"), ("system", "name"), ("system", "serial"), ("network", "serial")}
+
+
+def float_form(rng, value):
+    """value as a float, sometimes with another JSON text for it."""
+    if rng.random() < 0.3 and value == int(value) and abs(value) < 1e15:
+        return NumText(value, rng.choice(["%d.0", "%de0", "%d.00", "%dE0"]) % value)
+    return float(value)
+
+
+def nonstring(rng, val):
+    """A JSON number, true, false or null standing for the string val."""
+    num = float(val) if is_number(val) and val.lower().lstrip("-") not in ("inf", "nan", "infinity") else None
+    integral = num is not None and num == int(num)
+    roll = rng.random()
+    if roll < 0.6:
+        return int(num) if integral else rng.choice([0, 1, 2, 3, 8, 408, -1, 4000])
+    if roll < 0.74:
+        return float_form(rng, num) if num is not None else rng.choice(ODD_FLOATS)
+    if roll < 0.8:
+        return rng.choice(BIG_INTS + [1e20])
+    if roll < 0.88:
+        if integral and num in (0, 1) and rng.random() < 0.7:
+            return bool(num)
+        return rng.choice([True, False])
+    if roll < 0.93:
+        return None
+    forms = [
+        lambda: rng.choice(ODD_FLOATS),
+        lambda: NumText(*rng.choice(ODD_TEXTS)),
+        lambda: IntText(0, "-0"),
+    ]
+    return rng.choice(forms)()
+
+
+def numberize(rng, items):
+    """About one value field in ten becomes a JSON number (or bool, null).
+
+    Real initrds send numbers for counts and sizes: those keys get them more
+    often. Lines that name the machine stay strings (the legacy crashes on
+    anything else) but in rare cases; a name field (the 2nd) rarely too.
+    """
+    for item in items:
+        cls, key = item[0], item[2]
+        if (cls, key) in SYSNAME_KEYS or not isinstance(item[3], str):
+            continue
+        if rng.random() < (0.25 if (cls, key) in NUMERIC else 0.04):
+            item[3] = nonstring(rng, item[3])
+    if rng.random() < 0.004:
+        named = [i for i in items if (i[0], i[2]) in SYSNAME_KEYS]
+        if named:
+            rng.choice(named)[3] = rng.choice([2, 1.5, None, True, 2**64])
+    if rng.random() < 0.01:
+        others = [i for i in items if i[0] in ("disk", "cpu", "memory")]
+        if others:
+            rng.choice(others)[1] = rng.choice([0, 1, 2.0, None, True])
+    return items
+
+
 def gen_hw(rng):
-    """A machine: system, cpu, memory, disks and NICs, as 4-string lists."""
+    """A machine: system, cpu, memory, disks and NICs, as 4-field lists.
+
+    The 4th field is a string, or for about one line in ten a number, a
+    bool or None (see numberize).
+    """
     items = []
     if rng.random() < 0.85:
         items.append(["system", "product", "vendor", odd(rng, rng.choice(VENDORS))])
@@ -118,6 +222,13 @@ def gen_hw(rng):
     for sock in range(sockets):
         items.append(["cpu", "physical_%d" % sock, "cores", rng.choice(["2", "4", "8", "12"])])
         items.append(["cpu", "physical_%d" % sock, "product", "Intel(R) Xeon(R) CPU E5-2650 0 @ 2.00GHz"])
+    if rng.random() < 0.25:
+        logical = sockets * rng.choice([1, 2, 4])
+        items.append(["cpu", "logical", "number", str(logical)])
+        for n in range(min(logical, 4)):
+            # Real initrds send these as numbers.
+            loops = rng.choice([408, 4000, 4788, 3990, 4400])
+            items.append(["cpu", "logical_%d" % n, "loops_per_sec", loops if rng.random() < 0.8 else str(loops)])
     items.append(["memory", "total", "size", str(rng.choice([4, 8, 16, 64]) * 1073741824)])
 
     prefix = rng.choice(["sd", "vd", "hd"])
@@ -145,12 +256,15 @@ def gen_hw(rng):
             items.append(["network", name, "vendor", rng.choice(NIC_VENDORS)])
     if rng.random() < 0.05:
         items.append(list(rng.choice(items)))
+    numberize(rng, items)
     if rng.random() < 0.3:
         rng.shuffle(items)
     return items
 
 
 def is_number(text):
+    if not isinstance(text, str):
+        return False
     try:
         float(text)
     except ValueError:
@@ -175,6 +289,7 @@ NUMERIC = {
     ("cpu", "cores"),
     ("memory", "size"),
     ("system", "channel"),
+    ("cpu", "loops_per_sec"),
 }
 IPV4 = {("network", "ipv4"), ("network", "ipv4-netmask")}
 
@@ -295,12 +410,50 @@ class Profile:
         self.forced = {}
 
 
-def value_field(rng, prof, item, target_ok):
+def py2_str(value):
+    """What str() gives in Python 2 for a value of a hardware line."""
+    if isinstance(value, float):
+        return repr(float(value))
+    return str(value)
+
+
+def equal_variant(rng, value):
+    """value, or another Python value equal to it (2, 2.0, True)."""
+    if isinstance(value, str) or value is None:
+        return value
+    options = [value, float(value)]
+    if abs(value) != INF and value == int(value):
+        options.append(int(value))
+        if value in (0, 1):
+            options.append(bool(value))
+    return rng.choice(options)
+
+
+def other_form(rng, value):
+    """For a number: an equal one, or its text that equals nothing."""
+    if isinstance(value, str):
+        return value
+    return equal_variant(rng, value) if rng.random() < 0.6 else py2_str(value)
+
+
+# Of the specs that could hold a function where a line with a number (bool,
+# None) can reach it, the share that keeps it: the legacy crashes on those
+# (AttributeError: no strip() on an int), so they stay rare.
+RISKY_FUNC = 0.08
+
+
+def value_field(rng, prof, item, target_ok, func_ok):
     cls, _, key, val = item
     var = rng.choice(prof.value_vars.get(key, ["v_" + key.replace("-", "_")]))
+    text = val if isinstance(val, str) else py2_str(val)
     roll = rng.random()
     if roll < 0.22:
-        return val
+        if not isinstance(val, str) and rng.random() < 0.1:
+            # A number in the spec (the caller keeps the other fields plain):
+            # the legacy finds an equal line, or raises on the number.
+            return equal_variant(rng, val)
+        # For a number, a text that never equals it.
+        return text
     if roll < 0.42:
         prof.binding[var] = val
         return "$" + var
@@ -308,9 +461,21 @@ def value_field(rng, prof, item, target_ok):
         prof.binding[var] = val
         prof.forced[var] = val
         return "$$" + var
+    if not isinstance(val, str) and not func_ok:
+        # A function here would raise on the target line itself: bind it.
+        prof.binding[var] = val
+        if roll < 0.6:
+            prof.forced[var] = val
+            return "$$" + var
+        return "$" + var
     func = None
-    if (cls, key) in NUMERIC and target_ok:
-        func = num_func(rng, val)
+    if not func_ok:
+        pass
+    elif not isinstance(val, str):
+        finite = is_number(text) and abs(float(text)) != INF
+        func = num_func(rng, text) if finite else str_func(rng, text)
+    elif (cls, key) in NUMERIC and target_ok:
+        func = num_func(rng, val) if is_number(val) and abs(float(val)) != INF else None
     elif (cls, key) in IPV4 and target_ok:
         func = ip_func(rng, val)
     elif (cls, key) not in NUMERIC and (cls, key) not in IPV4:
@@ -326,13 +491,18 @@ def value_field(rng, prof, item, target_ok):
     return func
 
 
-def name_field(rng, prof, item):
+def name_field(rng, prof, item, func_ok):
     cls, name = item[0], item[1]
     roll = rng.random()
+    if not isinstance(name, str):
+        # A name that is a number: plain text never equals it.
+        func_ok = False
+        if roll < 0.35:
+            return py2_str(name)
     if roll < 0.35 or cls not in prof.name_vars:
         return name
     var = rng.choice(prof.name_vars[cls])
-    if roll < 0.85:
+    if roll < 0.85 or (roll >= 0.9 and not func_ok):
         prof.binding[var] = name
         return "$" + var
     if roll < 0.9:
@@ -344,8 +514,21 @@ def name_field(rng, prof, item):
     return "$%s=regexp(^%s)" % (var, name[:2])
 
 
-def gen_spec(rng, prof, items):
-    item = rng.choice(items)
+def reaches_nonstring(hw, cls, key, field):
+    """Does a line of hw that holds cls (None: any) and key (None: any) have
+    anything but a string in field?"""
+    return any(
+        not isinstance(i[field], str) for i in hw if (cls is None or i[0] == cls) and (key is None or i[2] == key)
+    )
+
+
+def gen_spec(rng, prof, items, hw):
+    """A spec for one of items (hw, the machine it is matched against, or
+    another one). A function is only evaluated on the lines that the other
+    fields let through: the legacy raises when one of them is not a string,
+    so such places get one only with RISKY_FUNC."""
+    numbers = [i for i in items if not isinstance(i[3], str)]
+    item = rng.choice(numbers if numbers and rng.random() < 0.15 else items)
     if rng.random() < 0.08:
         # A value of another line of the same key: this spec may well match
         # nothing (or another line).
@@ -354,18 +537,27 @@ def gen_spec(rng, prof, items):
             wrong = rng.choice(others)
         elif is_number(item[3]):
             wrong = str(int(float(item[3])) + 7)
-        else:
+        elif isinstance(item[3], str):
             wrong = item[3] + "x"
+        else:
+            # The text of a number never equals it.
+            wrong = py2_str(item[3]) if is_number(py2_str(item[3])) else "7"
         item = [item[0], item[1], item[2], wrong]
     cls, _, key, _ = item
     if rng.random() < 0.08:
-        return tuple(item)
+        # The line itself; for a number, mostly its text (equals nothing).
+        return tuple(f if isinstance(f, str) or rng.random() < 0.3 else py2_str(f) for f in item)
     keyed = rng.random() < 0.05
     f0 = "$c" if rng.random() < 0.03 and not keyed else cls
-    f1 = name_field(rng, prof, item)
+    risky = reaches_nonstring(hw, cls if f0 == cls else None, key, 3)
+    name_risky = reaches_nonstring(hw, cls if f0 == cls else None, None, 1)
+    f1 = name_field(rng, prof, item, not name_risky or rng.random() < RISKY_FUNC)
     # A variable key lets lines of other keys reach field 3: only when that
     # field cannot raise on them.
-    f3 = value_field(rng, prof, item, f0 == cls and not keyed)
+    f3 = value_field(rng, prof, item, f0 == cls and not keyed, not risky or rng.random() < RISKY_FUNC)
+    if not isinstance(f3, str):
+        # Found by the exact comparison only, or the legacy raises.
+        return (cls, item[1], key, f3)
     f2 = "$k" if keyed and "(" not in f3 else key
     return (f0, f1, f2, f3)
 
@@ -380,16 +572,57 @@ def binding_specs(specs):
     seen = set()
     count = 0
     for spec in specs:
-        names = {f.split("=")[0].lstrip("$") for f in spec if f.startswith("$")}
+        names = {f.split("=")[0].lstrip("$") for f in spec if isinstance(f, str) and f.startswith("$")}
         if names - seen:
             count += 1
         seen |= names
     return count
 
 
-def py_repr(value):
-    """Python 2 literal text (ASCII data only) of lists, tuples and dicts."""
+def py_repr(value, rng=None):
+    """Python 2 literal text (ASCII data only) of lists, tuples and dicts.
+
+    As repr() but for infinities (1e400). With rng (the literal form of
+    hw.json), numbers sometimes keep their own text and longs get their L.
+    """
+    if isinstance(value, list):
+        return "[" + ", ".join(py_repr(v, rng) for v in value) + "]"
+    if isinstance(value, tuple):
+        inner = ", ".join(py_repr(v, rng) for v in value)
+        return "(" + inner + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, dict):
+        return "{" + ", ".join("%s: %s" % (py_repr(k, rng), py_repr(v, rng)) for k, v in value.items()) + "}"
+    if rng is not None and hasattr(value, "text") and rng.random() < 0.5:
+        return value.text
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return repr(value)
+    if isinstance(value, int):
+        text = repr(int(value))
+        if rng is not None and not -(2**63) <= value < 2**63 and rng.random() < 0.5:
+            text += "L"
+        return text
+    if isinstance(value, float):
+        if abs(value) == INF:
+            return "1e400" if value > 0 else "-1e400"
+        return repr(float(value))
     return repr(value)
+
+
+def hw_json(items, **kwargs):
+    """json.dumps of the hardware lines, numbers with a text of their own
+    written with it."""
+    texts = []
+
+    def hide(value):
+        if hasattr(value, "text"):
+            texts.append(value.text)
+            return "@@NUM%d@@" % (len(texts) - 1)
+        return value
+
+    text = json.dumps([[hide(f) for f in item] for item in items], **kwargs)
+    for n, num in enumerate(texts):
+        text = text.replace('"@@NUM%d@@"' % n, num, 1)
+    return text
 
 
 def write_specs(rng, path, specs):
@@ -425,11 +658,24 @@ def cmdb_entry(rng, prof, reuse):
         keys = list(prof.binding)
         for key in rng.sample(keys, rng.randint(1, len(keys))):
             entry[key] = prof.binding[key]
-            if rng.random() < 0.1:
+            roll = rng.random()
+            if roll < 0.1:
                 entry[key] = "other"
+            elif roll < 0.4:
+                # For a number: 2.0 or True finds 2 again, '2' does not.
+                entry[key] = other_form(rng, entry[key])
     if rng.random() < 0.3:
         entry["used"] = 1
     return entry
+
+
+def distinct(values):
+    """The values once each, sorted; 2, 2.0 and True are three values here
+    (the first entry that holds one of them wins in the legacy)."""
+    seen = {}
+    for value in values:
+        seen.setdefault((type(value).__name__, py_repr(value)), value)
+    return [seen[k] for k in sorted(seen, key=lambda k: (k[0] != "str", k))]
 
 
 def plain_cmdb(rng, prof, items):
@@ -440,9 +686,10 @@ def plain_cmdb(rng, prof, items):
         # Entries for the `$$` variables: the true value, other values of
         # the same kind of line, or none.
         if rng.random() < 0.8:
-            values = {prof.forced[var]} | {it[3] for it in items if rng.random() < 0.2}
-            values |= {it[1] for it in items if rng.random() < 0.1}
-            for value in sorted(values):
+            values = [prof.forced[var]] + [it[3] for it in items if rng.random() < 0.2]
+            values += [it[1] for it in items if rng.random() < 0.1]
+            values += [other_form(rng, v) for v in values if not isinstance(v, str) and rng.random() < 0.5]
+            for value in distinct(values):
                 entry = cmdb_entry(rng, prof, False)
                 entry[var] = value
                 entries.insert(rng.randint(0, len(entries)), entry)
@@ -485,6 +732,7 @@ def generate_model(rng, prof, items):
     for var in prof.forced:
         if rng.random() < 0.8:
             values = [prof.forced[var]] + [it[3] for it in items if rng.random() < 0.2]
+            values += [other_form(rng, v) for v in values if not isinstance(v, str) and rng.random() < 0.3]
             rng.shuffle(values)
             model[var] = values
     # All-repeating values make a generator of 16 million entries (a minute
@@ -527,16 +775,19 @@ def write_state(rng, path, state):
 
 
 def write_hw(rng, path, items):
+    """hw.json: JSON, or the Python literal form that old initrds sent (as
+    the legacy writes the .hw files: numbers too, longs with or without L,
+    a float as 2.50 or 1e400)."""
     roll = rng.random()
     if roll < 0.02:
-        text = json.dumps(items)[: rng.randint(1, 30)]
+        text = hw_json(items)[: rng.randint(1, 30)]
     elif roll < 0.03:
         text = "[]"
     elif roll < 0.13:
         shaped = [tuple(i) for i in items] if rng.random() < 0.7 else items
-        text = repr(shaped)
+        text = py_repr(shaped, rng)
     else:
-        text = json.dumps(items, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, None, 1, 4]))
+        text = hw_json(items, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, None, 1, 4]))
     with open(path, "w", encoding="utf-8") as out:
         out.write(text + ("\n" if rng.random() < 0.7 else ""))
 
@@ -548,9 +799,9 @@ def gen_case(case_dir, rng):
         os.makedirs(path)
 
     raw_items = gen_hw(rng)
-    items = [[ascii_only(f) for f in item] for item in raw_items]
+    items = [[ascii_only(f) if isinstance(f, str) else f for f in item] for item in raw_items]
     # Profiles written for another machine rarely match this one.
-    stranger = [[ascii_only(f) for f in item] for item in gen_hw(rng)]
+    stranger = [[ascii_only(f) if isinstance(f, str) else f for f in item] for item in gen_hw(rng)]
 
     names = rng.sample(PROFILES, rng.randint(1, 5))
     state = []
@@ -559,7 +810,7 @@ def gen_case(case_dir, rng):
         state.append((name, count))
         prof = Profile(rng)
         source = items if rng.random() < 0.75 else stranger
-        specs = [gen_spec(rng, prof, source) for _ in range(rng.randint(1, 6))]
+        specs = [gen_spec(rng, prof, source, items) for _ in range(rng.randint(1, 6))]
         limit = 2 if rng.random() < 0.35 else 1
         while len(specs) > 1 and binding_specs(specs) > limit:
             specs.pop(rng.randrange(len(specs)))
@@ -594,6 +845,173 @@ def gen_case(case_dir, rng):
     lines.append("LOCKFILE = " + os.path.join(case_dir, "run", "edeploy.lock"))
     if rng.random() < 0.2:
         lines.append("USEPXEMNGR = False")
+    with open(os.path.join(case_dir, "edeploy.conf"), "w") as out:
+        out.write("\n".join(lines) + "\n")
+
+
+def disk_names(count):
+    """sda..sdz, then sdaa, sdab...: as the kernel names them."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    names = []
+    for n in range(count):
+        names.append("sd" + (letters[n // 26 - 1] if n >= 26 else "") + letters[n % 26])
+    return names
+
+
+def hard_specs(rng, disks):
+    """Specs that make the legacy backtrack deep: few binding points (specs
+    that bind a new variable, see binding_specs) over many similar lines.
+
+    The search of a failing profile costs about C(50 + k, k) calls of
+    match_all for k binding points before the spec that fails (each call
+    matches every spec against every line): k = 2 takes under a second, 3
+    one to ten seconds, 4 tens of seconds, 5 can outlast any timeout (but
+    rarely fails that late). Shared variables and
+    checks on the disks bound (a model, a second size line that few disks
+    have) make constraints that fail late without adding points.
+    """
+    k = rng.choices([1, 2, 3, 4, 5], [1, 2, 4, 5, 1])[0]
+    checks = rng.randint(max(5, k), 12) - k
+    sizes = sorted({v for d in disks for key, v in d[1:] if key == "size"}, key=str)
+    models = sorted({v for d in disks for key, v in d[1:] if key == "model"}, key=str)
+    names, size_vars, model_vars = [], [], []
+    taken = set()  # (disk variable, key) whose line a spec takes
+
+    def bind():
+        form = rng.random()
+        name = "$d%d" % (len(names) + 1)
+        if form < 0.65 or not names:
+            if size_vars and rng.random() < 0.7:
+                value = rng.choice(size_vars)
+            elif rng.random() < 0.8:
+                value = "$s%d" % (len(size_vars) + 1)
+                size_vars.append(value)
+            else:
+                value = rng.choice(sizes)
+            key = "size"
+        elif form < 0.9:
+            if model_vars and rng.random() < 0.6:
+                value = rng.choice(model_vars)
+            else:
+                value = "$m%d" % (len(model_vars) + 1)
+                model_vars.append(value)
+            key = "model"
+        else:
+            # A new value variable on a disk already bound.
+            name = rng.choice(names)
+            value = "$m%d" % (len(model_vars) + 1)
+            model_vars.append(value)
+            key = "model"
+        if name not in names:
+            names.append(name)
+        taken.add((name, key))
+        return ("disk", name, key, value)
+
+    def check():
+        """A spec on the disks bound that binds nothing: most assignments
+        pass it, some do not."""
+        for _ in range(20):
+            name = rng.choice(names)
+            form = rng.random()
+            if form < 0.3 and model_vars:
+                key, value = "model", rng.choice(model_vars)
+            elif form < 0.55:
+                key, value = "model", rng.choice(models or ["none"])
+            elif form < 0.8:
+                key, value = "vendor", rng.choice(DISK_VENDORS[:3])
+            else:
+                key, value = "rotational", rng.choice(["0", "1"])
+            if (name, key) not in taken:
+                taken.add((name, key))
+                return ("disk", name, key, value)
+        return None
+
+    specs = []
+    for n in range(k):
+        specs.append(bind())
+        # Checks between binding points prune the search early: few.
+        while checks and rng.random() < 0.15:
+            checks -= 1
+            spec = check()
+            if spec:
+                specs.append(spec)
+    for _ in range(checks):
+        spec = check()
+        if spec:
+            specs.append(spec)
+    roll = rng.random()
+    if roll < 0.25:
+        # A second size line of a disk: no disk has one, the whole search
+        # runs before the profile fails.
+        specs.append(("disk", rng.choice(names), "size", rng.choice(size_vars or sizes)))
+    elif roll < 0.35:
+        specs.append(("disk", rng.choice(names), "vendor", "nobody"))
+    return specs
+
+
+def gen_hard_case(case_dir, rng):
+    """--hard: a machine with many similar disks and a profile whose specs
+    make the legacy search backtrack deep (hard_specs); the rest simple."""
+    config = os.path.join(case_dir, "config")
+    hwdir = os.path.join(case_dir, "hw")
+    for path in (config, hwdir, os.path.join(case_dir, "run")):
+        os.makedirs(path)
+
+    items = [
+        ["system", "product", "vendor", rng.choice(VENDORS[:-1])],
+        ["system", "product", "name", rng.choice(NAMES[:-2])],
+        ["system", "product", "serial", "".join(rng.choice("ABCDEFGH0123456789") for _ in range(8))],
+        ["cpu", "physical", "number", rng.choice(["1", "2", 2])],
+        ["memory", "total", "size", "17179869184"],
+    ]
+    sizes = rng.sample(DISK_SIZES, rng.randint(2, 4))
+    models = rng.sample(DISK_MODELS, rng.randint(1, 3))
+    disks = []
+    for name in disk_names(rng.randint(10, 40)):
+        lines = [name, ("size", rng.choice(sizes))]
+        if rng.random() < 0.8:
+            lines.append(("model", rng.choice(models)))
+        if rng.random() < 0.5:
+            lines.append(("vendor", rng.choice(DISK_VENDORS[:3])))
+        if rng.random() < 0.3:
+            lines.append(("rotational", rng.choice(["0", "1"])))
+        if rng.random() < 0.05:
+            # A second size line: the one disk that passes such a check.
+            lines.append(("size", rng.choice(sizes)))
+        disks.append(lines)
+        items.extend(["disk", name, key, value] for key, value in lines[1:])
+    for n in range(rng.randint(1, 2)):
+        items.append(["network", "eth%d" % n, "serial", mac(rng)])
+        items.append(["network", "eth%d" % n, "link", "yes"])
+    for item in items:
+        if item[0] == "disk" and item[2] == "size" and rng.random() < 0.05:
+            # A number now and then: '$s1' holds 100 and "100" apart.
+            item[3] = int(item[3])
+    if rng.random() < 0.3:
+        rng.shuffle(items)
+
+    specs = hard_specs(rng, disks)
+    state = [("hard", rng.choice(["*", 1, 3]))]
+    write_specs(rng, os.path.join(config, "hard.specs"), specs)
+    if rng.random() < 0.4:
+        # A fallback that matches when the hard profile does not.
+        state.append(("fallback", "*"))
+        write_specs(rng, os.path.join(config, "fallback.specs"), [("disk", "$disk", "size", "$size")])
+    for name, _ in state:
+        with open(os.path.join(config, name + ".configure"), "w") as out:
+            out.write(MARKER + "run('echo %s')\n" % name)
+    if rng.random() < 0.3:
+        entries = [{"hostname": "node%d" % n, "ip": "10.9.0.%d" % n} for n in range(1, rng.randint(2, 4))]
+        with open(os.path.join(config, "hard.cmdb"), "w", encoding="ascii") as out:
+            out.write(py_repr(entries) + "\n")
+    write_state(rng, os.path.join(config, "state"), state)
+    with open(os.path.join(case_dir, "hw.json"), "w") as out:
+        out.write(hw_json(items, indent=rng.choice([None, 1])) + "\n")
+    with open(os.path.join(case_dir, "request.json"), "w") as out:
+        json.dump({"hw": "hw.json", "failure": None}, out)
+        out.write("\n")
+    lines = ["[SERVER]", "CONFIGDIR = " + config, "HWDIR = " + hwdir]
+    lines.append("LOCKFILE = " + os.path.join(case_dir, "run", "edeploy.lock"))
     with open(os.path.join(case_dir, "edeploy.conf"), "w") as out:
         out.write("\n".join(lines) + "\n")
 
@@ -659,6 +1077,9 @@ def main():
     parser.add_argument("--first", type=int, default=0, help="number of the first case (to regenerate one)")
     parser.add_argument("--seed", default="1")
     parser.add_argument(
+        "--hard", action="store_true", help="cases that make the legacy matcher backtrack deep (slow)"
+    )
+    parser.add_argument(
         "--summarize", action="store_true", help="print a histogram of the oracle results under --out instead"
     )
     args = parser.parse_args()
@@ -668,7 +1089,10 @@ def main():
         return
     for i in range(args.first, args.first + args.count):
         case_dir = os.path.join(out, "case-%05d" % i)
-        gen_case(case_dir, random.Random("%s-%d" % (args.seed, i)))
+        if args.hard:
+            gen_hard_case(case_dir, random.Random("hard-%s-%d" % (args.seed, i)))
+        else:
+            gen_case(case_dir, random.Random("%s-%d" % (args.seed, i)))
         print(case_dir)
 
 
