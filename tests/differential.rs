@@ -13,7 +13,10 @@
 //! (keep the work directory), EDEPLOY_SKIP_ORACLE=1 (skip when the oracle
 //! is missing; otherwise a missing oracle fails the test), EDEPLOY_PYTHON2
 //! and EDEPLOY_PYTHON3 (interpreters), EDEPLOY_DIFF_UPLOAD (the `upload`
-//! executable under test, default: this package's).
+//! executable under test, default: this package's), EDEPLOY_DIFF_HARD=1
+//! (`gen_cases.py --hard`: deep backtracking; the legacy gets 120 s a case
+//! unless EDEPLOY_ORACLE_TIMEOUT says otherwise, and the slowest cases of
+//! both are printed).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -109,6 +112,7 @@ struct Ours {
     status: Option<ExitStatus>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
+    elapsed: Duration,
 }
 
 fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
@@ -154,6 +158,7 @@ fn run_ours(case: &Path, failure: Option<&str>, out_dir: &Path) -> Ours {
         .stdin(Stdio::null())
         .stdout(fs::File::create(&stdout_path).expect("create stdout file"))
         .stderr(fs::File::create(&stderr_path).expect("create stderr file"));
+    let start = Instant::now();
     let status = match cmd.spawn() {
         Ok(mut child) => wait_with_timeout(&mut child, OUR_TIMEOUT),
         Err(err) => panic!("cannot run {}: {err}", upload_binary().display()),
@@ -162,7 +167,22 @@ fn run_ours(case: &Path, failure: Option<&str>, out_dir: &Path) -> Ours {
         status,
         stdout: fs::read(&stdout_path).unwrap_or_default(),
         stderr: fs::read(&stderr_path).unwrap_or_default(),
+        elapsed: start.elapsed(),
     }
+}
+
+/// The slowest cases of each engine: (legacy seconds, ours, case).
+fn slowest(times: &mut [(f64, f64, &str)]) -> String {
+    let mut out = String::from("slowest cases (legacy s / ours s):");
+    times.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (legacy, ours, name) in times.iter().take(8) {
+        let _ = write!(out, "\n  legacy {legacy:8.3}  ours {ours:7.4}  {name}");
+    }
+    times.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (legacy, ours, name) in times.iter().take(8) {
+        let _ = write!(out, "\n  ours {ours:7.4}  legacy {legacy:8.3}  {name}");
+    }
+    out
 }
 
 /// The message of an error script: the body of its heredoc.
@@ -346,6 +366,7 @@ fn upload_matches_legacy() {
         .parse()
         .expect("EDEPLOY_DIFF_CASES must be a number");
     let seed = env_or("EDEPLOY_DIFF_SEED", DEFAULT_SEED);
+    let hard = std::env::var("EDEPLOY_DIFF_HARD").as_deref() == Ok("1");
     let show: usize = env_or("EDEPLOY_DIFF_SHOW", "10").parse().unwrap_or(10);
     let started = Instant::now();
 
@@ -371,6 +392,7 @@ fn upload_matches_legacy() {
                 .arg("--out")
                 .arg(dir)
                 .args(["--count", &cases.to_string(), "--seed", &seed])
+                .args(hard.then_some("--hard"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -400,7 +422,11 @@ fn upload_matches_legacy() {
             .collect();
         fs::write(&list, listing).expect("write case list");
         let log = root.join(format!("oracle-{batch}.log"));
-        let child = python2()
+        let mut oracle = python2();
+        if hard && std::env::var_os("EDEPLOY_ORACLE_TIMEOUT").is_none() {
+            oracle.env("EDEPLOY_ORACLE_TIMEOUT", "120");
+        }
+        let child = oracle
             .arg(oracle_dir().join("legacy_upload.py"))
             .arg("-")
             .stdin(fs::File::open(&list).expect("open case list"))
@@ -432,6 +458,7 @@ fn upload_matches_legacy() {
     }
     let oracle_done = started.elapsed();
 
+    let mut times: Vec<(f64, f64, &str)> = Vec::new();
     let mut mismatches: Vec<(String, Vec<String>)> = Vec::new();
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
@@ -446,6 +473,12 @@ fn upload_matches_legacy() {
             }
         };
         let outcome = json_str(&result, "outcome").unwrap_or("").to_string();
+        let legacy_seconds = result.get("seconds").and_then(Json::as_f64);
+        times.push((
+            legacy_seconds.unwrap_or(f64::INFINITY),
+            ours.elapsed.as_secs_f64(),
+            name,
+        ));
         let exc_type = json_str(&result, "exc_type").unwrap_or("");
         let panicked = String::from_utf8_lossy(&ours.stderr).contains("panicked");
         if ours.status.is_none() || panicked {
@@ -486,6 +519,9 @@ fn upload_matches_legacy() {
         oracle_done.as_secs_f64(),
     );
     eprintln!("{summary}");
+    if hard {
+        eprintln!("{}", slowest(&mut times));
+    }
     // A generator that mostly makes legacy crashes would test nothing.
     let enough = compared * 100 >= cases * 85;
     if mismatches.is_empty() && enough {

@@ -201,6 +201,22 @@ impl Apache {
     pub fn data(&self, sub: &str) -> PathBuf {
         self.root.join("data").join(sub)
     }
+
+    /// Replaces the server's CONFIGDIR by the files of `from`, owned by the
+    /// server's user as an installation's are.
+    pub fn set_config(&self, from: &Path) {
+        let config = self.data("config");
+        fs::remove_dir_all(&config).unwrap();
+        fs::create_dir_all(&config).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), config.join(entry.file_name())).unwrap();
+        }
+        if fs::metadata("/proc/self").unwrap().uid() == 0 {
+            let (uid, gid) = user_ids("www-data").expect("user www-data");
+            chown_tree(&config, uid, gid);
+        }
+    }
 }
 
 impl Drop for Apache {
