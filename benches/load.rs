@@ -25,7 +25,7 @@ mod common;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,16 +60,9 @@ fn start_apache(quota: usize, cmdb: &str) -> Apache {
     build_null_cgi(&cgi_dir.join("null.py"));
     fs::set_permissions(cgi_dir.join("null.py"), fs::Permissions::from_mode(0o755))
         .expect("chmod null.py");
-    let config = apache.data("config");
-    let owner = fs::metadata(&config).expect("CONFIGDIR");
-    for f in fs::read_dir(&config).expect("CONFIGDIR") {
-        fs::remove_file(f.expect("CONFIGDIR entry").path()).expect("remove the fixture profile");
-    }
-    common::write_profile(&config, Some(quota), Some(cmdb.as_bytes()));
-    for f in fs::read_dir(&config).expect("CONFIGDIR") {
-        let path = f.expect("CONFIGDIR entry").path();
-        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).expect("chown");
-    }
+    let profile = tempfile::tempdir().expect("temporary directory");
+    common::write_profile(profile.path(), Some(quota), Some(cmdb.as_bytes()));
+    apache.set_config(profile.path());
     apache
 }
 
