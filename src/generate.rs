@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use regex::bytes::Regex;
 
 use crate::literal::{Dict, Value};
-use crate::spec::pydict;
+use crate::pydict;
 
 /// Most entries one model may expand to.
 pub const MAX_ENTRIES: usize = 1 << 20;
@@ -147,28 +147,8 @@ pub fn generate(model: &Value) -> Result<Generated, GenerateError> {
 /// file (checked against the reference). Insertion order when a key's hash
 /// is not reproduced here (keys other than strings and numbers).
 fn python_order(dict: &Dict) -> Vec<usize> {
-    let hashes: Option<Vec<i64>> = dict.iter().map(|(k, _)| key_hash(k)).collect();
-    match hashes {
-        Some(h) => pydict::display(&h)
-            .copy()
-            .iter()
-            .filter_map(|(k, _)| k.parse().ok())
-            .collect(),
-        None => (0..dict.len()).collect(),
-    }
-}
-
-fn key_hash(key: &Value) -> Option<i64> {
-    let int = |i: i64| if i == -1 { -2 } else { i };
-    match key {
-        Value::Str(b) => Some(pydict::str_hash(b)),
-        Value::Unicode(s) => Some(pydict::unicode_hash(s)),
-        Value::Bool(b) => Some(i64::from(*b)),
-        Value::Int(i) => Some(int(*i)),
-        Value::Long(l) => i64::try_from(*l).ok().map(int),
-        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Some(int(*f as i64)),
-        _ => None,
-    }
+    let keys: Vec<&Value> = dict.iter().map(|(k, _)| k).collect();
+    pydict::display_order(&keys, true).unwrap_or_else(|| (0..dict.len()).collect())
 }
 
 /// Where a sequence ends: after `at` elements, by running out or (legacy

@@ -1,0 +1,491 @@
+//! How specs pick hardware lines: the first line a spec accepts
+//! ([`find_line`]), and the legacy backtracking over all the specs
+//! (LEGACY-SEMANTICS §3), whose first solution is the answer.
+//!
+//! The legacy search is exponential where specs bind many variables over
+//! similar lines (and it retries the same choices in cycles, up to its
+//! depth limit), so it is pruned here: a call that cannot succeed is
+//! answered `false` at once. Only failing branches are cut, and they change
+//! nothing, so the answer, the variables (stale keys of abandoned branches
+//! included) and the legacy crashes stay those of the legacy order.
+
+use std::collections::HashMap;
+
+use super::functions::call_field;
+use super::syntax::{classify, split_assignment, Field};
+use super::{Spec, SpecError, Vars};
+use crate::hw::{HwValue, Item};
+use crate::pydict::PyDict;
+
+/// Depth of the legacy recursion, after which a branch fails.
+const MAX_LEVEL: usize = 50;
+
+/// Finds the line for `spec` (`item` gives a line's fields); returns its
+/// position with the variables to bind, in field order.
+pub(super) fn find_line<'l, 'a, T>(
+    spec: &Spec,
+    lines: &'l [T],
+    item: impl Fn(&'l T) -> &'l Item,
+    bound: impl Fn(&str) -> Option<&'a HwValue>,
+) -> Option<(usize, Vec<(String, HwValue)>)> {
+    if let Some(pos) = lines.iter().position(|l| item(l) == spec) {
+        return Some((pos, Vec::new()));
+    }
+    'lines: for (pos, line) in lines.iter().map(&item).enumerate() {
+        let mut binds = Vec::new();
+        for (field, value) in spec.iter().zip(line.iter()) {
+            // A number in a spec is only ever compared (the legacy code
+            // raises on it past the exact-line pass).
+            let HwValue::Str(field) = field else {
+                if value != field {
+                    continue 'lines;
+                }
+                continue;
+            };
+            if let Some(var) = field.strip_prefix('$') {
+                let name = match split_assignment(var) {
+                    Some((name, func)) => {
+                        if !func.ends_with(')') || call_field(func, value) != Some(true) {
+                            continue 'lines;
+                        }
+                        name
+                    }
+                    None => var,
+                };
+                if bound(name).is_some_and(|b| b != value) {
+                    continue 'lines;
+                }
+                binds.push((name.to_string(), value.clone()));
+            } else if field.ends_with(')') && !matches!(classify(field), Field::NotCall) {
+                if call_field(field, value) != Some(true) {
+                    continue 'lines;
+                }
+            } else if *value != **field {
+                continue 'lines;
+            }
+        }
+        return Some((pos, binds));
+    }
+    None
+}
+
+pub(super) fn run(
+    lines: &[Item],
+    specs: &[Spec],
+    vars: &mut Vars,
+    forced: &mut Vars,
+    budget: u64,
+    prune: bool,
+) -> Result<bool, SpecError> {
+    let mut dict = PyDict::new();
+    for (k, v) in vars.iter() {
+        dict.insert(k, v);
+    }
+    let mut forced_dict = PyDict::new();
+    for (k, v) in forced.iter() {
+        forced_dict.insert(k, v);
+    }
+    let mut m = Matcher {
+        lines,
+        specs,
+        forced: &mut forced_dict,
+        left: budget,
+        budget,
+        prune,
+        backtracking: false,
+        failed: HashMap::new(),
+    };
+    let ok = m.match_all((0..lines.len()).collect(), 0, &mut dict, 0)?;
+    *vars = dict.to_map();
+    *forced = forced_dict.to_map();
+    Ok(ok)
+}
+
+struct Matcher<'s, 'f> {
+    lines: &'s [Item],
+    specs: &'s [Spec],
+    forced: &'f mut PyDict,
+    left: u64,
+    budget: u64,
+    /// Whether to cut branches that cannot succeed (always, but for the
+    /// reference [`match_all_unpruned`]).
+    prune: bool,
+    /// Set when a spec first finds no line: the search backtracks from then
+    /// on, and pruning pays for itself. A match found greedily never pays.
+    backtracking: bool,
+    /// Calls that failed, with the lowest level at which each did.
+    failed: HashMap<CallKey, usize>,
+}
+
+/// What a call of the legacy `match_all` depends on: its lines in order,
+/// its first spec and its variables (values by repr, which is stricter than
+/// Python's equality). The same call fails again at the same or a deeper
+/// level, where it may explore less but never more.
+#[derive(PartialEq, Eq, Hash)]
+struct CallKey {
+    lines: Vec<usize>,
+    spec: usize,
+    vars: Vec<(String, String)>,
+}
+
+/// Failed calls remembered at most; past it the search goes on unpruned
+/// by memory (still bounded by the budget).
+const MAX_REMEMBERED: usize = 1 << 20;
+
+/// A backtracking point: the lines (indices, the matched one moved last),
+/// the index of the spec to retry from and the variables before it matched.
+struct Point {
+    lines: Vec<usize>,
+    spec: usize,
+    vars: PyDict,
+}
+
+impl Matcher<'_, '_> {
+    fn charge(&mut self, units: usize) -> Result<(), SpecError> {
+        let units = u64::try_from(units).unwrap_or(u64::MAX);
+        self.left = self.left.checked_sub(units).ok_or(SpecError::TooComplex {
+            budget: self.budget,
+        })?;
+        Ok(())
+    }
+
+    /// The legacy `match_all` from spec `first_spec` on; `lines` are
+    /// indices into `self.lines`, in the legacy list's order.
+    ///
+    /// Once backtracking, a call first asks whether it can succeed at all:
+    /// not if it failed before at this level or above, nor if its specs
+    /// cannot each get a line of their own (see [`Matcher::feasible`]).
+    /// Such a call would search and fail, and a failed call changes nothing
+    /// (its variables are a copy), so answering `false` at once gives the
+    /// legacy's answer, and its first solution, sooner.
+    fn match_all(
+        &mut self,
+        lines: Vec<usize>,
+        first_spec: usize,
+        vars: &mut PyDict,
+        level: usize,
+    ) -> Result<bool, SpecError> {
+        if level == MAX_LEVEL {
+            return Ok(false);
+        }
+        if !(self.prune && self.backtracking) {
+            return self.search(lines, first_spec, vars, level);
+        }
+        let mut bound: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        bound.sort_unstable();
+        let key = CallKey {
+            lines: lines.clone(),
+            spec: first_spec,
+            vars: bound,
+        };
+        self.charge(key.lines.len() + key.vars.len())?;
+        if self.failed.get(&key).is_some_and(|&l| l <= level) {
+            return Ok(false);
+        }
+        if !self.feasible(&lines, first_spec, vars)? {
+            return Ok(false);
+        }
+        let ok = self.search(lines, first_spec, vars, level)?;
+        if !ok && self.failed.len() < MAX_REMEMBERED {
+            let at = self.failed.entry(key).or_insert(level);
+            *at = (*at).min(level);
+        }
+        Ok(ok)
+    }
+
+    /// The legacy loop: each spec takes the first line it accepts; a spec
+    /// that binds a new variable leaves a point to retry it with its line
+    /// moved last; a spec without a line retries the points, newest first.
+    fn search(
+        &mut self,
+        mut lines: Vec<usize>,
+        first_spec: usize,
+        vars: &mut PyDict,
+        level: usize,
+    ) -> Result<bool, SpecError> {
+        let mut saved = vars.copy();
+        let mut points: Vec<Point> = Vec::new();
+        // Set once the specs left cannot all be matched: the path goes on
+        // (its bindings are the variables that the legacy merges a retried
+        // branch into, stale keys and all) to the spec that finds no line,
+        // but leaves no more points: retried, they would only fail (they
+        // hold fewer lines and more bindings).
+        let mut doomed = false;
+        for (index, spec) in self.specs.iter().enumerate().skip(first_spec) {
+            self.charge(1 + lines.len())?;
+            let all = self.lines;
+            let found = find_line(spec, &lines, |&i| &all[i], |k| vars.get(k));
+            let Some((pos, binds)) = found else {
+                self.backtracking = true;
+                return self.retry(points, vars, level);
+            };
+            let line = lines.remove(pos);
+            for (k, v) in &binds {
+                vars.insert(k, v);
+            }
+            if doomed {
+                continue;
+            }
+            if *vars != saved {
+                self.charge(lines.len() + 1)?;
+                let mut retry = lines.clone();
+                retry.push(line);
+                points.push(Point {
+                    lines: retry,
+                    spec: index,
+                    vars: std::mem::replace(&mut saved, vars.copy()),
+                });
+            }
+            if self.prune && self.backtracking {
+                doomed = !self.feasible(&lines, index + 1, vars)?;
+            }
+        }
+        vars.move_forced(self.forced)
+            .map_err(|message| SpecError::LegacyCrash { message })?;
+        Ok(true)
+    }
+
+    /// A spec found no line: retries the points, newest first.
+    fn retry(
+        &mut self,
+        mut points: Vec<Point>,
+        vars: &mut PyDict,
+        level: usize,
+    ) -> Result<bool, SpecError> {
+        while let Some(p) = points.pop() {
+            let mut v = p.vars;
+            if self.match_all(p.lines, p.spec, &mut v, level + 1)? {
+                // The legacy code merges the successful branch's variables
+                // into the failed one's: stale `$x` keys stay, unrenamed.
+                vars.update(&v);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Can the specs from `first` on still all be matched? Each takes a
+    /// line of its own, among those it accepts now; later it accepts fewer
+    /// (lines are only removed, variables only bound), so if no assignment
+    /// of distinct lines exists now (Hall's condition, checked by bipartite
+    /// matching), none ever will.
+    fn feasible(
+        &mut self,
+        lines: &[usize],
+        first: usize,
+        vars: &PyDict,
+    ) -> Result<bool, SpecError> {
+        let rest = self.specs.get(first..).unwrap_or_default();
+        self.charge(rest.len().saturating_mul(lines.len() + 1))?;
+        let all = self.lines;
+        let mut accepted: Vec<Vec<usize>> = Vec::with_capacity(rest.len());
+        for spec in rest {
+            let positions: Vec<usize> = (0..lines.len())
+                .filter(|&p| {
+                    let one = std::slice::from_ref(&lines[p]);
+                    find_line(spec, one, |&i| &all[i], |k| vars.get(k)).is_some()
+                })
+                .collect();
+            if positions.is_empty() {
+                return Ok(false);
+            }
+            accepted.push(positions);
+        }
+        Ok(distinct_lines(&accepted, lines.len()))
+    }
+}
+
+/// Whether each spec can be given a line of its own from `accepted[spec]`
+/// (positions below `lines`): Kuhn's augmenting paths, iterative so that a
+/// long specs file cannot exhaust the stack.
+fn distinct_lines(accepted: &[Vec<usize>], lines: usize) -> bool {
+    const FREE: usize = usize::MAX;
+    let mut owner = vec![FREE; lines];
+    let mut seen = vec![0usize; lines];
+    for (round, start) in (1..).zip(0..accepted.len()) {
+        // (spec, next of its lines to try); `via[k]` is the line that
+        // `path[k]` takes if the path succeeds.
+        let mut path = vec![(start, 0usize)];
+        let mut via: Vec<usize> = Vec::new();
+        let found = loop {
+            let Some((spec, next)) = path.last_mut() else {
+                break false;
+            };
+            let Some(&line) = accepted[*spec].get(*next) else {
+                path.pop();
+                via.pop();
+                continue;
+            };
+            *next += 1;
+            if seen[line] == round {
+                continue;
+            }
+            seen[line] = round;
+            via.push(line);
+            match owner[line] {
+                FREE => break true,
+                other => path.push((other, 0)),
+            }
+        };
+        if !found {
+            return false;
+        }
+        for (&(spec, _), &line) in path.iter().zip(&via) {
+            owner[line] = spec;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{match_all, match_all_unpruned, match_all_with_budget, Vars};
+    use super::*;
+
+    /// A hardware line or a spec, as the context wants.
+    fn item<T: for<'a> From<&'a str>>(f: [&str; 4]) -> [T; 4] {
+        f.map(T::from)
+    }
+
+    fn specs<T: for<'a> From<&'a str>>(list: &[[&str; 4]]) -> Vec<[T; 4]> {
+        list.iter().map(|s| item(*s)).collect()
+    }
+
+    #[test]
+    fn pruning_cuts_exponential_backtracking() {
+        // Every variable spec leaves a retry point and the last spec never
+        // matches: the legacy code explores these for hours.
+        let mut lines = Vec::new();
+        let mut s = Vec::new();
+        for i in 0..12 {
+            lines.push(item(["k", &format!("n{i}"), "v", "-"]));
+            s.push(item(["k", &format!("n{i}"), &format!("$v{i}"), "-"]));
+        }
+        s.push(item(["none", "-", "-", "-"]));
+        let (v, f) = (&mut Vars::new(), &mut Vars::new());
+        let got = match_all_unpruned(&lines, &s, v, f, 100_000);
+        assert_eq!(got, Err(SpecError::TooComplex { budget: 100_000 }));
+        assert_eq!(match_all_with_budget(&lines, &s, v, f, 10_000), Ok(false));
+    }
+
+    #[test]
+    fn budget_bounds_the_work() {
+        let lines = specs(&[
+            ["a", "1", "-", "-"],
+            ["a", "2", "-", "-"],
+            ["b", "2", "-", "-"],
+        ]);
+        let s = specs(&[["a", "$x", "-", "-"], ["b", "$x", "-", "-"]]);
+        let (v, f) = (&mut Vars::new(), &mut Vars::new());
+        let got = match_all_with_budget(&lines, &s, v, f, 10);
+        assert_eq!(got, Err(SpecError::TooComplex { budget: 10 }));
+        assert_eq!(match_all_with_budget(&lines, &s, v, f, 1_000), Ok(true));
+    }
+
+    mod pruning {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Cases the unpruned reference cannot finish within this are
+        /// left out (a debug build runs it slowly).
+        const REFERENCE_BUDGET: u64 = 100_000;
+
+        fn line() -> impl Strategy<Value = Item> {
+            (0..3usize, 0..4usize, 0..2usize, 0..4usize).prop_map(|(a, b, c, d)| {
+                let value = match d {
+                    3 => HwValue::Int(2),
+                    d => HwValue::from(["1", "2", "x"][d]),
+                };
+                [
+                    HwValue::from(["disk", "net", "cpu"][a]),
+                    HwValue::from(["sda", "sdb", "eth0", "eth1"][b]),
+                    HwValue::from(["size", "id"][c]),
+                    value,
+                ]
+            })
+        }
+
+        fn field() -> impl Strategy<Value = HwValue> {
+            prop_oneof![
+                3 => prop::sample::select(vec!["$a", "$b", "$c", "$$a", "$$d", "$e"]),
+                2 => prop::sample::select(vec!["disk", "net", "sda", "size", "id", "1", "2"]),
+                1 => prop::sample::select(vec!["gt(1)", "$b=lt(2)", "in(sda, eth0)"]),
+            ]
+            .prop_map(HwValue::from)
+        }
+
+        /// Disks described by two lines each (size, model), few distinct
+        /// values: specs that tie a disk's size to its model through a
+        /// shared variable make the greedy choice fail and backtracking
+        /// find another disk, or no disk at all.
+        fn disks() -> impl Strategy<Value = Vec<Item>> {
+            prop::collection::vec((0..4usize, 0..3usize), 1..9).prop_map(|disks| {
+                let mut lines = Vec::new();
+                for (i, (size, model)) in disks.into_iter().enumerate() {
+                    let size = match size {
+                        3 => HwValue::Int(100),
+                        s => HwValue::from(["100", "200", "300"][s]),
+                    };
+                    let name = HwValue::Str(format!("sd{i}"));
+                    lines.push(["disk".into(), name.clone(), "size".into(), size]);
+                    let model = HwValue::from(["A", "B", "C"][model]);
+                    lines.push(["disk".into(), name, "model".into(), model]);
+                }
+                lines
+            })
+        }
+
+        fn disk_spec() -> impl Strategy<Value = Spec> {
+            let disk = prop::sample::select(vec!["$d0", "$d1", "$d2", "$$d0", "$$d1", "$d"]);
+            let size = prop::sample::select(vec!["$s", "$t", "$$s", "100", "200", "gt(150)"]);
+            let model = prop::sample::select(vec!["$m", "$n", "A", "B", "C", "$$m"]);
+            (any::<bool>(), disk, size, model).prop_map(|(is_size, d, s, m)| {
+                let (key, value) = if is_size { ("size", s) } else { ("model", m) };
+                ["disk".into(), d.into(), key.into(), value.into()]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn pruned_search_gives_the_legacy_answer_on_disks(
+                lines in disks(),
+                specs in prop::collection::vec(disk_spec(), 1..8),
+            ) {
+                let (mut v, mut f) = (Vars::new(), Vars::new());
+                let reference = match_all_unpruned(&lines, &specs, &mut v, &mut f, REFERENCE_BUDGET);
+                prop_assume!(reference != Err(SpecError::TooComplex { budget: REFERENCE_BUDGET }));
+                let (mut pv, mut pf) = (Vars::new(), Vars::new());
+                let pruned = match_all(&lines, &specs, &mut pv, &mut pf);
+                prop_assert_eq!(&pruned, &reference);
+                if reference == Ok(true) {
+                    prop_assert_eq!(pv, v);
+                    prop_assert_eq!(pf, f);
+                }
+            }
+
+            /// Pruning only cuts branches that fail: the answer, the
+            /// variables (stale keys and skipped renames included) and the
+            /// legacy crashes are those of the unpruned legacy search.
+            #[test]
+            fn pruned_search_gives_the_legacy_answer(
+                lines in prop::collection::vec(line(), 0..14),
+                specs in prop::collection::vec([field(), field(), field(), field()], 1..9),
+            ) {
+                let (mut v, mut f) = (Vars::new(), Vars::new());
+                let reference = match_all_unpruned(&lines, &specs, &mut v, &mut f, REFERENCE_BUDGET);
+                prop_assume!(reference != Err(SpecError::TooComplex { budget: REFERENCE_BUDGET }));
+                let (mut pv, mut pf) = (Vars::new(), Vars::new());
+                let pruned = match_all(&lines, &specs, &mut pv, &mut pf);
+                prop_assert_eq!(&pruned, &reference);
+                if reference == Ok(true) {
+                    prop_assert_eq!(pv, v);
+                    prop_assert_eq!(pf, f);
+                }
+            }
+        }
+    }
+}
