@@ -36,6 +36,7 @@
 //! `/grub_options`.
 
 use crate::literal::{self, Dict, Value};
+use crate::pydict;
 
 /// Python helpers put between the header and `var = ...`. Valid under
 /// Python 2.6+ and 3; no `from __future__` import, which would change how
@@ -118,7 +119,7 @@ def inject_facts(vars, basedir='/post_rsync', prefix='hw_'):
     f = config('/etc/facter/facts.d/edeploy.yaml', basedir=basedir)
     try:
         f.write('---\n')
-        for key in sorted(vars.keys()):
+        for key in vars:
             f.write('%s%s: %s\n' % (prefix, key, vars[key]))
     finally:
         f.close()
@@ -244,7 +245,7 @@ fn shell_script(
         out.extend_from_slice(b" ;;\n");
     }
     out.extend_from_slice(b"    *) return 1 ;;\n    esac\n}\n\ninject_facts() {\n    {\n        printf '%s\\n' '---'\n");
-    for (key, _) in &items {
+    for (key, _) in facts_order(vars).iter().filter_map(|&i| items.get(i)) {
         out.extend_from_slice(b"        printf '%s%s: ' \"${2-hw_}\" ");
         out.extend_from_slice(&shell_quote(key));
         out.extend_from_slice(b"; var ");
@@ -273,6 +274,15 @@ fn shell_script(
 /// The first line of `configure` when it is a `sh` or `bash` shebang:
 /// `#!/bin/sh`, `#!/bin/bash`, `#!/usr/bin/env sh` or `#!/usr/bin/env bash`,
 /// with optional spaces after `#!` and optional arguments.
+/// The order of the facts: the legacy `inject_facts` went through `var`,
+/// which Python 2 evaluates from its pprinted display (sorted keys), so
+/// the facts came in that dict's table order. Sorted where a key's hash is
+/// not reproduced.
+fn facts_order(vars: &Dict) -> Vec<usize> {
+    let keys: Vec<&Value> = vars.sorted_items().into_iter().map(|(k, _)| k).collect();
+    pydict::display_order(&keys, false).unwrap_or_else(|| (0..keys.len()).collect())
+}
+
 fn shell_shebang(configure: &[u8]) -> Option<&[u8]> {
     let line = configure.split(|&b| b == b'\n').next()?;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
