@@ -10,17 +10,16 @@ use std::net::Ipv4Addr;
 use std::rc::Rc;
 
 use super::pyre;
-use super::syntax::{parse_call, strip_quotes, Call, Expr};
+use super::syntax::{strip_quotes, Call, Expr};
 use crate::hw::HwValue;
 
-/// Evaluates a field that looks like a function call against a line value:
-/// `None` when it is not a call of a known function, `Some(false)` also when
-/// it cannot be computed, as on a value that is not a string (the legacy
-/// code raises there; we do not match).
-pub(super) fn call_field(field: &str, value: &HwValue) -> Option<bool> {
-    let call = parse_call(field)?;
-    let value = value.as_str();
-    Some(value.is_some_and(|v| call.eval(v).is_ok_and(|a| a.truthy())))
+/// Is `call` true of a line value? Never of a value that is not a string,
+/// nor where it cannot be computed (the legacy code raises there; the
+/// line just does not match).
+pub(super) fn call_holds(call: &Call, value: &HwValue) -> bool {
+    value
+        .as_str()
+        .is_some_and(|v| call.eval(v).is_ok_and(|a| a.truthy()))
 }
 
 /// A function argument once evaluated: text, or the result of a nested call.

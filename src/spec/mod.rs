@@ -173,9 +173,11 @@ pub fn specs_from_value(file: &Path, v: &Value) -> Result<Vec<Spec>, SpecError> 
 /// unbound or bound to the same value).
 pub fn match_spec(spec: &Spec, lines: &mut Vec<Item>, vars: &mut Vars) -> Option<Item> {
     let (pos, binds) = search::find_line(spec, lines, |l| l, |k| vars.get(k))?;
-    for (k, v) in binds {
-        vars.insert(k, v);
-    }
+    let binds: Vec<(String, HwValue)> = binds
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    vars.extend(binds);
     Some(lines.remove(pos))
 }
 

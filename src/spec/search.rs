@@ -10,9 +10,10 @@
 //! included) and the legacy crashes stay those of the legacy order.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
-use super::functions::call_field;
-use super::syntax::{classify, split_assignment, Field};
+use super::functions::call_holds;
+use super::syntax::{classify, parse_call, split_assignment, Call, Field};
 use super::{Spec, SpecError, Vars};
 use crate::hw::{HwValue, Item};
 use crate::pydict::PyDict;
@@ -20,53 +21,120 @@ use crate::pydict::PyDict;
 /// Depth of the legacy recursion, after which a branch fails.
 const MAX_LEVEL: usize = 50;
 
-/// Finds the line for `spec` (`item` gives a line's fields); returns its
-/// position with the variables to bind, in field order.
-pub(super) fn find_line<'l, 'a, T>(
-    spec: &Spec,
+/// A spec field, read once: what a line's field must be for the spec to
+/// take the line (in the pass after the exact one).
+pub(super) enum Check<'s> {
+    /// Plain text: the same text.
+    Text(&'s str),
+    /// A number (or boolean, None) in the specs file: equal, as Python
+    /// compares (the legacy code raises on it past the exact pass).
+    Value(&'s HwValue),
+    /// A known function, true of the value.
+    Call(Rc<Call>),
+    /// `$name`, or `$name=call` (the call true of the value): the variable
+    /// is bound to the value, or must already be equal to it.
+    Var {
+        name: &'s str,
+        call: Option<Rc<Call>>,
+    },
+    /// Never passes: an unknown function, or `$name=` followed by no call.
+    Never,
+}
+
+impl<'s> Check<'s> {
+    pub(super) fn of(field: &'s HwValue) -> Check<'s> {
+        let Some(text) = field.as_str() else {
+            return Check::Value(field);
+        };
+        if let Some(var) = text.strip_prefix('$') {
+            return match split_assignment(var) {
+                None => Check::Var {
+                    name: var,
+                    call: None,
+                },
+                Some((name, func)) => match func.ends_with(')').then(|| parse_call(func)) {
+                    Some(Some(call)) => Check::Var {
+                        name,
+                        call: Some(call),
+                    },
+                    _ => Check::Never,
+                },
+            };
+        }
+        if !text.ends_with(')') {
+            return Check::Text(text);
+        }
+        match classify(text) {
+            Field::NotCall => Check::Text(text),
+            Field::Unknown => Check::Never,
+            Field::Call(call) => Check::Call(call),
+        }
+    }
+
+    /// What does not depend on the variables.
+    fn holds(&self, value: &HwValue) -> bool {
+        match self {
+            Check::Text(text) => value == text,
+            Check::Value(v) => value == *v,
+            Check::Call(call)
+            | Check::Var {
+                call: Some(call), ..
+            } => call_holds(call, value),
+            Check::Var { call: None, .. } => true,
+            Check::Never => false,
+        }
+    }
+}
+
+/// The checks of a spec's four fields.
+fn checks(spec: &Spec) -> [Check<'_>; 4] {
+    [0, 1, 2, 3].map(|i| Check::of(&spec[i]))
+}
+
+/// Are the variables of `checks` unbound or equal to the line's values?
+/// (Against the variables bound before this line: a variable twice in one
+/// spec takes the later field's value, as in the legacy code.)
+fn consistent<'a>(
+    checks: &[Check<'_>; 4],
+    line: &Item,
+    bound: impl Fn(&str) -> Option<&'a HwValue>,
+) -> bool {
+    checks.iter().zip(line).all(|(check, value)| match check {
+        Check::Var { name, .. } => bound(name).is_none_or(|b| b == value),
+        _ => true,
+    })
+}
+
+/// The variables a line passing `checks` binds, in field order.
+fn binds<'s, 'l>(checks: &[Check<'s>; 4], line: &'l Item) -> Vec<(&'s str, &'l HwValue)> {
+    checks
+        .iter()
+        .zip(line)
+        .filter_map(|(check, value)| match check {
+            Check::Var { name, .. } => Some((*name, value)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Finds the line for `spec` (`item` gives a line's fields): the first line
+/// equal to it, else the first whose four fields pass; returns its position
+/// with the variables to bind, in field order.
+pub(super) fn find_line<'s, 'l, 'a, T>(
+    spec: &'s Spec,
     lines: &'l [T],
     item: impl Fn(&'l T) -> &'l Item,
     bound: impl Fn(&str) -> Option<&'a HwValue>,
-) -> Option<(usize, Vec<(String, HwValue)>)> {
+) -> Option<(usize, Vec<(&'s str, &'l HwValue)>)> {
     if let Some(pos) = lines.iter().position(|l| item(l) == spec) {
         return Some((pos, Vec::new()));
     }
-    'lines: for (pos, line) in lines.iter().map(&item).enumerate() {
-        let mut binds = Vec::new();
-        for (field, value) in spec.iter().zip(line.iter()) {
-            // A number in a spec is only ever compared (the legacy code
-            // raises on it past the exact-line pass).
-            let HwValue::Str(field) = field else {
-                if value != field {
-                    continue 'lines;
-                }
-                continue;
-            };
-            if let Some(var) = field.strip_prefix('$') {
-                let name = match split_assignment(var) {
-                    Some((name, func)) => {
-                        if !func.ends_with(')') || call_field(func, value) != Some(true) {
-                            continue 'lines;
-                        }
-                        name
-                    }
-                    None => var,
-                };
-                if bound(name).is_some_and(|b| b != value) {
-                    continue 'lines;
-                }
-                binds.push((name.to_string(), value.clone()));
-            } else if field.ends_with(')') && !matches!(classify(field), Field::NotCall) {
-                if call_field(field, value) != Some(true) {
-                    continue 'lines;
-                }
-            } else if *value != **field {
-                continue 'lines;
-            }
-        }
-        return Some((pos, binds));
-    }
-    None
+    let checks = checks(spec);
+    let pos = lines.iter().position(|l| {
+        let line = item(l);
+        checks.iter().zip(line).all(|(c, v)| c.holds(v)) && consistent(&checks, line, &bound)
+    })?;
+    Some((pos, binds(&checks, item(&lines[pos]))))
 }
 
 pub(super) fn run(
@@ -85,9 +153,16 @@ pub(super) fn run(
     for (k, v) in forced.iter() {
         forced_dict.insert(k, v);
     }
+    let fixed = if specs.len().saturating_mul(lines.len()) <= MAX_TABLE {
+        vec![0; specs.len() * lines.len()]
+    } else {
+        Vec::new()
+    };
     let mut m = Matcher {
         lines,
         specs,
+        checks: specs.iter().map(checks).collect(),
+        fixed,
         forced: &mut forced_dict,
         left: budget,
         budget,
@@ -101,9 +176,18 @@ pub(super) fn run(
     Ok(ok)
 }
 
+/// Largest table of what each spec makes of each line; past it, this is
+/// computed each time.
+const MAX_TABLE: usize = 1 << 22;
+
 struct Matcher<'s, 'f> {
     lines: &'s [Item],
     specs: &'s [Spec],
+    checks: Vec<[Check<'s>; 4]>,
+    /// For spec `s` and line `l`, at `s * lines + l`: 0 not known yet, else
+    /// [`KNOWN`] with [`EQUAL`] (the line equals the spec) and [`FIXED`]
+    /// (its fields pass but for the variables). Functions are evaluated once.
+    fixed: Vec<u8>,
     forced: &'f mut PyDict,
     left: u64,
     budget: u64,
@@ -140,7 +224,51 @@ struct Point {
     vars: PyDict,
 }
 
+const KNOWN: u8 = 1;
+const EQUAL: u8 = 2;
+const FIXED: u8 = 4;
+
 impl Matcher<'_, '_> {
+    /// What spec `s` makes of line `l` regardless of the variables.
+    fn fixed(&mut self, s: usize, l: usize) -> u8 {
+        let at = s * self.lines.len() + l;
+        if let Some(&known) = self.fixed.get(at).filter(|&&k| k != 0) {
+            return known;
+        }
+        let (spec, line) = (&self.specs[s], &self.lines[l]);
+        let mut flags = KNOWN;
+        if line == spec {
+            flags |= EQUAL;
+        }
+        if self.checks[s].iter().zip(line).all(|(c, v)| c.holds(v)) {
+            flags |= FIXED;
+        }
+        if let Some(slot) = self.fixed.get_mut(at) {
+            *slot = flags;
+        }
+        flags
+    }
+
+    /// Does spec `s` accept line `l` with `vars` bound (either pass)?
+    fn accepts(&mut self, s: usize, l: usize, vars: &PyDict) -> bool {
+        let flags = self.fixed(s, l);
+        flags & EQUAL != 0
+            || (flags & FIXED != 0 && consistent(&self.checks[s], &self.lines[l], |k| vars.get(k)))
+    }
+
+    /// [`find_line`] for spec `s` among `lines`: the position of the line,
+    /// and whether it was taken by the exact pass (then it binds nothing).
+    fn find(&mut self, s: usize, lines: &[usize], vars: &PyDict) -> Option<(usize, bool)> {
+        if let Some(pos) = lines.iter().position(|&l| self.fixed(s, l) & EQUAL != 0) {
+            return Some((pos, true));
+        }
+        let pos = lines.iter().position(|&l| {
+            self.fixed(s, l) & FIXED != 0
+                && consistent(&self.checks[s], &self.lines[l], |k| vars.get(k))
+        })?;
+        Some((pos, false))
+    }
+
     fn charge(&mut self, units: usize) -> Result<(), SpecError> {
         let units = u64::try_from(units).unwrap_or(u64::MAX);
         self.left = self.left.checked_sub(units).ok_or(SpecError::TooComplex {
@@ -214,17 +342,17 @@ impl Matcher<'_, '_> {
         // but leaves no more points: retried, they would only fail (they
         // hold fewer lines and more bindings).
         let mut doomed = false;
-        for (index, spec) in self.specs.iter().enumerate().skip(first_spec) {
+        for index in first_spec..self.specs.len() {
             self.charge(1 + lines.len())?;
-            let all = self.lines;
-            let found = find_line(spec, &lines, |&i| &all[i], |k| vars.get(k));
-            let Some((pos, binds)) = found else {
+            let Some((pos, exact)) = self.find(index, &lines, vars) else {
                 self.backtracking = true;
                 return self.retry(points, vars, level);
             };
             let line = lines.remove(pos);
-            for (k, v) in &binds {
-                vars.insert(k, v);
+            if !exact {
+                for (k, v) in binds(&self.checks[index], &self.lines[line]) {
+                    vars.insert(k, v);
+                }
             }
             if doomed {
                 continue;
@@ -278,16 +406,12 @@ impl Matcher<'_, '_> {
         first: usize,
         vars: &PyDict,
     ) -> Result<bool, SpecError> {
-        let rest = self.specs.get(first..).unwrap_or_default();
+        let rest = first..self.specs.len();
         self.charge(rest.len().saturating_mul(lines.len() + 1))?;
-        let all = self.lines;
         let mut accepted: Vec<Vec<usize>> = Vec::with_capacity(rest.len());
-        for spec in rest {
+        for s in rest {
             let positions: Vec<usize> = (0..lines.len())
-                .filter(|&p| {
-                    let one = std::slice::from_ref(&lines[p]);
-                    find_line(spec, one, |&i| &all[i], |k| vars.get(k)).is_some()
-                })
+                .filter(|&p| self.accepts(s, lines[p], vars))
                 .collect();
             if positions.is_empty() {
                 return Ok(false);
