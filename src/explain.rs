@@ -374,8 +374,20 @@ impl fmt::Display for Miss {
         let value = &self.value;
         match &self.why {
             Why::Differs { expected } => {
-                write!(f, "field {n} {value} is not {expected}")
+                write!(f, "field {n} {value} is not {expected}")?;
+                if value.as_str().is_none() && expected.as_str() == Some(&value.to_string()) {
+                    write!(
+                        f,
+                        " (a number never equals text: write {value} or bind it to a $variable)"
+                    )?;
+                }
+                Ok(())
             }
+            Why::Fails { call } if value.as_str().is_none() => write!(
+                f,
+                "field {n} {value} fails {call} (functions never apply to a number, \
+                 the legacy server fails there: compare with a number or bind it)"
+            ),
             Why::Fails { call } => write!(f, "field {n} {value} fails {call}"),
             Why::Invalid { problem } => write!(f, "field {n} {value}: {problem}"),
             Why::Bound {
@@ -693,6 +705,49 @@ mod tests {
              closest: ('disk', 'sda', 'size', '20'): field 4 '20' fails gt(100)\n  \
              also close: ('disk', 'sdb', 'count', '50'): field 3 'count' is not 'size'"
         );
+    }
+
+    /// Real detection sends numbers: the explanation says why text and
+    /// functions do not match them.
+    #[test]
+    fn numbers_in_hardware_are_explained() {
+        let lines = [
+            [
+                HwValue::from("cpu"),
+                "physical".into(),
+                "number".into(),
+                HwValue::Int(2),
+            ],
+            [
+                "cpu".into(),
+                "logical_0".into(),
+                "loops".into(),
+                HwValue::Int(408),
+            ],
+        ];
+        let f = no_match(&lines, &[item(["cpu", "physical", "number", "2"])]);
+        assert_eq!(
+            f.to_string(),
+            "no hardware line satisfies spec 1 ('cpu', 'physical', 'number', '2') \u{2014} \
+             closest: ('cpu', 'physical', 'number', 2): field 4 2 is not '2' (a number never \
+             equals text: write 2 or bind it to a $variable)\n  \
+             also close: ('cpu', 'logical_0', 'loops', 408): field 2 'logical_0' is not 'physical'"
+        );
+        let f = no_match(&lines, &[item(["cpu", "logical_0", "loops", "gt(100)"])]);
+        assert!(
+            f.to_string()
+                .contains("field 4 408 fails gt(100) (functions never apply to a number"),
+            "{f}"
+        );
+        let numeric = [
+            HwValue::from("cpu"),
+            "physical".into(),
+            "number".into(),
+            HwValue::Float(2.0),
+        ];
+        let Ok(Verdict::Match { .. }) = explain_specs(&lines, &[numeric]) else {
+            panic!("2.0 in a spec equals the machine's 2");
+        };
     }
 
     #[test]

@@ -718,3 +718,68 @@ fn help_and_usage_errors() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("unknown option '--bogus'"));
 }
+
+/// The real HP machine, whose detection sent integers, with its profile in
+/// tests/fixtures/real-hw: the tools read, bind and explain the numbers.
+#[test]
+fn tools_on_a_real_machine_with_numbers() {
+    let real = Path::new(ROOT).join("tests/fixtures/real-hw");
+    let hw = real.join("hw/hp-proliant-dl360p-gen8.hw");
+    let config = real.join("config");
+    let r = edeploy(&["try-match", s(&hw), s(&config.join("hp.specs"))], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains(" 'ipmi_channel': 2,\n"), "{}", r.stdout);
+    assert!(r.stdout.contains(" 'ncpus': '8',\n"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .ends_with("# looked up in the CMDB ($$): ipmi_channel, serial\n"),
+        "{}",
+        r.stdout
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let specs = tmp.path().join("text.specs");
+    fs::write(&specs, "[('cpu', 'physical', 'number', '2')]\n").unwrap();
+    let r = edeploy(&["try-match", s(&hw), s(&specs)], None);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "closest: ('cpu', 'physical', 'number', 2): field 4 2 is not '2' \
+             (a number never equals text"
+        ),
+        "{}",
+        r.stdout
+    );
+
+    let conf = tmp.path().join("edeploy.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[SERVER]\nCONFIGDIR={}/\nHWDIR={}/\n",
+            s(&config),
+            s(tmp.path())
+        ),
+    )
+    .unwrap();
+    let r = edeploy(&["explain", s(&hw), s(&conf)], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("profile hp (count 2): matched\n  CMDB entry 1 of "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("answer: profile hp would be installed\n"),
+        "{}",
+        r.stdout
+    );
+
+    let r = edeploy(&["check", s(&config)], None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("0 error(s), 0 warning(s)"),
+        "{}",
+        r.stdout
+    );
+}
