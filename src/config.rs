@@ -47,6 +47,8 @@ use std::path::{Path, PathBuf};
 
 use ini::{Ini, ParseOption};
 
+use crate::hw::{HwLimits, DEFAULT_MAX_HW_LINES, DEFAULT_MAX_HW_VALUE};
+
 /// Default `MAXHWSIZE`: largest hardware description accepted, in bytes.
 pub const DEFAULT_MAX_HW_SIZE: u64 = 4 << 20;
 /// Default `MAXLOGSIZE`: largest uploaded `.log.gz` accepted, in bytes.
@@ -96,6 +98,8 @@ pub struct Config {
     pub max_hw_size: u64,
     /// `MAXLOGSIZE`: largest uploaded log accepted, in bytes.
     pub max_log_size: u64,
+    /// `MAXHWLINES` and `MAXHWVALUE`: bounds on a hardware description.
+    pub hw_limits: HwLimits,
 }
 
 impl Config {
@@ -124,6 +128,7 @@ impl Config {
             metadata_url: None,
             max_hw_size: DEFAULT_MAX_HW_SIZE,
             max_log_size: DEFAULT_MAX_LOG_SIZE,
+            hw_limits: HwLimits::default(),
         }
     }
 
@@ -404,6 +409,17 @@ impl<'a> Parsed<'a> {
         let url = |key: &str| -> Result<Option<String>, ConfigError> {
             Ok(get(key)?.map(|(v, _)| v).filter(|v| !v.is_empty()))
         };
+        let count = |key: &str, default: usize| -> Result<usize, ConfigError> {
+            match get(key)? {
+                Some((v, set_in)) => v
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| self.bad_value(set_in, key, &v, "a positive whole number")),
+                None => Ok(default),
+            }
+        };
         let size = |key: &str, default: u64| -> Result<u64, ConfigError> {
             match get(key)? {
                 Some((v, set_in)) => parse_size(v.as_bytes()).ok_or_else(|| {
@@ -424,6 +440,10 @@ impl<'a> Parsed<'a> {
             metadata_url: url("METADATAURL")?,
             max_hw_size: size("MAXHWSIZE", DEFAULT_MAX_HW_SIZE)?,
             max_log_size: size("MAXLOGSIZE", DEFAULT_MAX_LOG_SIZE)?,
+            hw_limits: HwLimits {
+                max_lines: count("MAXHWLINES", DEFAULT_MAX_HW_LINES)?,
+                max_value: count("MAXHWVALUE", DEFAULT_MAX_HW_VALUE)?,
+            },
         })
     }
 }
@@ -956,6 +976,10 @@ for q in sys.argv[2:]:
                 metadata_url: None,
                 max_hw_size: 4 * 1024 * 1024,
                 max_log_size: 64 * 1024 * 1024,
+                hw_limits: HwLimits {
+                    max_lines: 20_000,
+                    max_value: 4096,
+                },
             }
         );
     }
@@ -976,6 +1000,8 @@ for q in sys.argv[2:]:
              METADATAURL = http://192.168.122.1/\n\
              MAXHWSIZE   = 1M\n\
              MAXLOGSIZE  = 12345\n\
+             MAXHWLINES  = 500\n\
+             MAXHWVALUE  = 256\n\
              [OTHER]\nUSEPXEMNGR = off\nMETADATAURL =\n",
         );
         let cfg = Config::load(&path, "SERVER", Path::new("/cgi")).unwrap();
@@ -992,6 +1018,10 @@ for q in sys.argv[2:]:
         );
         assert_eq!(cfg.metadata_url.as_deref(), Some("http://192.168.122.1/"));
         assert_eq!((cfg.max_hw_size, cfg.max_log_size), (1 << 20, 12345));
+        assert_eq!(
+            (cfg.hw_limits.max_lines, cfg.hw_limits.max_value),
+            (500, 256)
+        );
 
         let other = Config::load(&path, "OTHER", Path::new("/cgi")).unwrap();
         assert!(!other.use_pxemngr);
@@ -1020,6 +1050,16 @@ for q in sys.argv[2:]:
             format!(
                 "{}:4: [SERVER] MAXHWSIZE: \"lots\" is not a positive number of bytes, \
                  optionally followed by K, M or G",
+                path.display()
+            )
+        );
+
+        let path = write_conf(tmp.path(), "[SERVER]\nMAXHWLINES = 0\n");
+        let err = Config::load(&path, "SERVER", Path::new("/cgi")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2: [SERVER] MAXHWLINES: \"0\" is not a positive whole number",
                 path.display()
             )
         );

@@ -105,6 +105,32 @@ impl fmt::Display for HwValue {
 /// One hardware line.
 pub type Item = [HwValue; 4];
 
+/// Default `MAXHWLINES`: most lines in a hardware description.
+pub const DEFAULT_MAX_HW_LINES: usize = 20_000;
+/// Default `MAXHWVALUE`: longest field of a hardware line, in bytes.
+pub const DEFAULT_MAX_HW_VALUE: usize = 4096;
+
+/// Bounds on a hardware description besides its size in bytes: with them
+/// the work of matching it is bounded too (a field is compared as a whole,
+/// and each spec looks at every line). Real servers stay far below: a few
+/// hundred lines, values of at most a few hundred bytes (CPU flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HwLimits {
+    /// `MAXHWLINES`.
+    pub max_lines: usize,
+    /// `MAXHWVALUE`, in bytes.
+    pub max_value: usize,
+}
+
+impl Default for HwLimits {
+    fn default() -> HwLimits {
+        HwLimits {
+            max_lines: DEFAULT_MAX_HW_LINES,
+            max_value: DEFAULT_MAX_HW_VALUE,
+        }
+    }
+}
+
 /// Why a hardware file was rejected.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HwError {
@@ -138,6 +164,11 @@ impl std::error::Error for HwError {}
 /// Non-ASCII characters are dropped from every string, as the legacy server
 /// does. Nesting is bounded by both parsers (serde_json stops at 128 levels).
 pub fn parse_hw(file: &Path, src: &[u8]) -> Result<Vec<Item>, HwError> {
+    parse_hw_with(file, src, &HwLimits::default())
+}
+
+/// [`parse_hw`] within `limits` (those of edeploy.conf).
+pub fn parse_hw_with(file: &Path, src: &[u8], limits: &HwLimits) -> Result<Vec<Item>, HwError> {
     let error = |position, message: String| HwError {
         file: file.to_path_buf(),
         position,
@@ -154,14 +185,14 @@ pub fn parse_hw(file: &Path, src: &[u8]) -> Result<Vec<Item>, HwError> {
             }
             Err(e) => return Err(error(Some((e.line, e.column)), e.message)),
         };
-        return items_from_literal(&value).map_err(|m| error(None, m));
+        return items_from_literal(&value, limits).map_err(|m| error(None, m));
     }
     let src = drop_non_ascii_escapes(src);
     let json: serde_json::Value = serde_json::from_slice(&src).map_err(|e| {
         let position = (e.line() > 0).then(|| (e.line(), e.column()));
         error(position, format!("invalid JSON: {e}"))
     })?;
-    items_from_json(&json).map_err(|m| error(None, m))
+    items_from_json(&json, limits).map_err(|m| error(None, m))
 }
 
 /// The saved `.hw` form: `[('disk', ...` or `[u'...` / `['...`.
@@ -220,39 +251,53 @@ fn ascii(s: &str) -> String {
     s.chars().filter(char::is_ascii).collect()
 }
 
-fn items_from_json(json: &serde_json::Value) -> Result<Vec<Item>, String> {
+fn items_from_json(json: &serde_json::Value, limits: &HwLimits) -> Result<Vec<Item>, String> {
     let serde_json::Value::Array(elements) = json else {
         return Err("expected a list of hardware lines".into());
     };
+    check_lines(elements.len(), limits)?;
     let mut items = Vec::with_capacity(elements.len());
     for (i, element) in elements.iter().enumerate() {
         let serde_json::Value::Array(fields) = element else {
             return Err(format!("element {i}: expected a list of 4 fields"));
         };
-        items.push(item_from(i, fields, field_from_json)?);
+        items.push(item_from(i, fields, field_from_json, limits)?);
     }
     Ok(items)
 }
 
-fn items_from_literal(value: &Value) -> Result<Vec<Item>, String> {
+fn items_from_literal(value: &Value, limits: &HwLimits) -> Result<Vec<Item>, String> {
     let Value::List(elements) = value else {
         return Err("expected a list of hardware lines".into());
     };
+    check_lines(elements.len(), limits)?;
     let mut items = Vec::with_capacity(elements.len());
     for (i, element) in elements.iter().enumerate() {
         let (Value::Tuple(fields) | Value::List(fields)) = element else {
             return Err(format!("element {i}: expected a tuple of 4 fields"));
         };
-        items.push(item_from(i, fields, field_from_literal)?);
+        items.push(item_from(i, fields, field_from_literal, limits)?);
     }
     Ok(items)
 }
 
-/// Element `i`: exactly four fields, each a string or a scalar.
+fn check_lines(lines: usize, limits: &HwLimits) -> Result<(), String> {
+    if lines > limits.max_lines {
+        return Err(format!(
+            "{lines} hardware lines, more than MAXHWLINES ({})",
+            limits.max_lines
+        ));
+    }
+    Ok(())
+}
+
+/// Element `i`: exactly four fields, each a string (within
+/// `limits.max_value`) or a scalar.
 fn item_from<T>(
     i: usize,
     fields: &[T],
     field: impl Fn(&T) -> Result<HwValue, &'static str>,
+    limits: &HwLimits,
 ) -> Result<Item, String> {
     if fields.len() != 4 {
         return Err(format!(
@@ -265,6 +310,15 @@ fn item_from<T>(
         *slot = field(f).map_err(|what| {
             format!("element {i}: field {j} is {what}, expected a string or a number")
         })?;
+        if let HwValue::Str(text) = slot {
+            if text.len() > limits.max_value {
+                return Err(format!(
+                    "element {i}: field {j} is {} bytes long, more than MAXHWVALUE ({})",
+                    text.len(),
+                    limits.max_value
+                ));
+            }
+        }
     }
     Ok(item)
 }

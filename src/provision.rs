@@ -11,11 +11,18 @@
 //! any point leaves either the old files or the new ones, and a client never
 //! receives a script whose CMDB entry is not recorded as used.
 //!
-//! Requests queue on the lock, so it is held as briefly as possible: the
-//! match is guessed before it is taken (and made again only if the
-//! profiles with quota changed meanwhile), and the directory holding the
-//! new files is flushed after it is released.
+//! Requests queue on the lock, so it is held as briefly as possible. The
+//! match, the expensive part, is never made under it: matching reads only
+//! the hardware and the `.specs` files, which no request writes, so the
+//! profiles are matched before the lock is taken, from the state as it is
+//! then (a machine that matches nothing is answered without the lock at
+//! all). Under the lock the state is read again, and only checked: the
+//! first profile with quota must be one already matched, with the same
+//! `.specs` text; otherwise the lock is released, the missing profiles are
+//! matched, and the request tries again. The directory holding the new
+//! files is flushed after the lock is released.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -74,6 +81,9 @@ pub enum ProvisionError {
         config_dir: PathBuf,
         profiles: Vec<String>,
     },
+    /// Concurrent requests kept spending the quota of every profile the
+    /// machine matched, faster than it could match the next ones.
+    Unsettled,
 }
 
 impl fmt::Display for ProvisionError {
@@ -95,6 +105,11 @@ impl fmt::Display for ProvisionError {
                 "Unable to match requirements on the following available roles in {}: {}",
                 config_dir.display(),
                 profiles.join(", ")
+            ),
+            ProvisionError::Unsettled => write!(
+                f,
+                "the state kept changing while this machine was matched \
+                 ({MAX_ROUNDS} times): try again"
             ),
         }
     }
@@ -137,10 +152,18 @@ pub fn provision(
     dry_run: bool,
 ) -> Result<Outcome, ProvisionError> {
     let (sysname, macs) = hw::sysname_and_macs(items);
+    let mut known = Known::default();
     if dry_run {
         let _lock = Lock::shared_if_exists(&cfg.lock_file).map_err(io_error(&cfg.lock_file))?;
-        let (decided, _) = transaction(cfg, items, failure, None, false)?;
-        return Ok(decided.finish(sysname, Vec::new()));
+        for _ in 0..MAX_ROUNDS {
+            if failure.is_none() {
+                known.match_profiles(cfg, items)?;
+            }
+            if let Some((decided, _)) = transaction(cfg, failure, &mut known, false)? {
+                return Ok(decided.finish(sysname, Vec::new()));
+            }
+        }
+        return Err(ProvisionError::Unsettled);
     }
 
     // What needs no lock is done before taking it or after releasing it,
@@ -158,12 +181,19 @@ pub fn provision(
     }
     // Leftovers of killed requests; harmless, but they would pile up.
     store::remove_stale_temps(&cfg.config_dir).map_err(io_error(&cfg.config_dir))?;
-    let guess = failure.is_none().then(|| guess_match(cfg, items)).flatten();
 
-    let (decided, renamed) = {
+    let mut committed = None;
+    for _ in 0..MAX_ROUNDS {
+        if failure.is_none() {
+            known.match_profiles(cfg, items)?;
+        }
         let _lock = Lock::exclusive(&cfg.lock_file).map_err(io_error(&cfg.lock_file))?;
-        transaction(cfg, items, failure, guess, true)?
-    };
+        committed = transaction(cfg, failure, &mut known, true)?;
+        if committed.is_some() {
+            break;
+        }
+    }
+    let (decided, renamed) = committed.ok_or(ProvisionError::Unsettled)?;
     if let Some(renamed) = renamed {
         renamed.sync().map_err(io_error(&cfg.config_dir))?;
     }
@@ -201,18 +231,26 @@ impl Decided {
     }
 }
 
+/// Times a request matches again because the state changed under it
+/// (each time a concurrent request spent the quota of the profile it had
+/// matched) before it gives up.
+const MAX_ROUNDS: usize = 16;
+
+/// What a committed request decided, and the renames to flush.
+type Committed = (Decided, Option<store::Renamed>);
+
 /// The part of a request that runs under the lock: read the state, record
-/// a failure report or match a profile (`guess`, made before the lock, if
-/// the profiles that have quota are still the same), and with `write`
-/// commit the new CMDB and state files. Their directory is not flushed
-/// yet: the caller does it once the lock is released.
+/// a failure report or take the profile matched before the lock, and with
+/// `write` commit the new CMDB and state files (their directory is not
+/// flushed yet: the caller does it once the lock is released). `None` when
+/// the state now wants a profile not matched yet (or whose specs changed):
+/// the caller matches it without the lock and comes back.
 fn transaction(
     cfg: &Config,
-    items: &[Item],
     failure: Option<&str>,
-    guess: Option<Guess>,
+    known: &mut Known,
     write: bool,
-) -> Result<(Decided, Option<store::Renamed>), ProvisionError> {
+) -> Result<Option<Committed>, ProvisionError> {
     let state_file = cfg.config_dir.join("state");
     let src = std::fs::read(&state_file).map_err(io_error(&state_file))?;
     let mut state = State::parse(&state_file, &src)?;
@@ -224,17 +262,16 @@ fn transaction(
             quota_restored,
         };
         if !quota_restored || !write {
-            return Ok((decided, None));
+            return Ok(Some((decided, None)));
         }
         let new_state = store::prepare_file_locked(&state_file, &state.to_bytes())
             .map_err(io_error(&state_file))?;
         let renamed = store::commit_all(vec![new_state]).map_err(io_error(&state_file))?;
-        return Ok((decided, Some(renamed)));
+        return Ok(Some((decided, Some(renamed))));
     }
 
-    let matched = match guess {
-        Some(guess) if guess.available == available(&state) => guess.matched,
-        _ => match_specs(cfg, &state, items)?,
+    let Some(matched) = known.still_matched(cfg, &state)? else {
+        return Ok(None);
     };
     let mut found = select_cmdb(cfg, matched)?;
     let configure_file = cfg
@@ -257,7 +294,7 @@ fn transaction(
     );
 
     if !write {
-        return Ok((Decided::Configured(found, script), None));
+        return Ok(Some((Decided::Configured(found, script), None)));
     }
     // Both new files are written before either is renamed: a failed write
     // (a full disk) changes neither. Only a crash between the renames can
@@ -281,39 +318,7 @@ fn transaction(
     // without quota spent, never quota spent without its entry.
     let files = cmdb.into_iter().chain([new_state]);
     let renamed = store::commit_all(files.collect()).map_err(io_error(&cfg.config_dir))?;
-    Ok((Decided::Configured(found, script), Some(renamed)))
-}
-
-/// The match made before taking the lock. It still holds under the lock
-/// if the profiles with quota left are the same: matching reads nothing
-/// else that requests write.
-struct Guess {
-    available: Vec<(usize, String)>,
-    matched: Matched,
-}
-
-/// The matching profile from the state as it is now, without the lock;
-/// `None` on any error (the locked attempt then reports it).
-fn guess_match(cfg: &Config, items: &[Item]) -> Option<Guess> {
-    let state_file = cfg.config_dir.join("state");
-    let src = std::fs::read(&state_file).ok()?;
-    let state = State::parse(&state_file, &src).ok()?;
-    let matched = match_specs(cfg, &state, items).ok()?;
-    Some(Guess {
-        available: available(&state),
-        matched,
-    })
-}
-
-/// The profiles that have quota left, with their place in the state.
-fn available(state: &State) -> Vec<(usize, String)> {
-    state
-        .entries()
-        .iter()
-        .enumerate()
-        .filter(|(_, entry)| entry.quota.available())
-        .map(|(i, entry)| (i, entry.profile.clone()))
-        .collect()
+    Ok(Some((Decided::Configured(found, script), Some(renamed))))
 }
 
 /// A profile whose specs match, with the variables they gave.
@@ -337,43 +342,136 @@ struct CmdbUpdate {
     selection: cmdb::Selection,
 }
 
-/// The legacy `find_match`, first half: the first profile, in state order,
-/// that has quota and whose specs match.
-fn match_specs(cfg: &Config, state: &State, items: &[Item]) -> Result<Matched, ProvisionError> {
-    let mut tried = Vec::new();
-    for (state_index, entry) in state.entries().iter().enumerate() {
-        if !entry.quota.available() {
-            continue;
+/// What matching gave for each profile tried, made without the lock.
+struct Known {
+    profiles: HashMap<String, Tried>,
+    /// Matching work left to the request, whatever the profiles tried.
+    budget: spec::Budget,
+}
+
+impl Default for Known {
+    fn default() -> Known {
+        Known {
+            profiles: HashMap::new(),
+            budget: spec::Budget::request(),
         }
-        tried.push(entry.profile.clone());
-        let specs_file = cfg.config_dir.join(format!("{}.specs", entry.profile));
-        // A profile without specs never matches, as in the legacy server.
-        let Some(specs) = read_if_exists(&specs_file).map_err(io_error(&specs_file))? else {
-            continue;
+    }
+}
+
+/// One profile matched against the machine: its `.specs` text as read
+/// (`None`: no such file, which never matches), and the variables and
+/// forced variables when it matched.
+struct Tried {
+    specs: Option<Vec<u8>>,
+    matched: Option<(Dict, Dict)>,
+}
+
+impl Known {
+    /// The legacy `find_match`, first half, without the lock: the profiles
+    /// that have quota in the state as it is now, in order, are matched
+    /// until one matches (those already matched are not matched again).
+    /// Errors when none matches: the machine is answered without the lock.
+    fn match_profiles(&mut self, cfg: &Config, items: &[Item]) -> Result<(), ProvisionError> {
+        let state_file = cfg.config_dir.join("state");
+        let src = std::fs::read(&state_file).map_err(io_error(&state_file))?;
+        let state = State::parse(&state_file, &src)?;
+        for entry in state.entries().iter().filter(|e| e.quota.available()) {
+            if !self.profiles.contains_key(&entry.profile) {
+                let tried = try_profile(cfg, &entry.profile, items, &mut self.budget)?;
+                self.profiles.insert(entry.profile.clone(), tried);
+            }
+            if self.profiles[&entry.profile].matched.is_some() {
+                return Ok(());
+            }
+        }
+        self.choose(cfg, &state).map(|_| ())
+    }
+
+    /// The first profile of `state` with quota, if it matched; `None` when
+    /// one before it is not known yet. Errors: none has quota, or none of
+    /// them matches.
+    fn choose(&self, cfg: &Config, state: &State) -> Result<Option<usize>, ProvisionError> {
+        let mut tried = Vec::new();
+        for (state_index, entry) in state.entries().iter().enumerate() {
+            if !entry.quota.available() {
+                continue;
+            }
+            tried.push(entry.profile.clone());
+            match self.profiles.get(&entry.profile) {
+                None => return Ok(None),
+                Some(t) if t.matched.is_some() => return Ok(Some(state_index)),
+                Some(_) => {}
+            }
+        }
+        if tried.is_empty() {
+            Err(ProvisionError::NoQuota {
+                state_file: cfg.config_dir.join("state"),
+            })
+        } else {
+            Err(ProvisionError::NoMatch {
+                config_dir: cfg.config_dir.clone(),
+                profiles: tried,
+            })
+        }
+    }
+
+    /// Under the lock: the profile that `state` gives the machine, if it
+    /// was matched before and its `.specs` file still says the same (read
+    /// again, not matched again). `None`: match again without the lock.
+    fn still_matched(
+        &mut self,
+        cfg: &Config,
+        state: &State,
+    ) -> Result<Option<Matched>, ProvisionError> {
+        let Some(state_index) = self.choose(cfg, state)? else {
+            return Ok(None);
         };
-        let specs = spec::parse_specs(&specs_file, &specs).map_err(ProvisionError::Spec)?;
-        let mut vars = Vars::new();
-        let mut forced = Vars::new();
-        if !spec::match_all(items, &specs, &mut vars, &mut forced).map_err(ProvisionError::Spec)? {
-            continue;
-        }
-        return Ok(Matched {
+        let profile = &state.entries()[state_index].profile;
+        let specs_file = specs_file(cfg, profile);
+        let specs = read_if_exists(&specs_file).map_err(io_error(&specs_file))?;
+        let tried = &self.profiles[profile];
+        let (Some(vars), true) = (&tried.matched, tried.specs == specs) else {
+            self.profiles.remove(profile);
+            return Ok(None);
+        };
+        Ok(Some(Matched {
             state_index,
-            profile: entry.profile.clone(),
-            vars: spec::vars_dict(&vars),
-            forced: spec::vars_dict(&forced),
+            profile: profile.clone(),
+            vars: vars.0.clone(),
+            forced: vars.1.clone(),
+        }))
+    }
+}
+
+fn specs_file(cfg: &Config, profile: &str) -> PathBuf {
+    cfg.config_dir.join(format!("{profile}.specs"))
+}
+
+/// Matches one profile's specs against the machine.
+fn try_profile(
+    cfg: &Config,
+    profile: &str,
+    items: &[Item],
+    budget: &mut spec::Budget,
+) -> Result<Tried, ProvisionError> {
+    let specs_file = specs_file(cfg, profile);
+    // A profile without specs never matches, as in the legacy server.
+    let Some(src) = read_if_exists(&specs_file).map_err(io_error(&specs_file))? else {
+        return Ok(Tried {
+            specs: None,
+            matched: None,
         });
-    }
-    if tried.is_empty() {
-        Err(ProvisionError::NoQuota {
-            state_file: cfg.config_dir.join("state"),
-        })
-    } else {
-        Err(ProvisionError::NoMatch {
-            config_dir: cfg.config_dir.clone(),
-            profiles: tried,
-        })
-    }
+    };
+    let specs = spec::parse_specs(&specs_file, &src).map_err(ProvisionError::Spec)?;
+    let mut vars = Vars::new();
+    let mut forced = Vars::new();
+    let matched = spec::match_all_within(items, &specs, &mut vars, &mut forced, budget)
+        .map_err(ProvisionError::Spec)?
+        .then(|| (spec::vars_dict(&vars), spec::vars_dict(&forced)));
+    Ok(Tried {
+        specs: Some(src),
+        matched,
+    })
 }
 
 /// The legacy `find_match`, second half: the matched profile's CMDB entry,
@@ -490,27 +588,68 @@ mod tests {
     }
 
     #[test]
-    fn a_guess_holds_only_while_the_same_profiles_have_quota() {
-        // Still valid: it is used as is (the specs it read are not read again).
-        let (tmp, cfg, items) = site();
-        let guess = guess_match(&cfg, &items).unwrap();
-        assert_eq!(guess.matched.profile, "first");
-        std::fs::remove_file(tmp.path().join("first.specs")).unwrap();
-        let (decided, renamed) = transaction(&cfg, &items, None, Some(guess), true).unwrap();
+    fn the_lock_only_checks_the_match_made_before_it() {
+        // Nothing matched yet: the locked part does not match, it asks.
+        let (_tmp, cfg, items) = site();
+        assert!(transaction(&cfg, None, &mut Known::default(), true)
+            .unwrap()
+            .is_none());
+
+        // Matched before the lock: taken as is.
+        let mut known = Known::default();
+        known.match_profiles(&cfg, &items).unwrap();
+        let (decided, renamed) = transaction(&cfg, None, &mut known, true).unwrap().unwrap();
         renamed.unwrap().sync().unwrap();
         assert_eq!(profile(&decided), "first");
 
-        // Another request took the last installation of the guessed profile
-        // meanwhile: the match is made again.
+        // Another request took the last installation of the matched
+        // profile meanwhile: the next one is matched, without the lock.
         let (tmp, cfg, items) = site();
-        let guess = guess_match(&cfg, &items).unwrap();
+        let mut known = Known::default();
+        known.match_profiles(&cfg, &items).unwrap();
         std::fs::write(tmp.path().join("state"), "[('first', 0), ('second', 1)]\n").unwrap();
-        let (decided, renamed) = transaction(&cfg, &items, None, Some(guess), true).unwrap();
+        assert!(transaction(&cfg, None, &mut known, true).unwrap().is_none());
+        known.match_profiles(&cfg, &items).unwrap();
+        let (decided, renamed) = transaction(&cfg, None, &mut known, true).unwrap().unwrap();
         renamed.unwrap().sync().unwrap();
         assert_eq!(profile(&decided), "second");
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("state")).unwrap(),
             "[('first', 0), ('second', 0)]\n"
+        );
+
+        // The specs changed since they were matched: matched again.
+        let (tmp, cfg, items) = site();
+        let mut known = Known::default();
+        known.match_profiles(&cfg, &items).unwrap();
+        let specs = tmp.path().join("first.specs");
+        std::fs::write(&specs, "[('system', 'product', 'serial', 'other')]\n").unwrap();
+        assert!(transaction(&cfg, None, &mut known, true).unwrap().is_none());
+        known.match_profiles(&cfg, &items).unwrap();
+        let (decided, _) = transaction(&cfg, None, &mut known, false).unwrap().unwrap();
+        assert_eq!(profile(&decided), "second");
+    }
+
+    #[test]
+    fn no_match_is_answered_without_the_lock() {
+        let (tmp, cfg, _) = site();
+        for profile in ["first", "second"] {
+            let specs = tmp.path().join(format!("{profile}.specs"));
+            std::fs::write(specs, "[('system', 'product', 'serial', 'S2')]\n").unwrap();
+        }
+        let items = vec![["system", "product", "serial", "S1"].map(hw::HwValue::from)];
+        // A writer holds the lock for as long as this test runs.
+        let _held = Lock::exclusive(&cfg.lock_file).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(provision(&cfg, &items, None, false).map(|_| ()));
+        });
+        let answer = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a machine that matches nothing waited for the lock");
+        assert!(
+            matches!(answer, Err(ProvisionError::NoMatch { ref profiles, .. }) if profiles == &["first", "second"]),
+            "{answer:?}"
         );
     }
 }

@@ -767,3 +767,86 @@ fn upload_hostile_fields_and_strings() {
     assert!(!site.path("outside/pwned").exists());
     site.assert_contained();
 }
+
+/// Hardware that would make matching expensive is refused or bounded: a
+/// value longer than MAXHWVALUE or more lines than MAXHWLINES are refused
+/// before any matching, naming the limit; within the limits, long values
+/// against specs whose search stays exponential end with "specs too
+/// complex" under a 3 s CPU limit (`ulimit -t`), where the budget once
+/// counted steps whatever the bytes they compared.
+#[test]
+fn upload_work_is_bounded_by_the_limits() {
+    let site = Site::new();
+    let long = "x".repeat(5000);
+    let data = items_json(&[["disk", &long, "size", "20"]]);
+    let o = post(UPLOAD, &site, form(&[("file", Some(b"hw.json"), &data)]));
+    o.assert_refused(200);
+    assert!(
+        o.body_text()
+            .contains("element 0: field 1 is 5000 bytes long, more than MAXHWVALUE (4096)"),
+        "{}",
+        o.body_text()
+    );
+    let many: Vec<[&str; 4]> = vec![["a", "b", "c", "d"]; 20_001];
+    let data = items_json(&many);
+    assert!(data.len() < 1 << 20);
+    fs::write(
+        &site.conf,
+        fs::read_to_string(&site.conf).unwrap() + "MAXHWSIZE = 1M\n",
+    )
+    .unwrap();
+    let o = post(UPLOAD, &site, form(&[("file", Some(b"hw.json"), &data)]));
+    o.assert_refused(200);
+    assert!(
+        o.body_text()
+            .contains("20001 hardware lines, more than MAXHWLINES (20000)"),
+        "{}",
+        o.body_text()
+    );
+    assert_eq!(site.files("data/hw"), Vec::<String>::new());
+
+    // An odd cycle of "different" constraints over variables taken from 40
+    // similar lines whose values are 4000 bytes long, equal but for their
+    // last byte: no assignment exists, and pruning does not see it early.
+    let value = |c: char| format!("{}{c}", "v".repeat(3999));
+    let (a, b) = (value('a'), value('b'));
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    for i in 0..40 {
+        let v = if i % 2 == 0 { &a } else { &b };
+        lines.push(vec!["k".into(), v.clone(), format!("n{i}"), "-".into()]);
+    }
+    for _ in 0..12 {
+        lines.push(vec!["ne".into(), a.clone(), b.clone(), "-".into()]);
+        lines.push(vec!["ne".into(), b.clone(), a.clone(), "-".into()]);
+    }
+    let n = 7;
+    let specs: Vec<String> = (0..n)
+        .map(|i| format!("('k', '$x{i}', '$id{i}', '-')"))
+        .chain((0..n).map(|i| format!("('ne', '$x{i}', '$x{}', '-')", (i + 1) % n)))
+        .collect();
+    let config = site.path("data/config");
+    fs::write(
+        config.join("vm.specs"),
+        format!("[{}]\n", specs.join(",\n ")),
+    )
+    .unwrap();
+    let hw = site.path("outside/hw.json");
+    fs::write(&hw, serde_json::to_vec(&lines).unwrap()).unwrap();
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -t 3 && exec \"$0\" --dry-run -f \"$1\"",
+            UPLOAD,
+        ])
+        .arg(&hw)
+        .env("EDEPLOY_CONF", &site.conf)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("specs too complex: matching gave up after"),
+        "{stdout}"
+    );
+    fs::remove_file(&hw).unwrap();
+}

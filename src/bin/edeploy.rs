@@ -168,9 +168,10 @@ fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(src)
 }
 
-fn read_hw(path: &Path, limit: u64) -> Result<Vec<Item>> {
-    let src = read_file(path, limit)?;
-    Ok(hw::parse_hw(path, &src)?)
+/// A hardware file within the limits the server would apply.
+fn read_hw(path: &Path, max_size: u64, limits: &hw::HwLimits) -> Result<Vec<Item>> {
+    let src = read_file(path, max_size)?;
+    Ok(hw::parse_hw_with(path, &src, limits)?)
 }
 
 /// A specs file read as the server reads it, with its text.
@@ -211,7 +212,8 @@ fn try_match(args: &[String], out: &mut dyn Write) -> Answer {
     let [hw_file, specs_file] = args.positional.as_slice() else {
         return Err(usage("expected HW_FILE and SPECS_FILE", TRY_MATCH_USAGE));
     };
-    let items = read_hw(Path::new(hw_file), config::DEFAULT_MAX_HW_SIZE)?;
+    let limits = hw::HwLimits::default();
+    let items = read_hw(Path::new(hw_file), config::DEFAULT_MAX_HW_SIZE, &limits)?;
     let specs_file = Path::new(specs_file);
     let (specs, src) = read_specs(specs_file)?;
     match explain::explain_specs(&items, &specs)? {
@@ -257,7 +259,7 @@ fn explain_cmd(args: &[String], out: &mut dyn Write) -> Answer {
         }
     };
     let cfg = load_config(config_file, section)?;
-    let items = read_hw(Path::new(hw_file), cfg.max_hw_size)?;
+    let items = read_hw(Path::new(hw_file), cfg.max_hw_size, &cfg.hw_limits)?;
     let (sysname, _) = hw::sysname_and_macs(&items);
     let report = explain::explain_config(&cfg, &items)?;
     writeln!(out, "machine: {sysname}")?;

@@ -66,7 +66,7 @@ fn handle(cfg: &Config, req: &Request, now: SystemTime) -> Answer {
     if file.is_log() {
         return cgi::answer_log(&cfg.log_dir, file, &log);
     }
-    let items = match hw::parse_hw(Path::new(&file.filename), &file.data) {
+    let items = match hw::parse_hw_with(Path::new(&file.filename), &file.data, &cfg.hw_limits) {
         Ok(items) => items,
         Err(e) => {
             let msg = format!("Invalid hardware file: {e}");

@@ -81,7 +81,8 @@ fn serve_hw(
     dry_run: bool,
     log: &dyn Fn(&str, &str),
 ) -> Result<Option<Vec<u8>>> {
-    let items = hw::parse_hw(name, src).map_err(|e| anyhow!("Invalid hardware file: {e}"))?;
+    let items = hw::parse_hw_with(name, src, &cfg.hw_limits)
+        .map_err(|e| anyhow!("Invalid hardware file: {e}"))?;
     match provision::provision(cfg, &items, failure, dry_run)? {
         Outcome::Configured(c) => {
             for w in &c.warnings {

@@ -39,11 +39,30 @@ pub type Spec = [HwValue; 4];
 /// values they took, numbers included.
 pub type Vars = BTreeMap<String, HwValue>;
 
-/// Work allowed to one [`match_all`]: a match_spec call costs 1 plus the
-/// number of lines it looks at, a backtracking point the lines it copies.
-/// Real profiles use a few thousand units; a hostile spec file would
-/// otherwise backtrack for hours (the legacy recursion is exponential).
+/// Work allowed to one request's matching (all the profiles it tries): a
+/// step costs a unit per line it looks at, times one more per 256 bytes of
+/// the machine's longest value, which bounds what comparing them costs.
+/// Real profiles use a few thousand units; searches that stay exponential
+/// despite the pruning stop here, after about 0.3 s of CPU on a 2-core VM.
 pub const MATCH_BUDGET: u64 = 20_000_000;
+
+/// The matching work left to a request, shared by the profiles it tries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    total: u64,
+    left: u64,
+}
+
+impl Budget {
+    pub fn new(total: u64) -> Budget {
+        Budget { total, left: total }
+    }
+
+    /// [`MATCH_BUDGET`].
+    pub fn request() -> Budget {
+        Budget::new(MATCH_BUDGET)
+    }
+}
 
 /// Why specs could not be used.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,7 +214,7 @@ pub fn match_all(
     vars: &mut Vars,
     forced: &mut Vars,
 ) -> Result<bool, SpecError> {
-    match_all_with_budget(lines, specs, vars, forced, MATCH_BUDGET)
+    match_all_within(lines, specs, vars, forced, &mut Budget::request())
 }
 
 /// [`match_all`] with an explicit work budget.
@@ -205,6 +224,17 @@ pub fn match_all_with_budget(
     vars: &mut Vars,
     forced: &mut Vars,
     budget: u64,
+) -> Result<bool, SpecError> {
+    match_all_within(lines, specs, vars, forced, &mut Budget::new(budget))
+}
+
+/// [`match_all`] drawing on `budget`, what is left to the whole request.
+pub fn match_all_within(
+    lines: &[Item],
+    specs: &[Spec],
+    vars: &mut Vars,
+    forced: &mut Vars,
+    budget: &mut Budget,
 ) -> Result<bool, SpecError> {
     search::run(lines, specs, vars, forced, budget, true)
 }
@@ -220,7 +250,7 @@ pub fn match_all_unpruned(
     forced: &mut Vars,
     budget: u64,
 ) -> Result<bool, SpecError> {
-    search::run(lines, specs, vars, forced, budget, false)
+    search::run(lines, specs, vars, forced, &mut Budget::new(budget), false)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use super::functions::call_holds;
 use super::syntax::{classify, parse_call, split_assignment, Call, Field};
-use super::{Spec, SpecError, Vars};
+use super::{Budget, Spec, SpecError, Vars};
 use crate::hw::{HwValue, Item};
 use crate::pydict::PyDict;
 
@@ -142,7 +142,7 @@ pub(super) fn run(
     specs: &[Spec],
     vars: &mut Vars,
     forced: &mut Vars,
-    budget: u64,
+    budget: &mut Budget,
     prune: bool,
 ) -> Result<bool, SpecError> {
     let mut dict = PyDict::new();
@@ -158,23 +158,37 @@ pub(super) fn run(
     } else {
         Vec::new()
     };
+    // A step compares whole values: long ones make it dearer.
+    let longest = lines
+        .iter()
+        .flatten()
+        .filter_map(HwValue::as_str)
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
     let mut m = Matcher {
         lines,
         specs,
+        weight: 1 + u64::try_from(longest / BYTES_PER_UNIT).unwrap_or(u64::MAX),
         checks: specs.iter().map(checks).collect(),
         fixed,
         forced: &mut forced_dict,
-        left: budget,
-        budget,
+        left: budget.left,
+        budget: budget.total,
         prune,
         backtracking: false,
         failed: HashMap::new(),
     };
-    let ok = m.match_all((0..lines.len()).collect(), 0, &mut dict, 0)?;
+    let ok = m.match_all((0..lines.len()).collect(), 0, &mut dict, 0);
+    budget.left = m.left;
+    let ok = ok?;
     *vars = dict.to_map();
     *forced = forced_dict.to_map();
     Ok(ok)
 }
+
+/// Bytes of the longest hardware value that make a step cost one more unit.
+const BYTES_PER_UNIT: usize = 256;
 
 /// Largest table of what each spec makes of each line; past it, this is
 /// computed each time.
@@ -191,6 +205,8 @@ struct Matcher<'s, 'f> {
     forced: &'f mut PyDict,
     left: u64,
     budget: u64,
+    /// Units of the budget a step costs: more for longer values.
+    weight: u64,
     /// Whether to cut branches that cannot succeed (always, but for the
     /// reference [`match_all_unpruned`]).
     prune: bool,
@@ -270,7 +286,9 @@ impl Matcher<'_, '_> {
     }
 
     fn charge(&mut self, units: usize) -> Result<(), SpecError> {
-        let units = u64::try_from(units).unwrap_or(u64::MAX);
+        let units = u64::try_from(units)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(self.weight);
         self.left = self.left.checked_sub(units).ok_or(SpecError::TooComplex {
             budget: self.budget,
         })?;
