@@ -385,6 +385,8 @@ pub fn items_value(items: &[Item]) -> Value {
 /// product serial is appended (each stripped to `[A-Za-z0-9_]` and followed
 /// by `-`), then the first MAC with `:` turned into `-`. The MACs are the
 /// values of every `('network', <nic>, 'serial', <mac>)` line, in order.
+/// A number there (the legacy server crashes on it) is taken as its repr,
+/// so that such a machine is still named and installed.
 pub fn sysname_and_macs(items: &[Item]) -> (String, Vec<String>) {
     let first = |key: &str| {
         items
@@ -610,6 +612,15 @@ mod tests {
             ("PowerEdge-AB123-".into(), vec![])
         );
         assert_eq!(sysname_and_macs(&[]), (String::new(), vec![]));
+        // Numbers where the legacy server crashes: named all the same.
+        let mut serial = item(["system", "product", "serial", "-"]);
+        serial[3] = HwValue::Float(2.5);
+        let mut mac = item(["network", "eth0", "serial", "-"]);
+        mac[3] = HwValue::Int(12);
+        assert_eq!(
+            sysname_and_macs(&[serial, mac]),
+            ("25-12".into(), vec!["12".to_string()])
+        );
     }
 
     proptest::proptest! {
