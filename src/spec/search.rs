@@ -590,6 +590,26 @@ mod tests {
             })
         }
 
+        /// Pruning only cuts branches that fail: the answer, the variables
+        /// (stale keys and skipped renames included) and the legacy crashes
+        /// are those of the unpruned legacy search.
+        fn agrees_with_reference(lines: &[Item], specs: &[Spec]) -> Result<(), TestCaseError> {
+            let (mut v, mut f) = (Vars::new(), Vars::new());
+            let reference = match_all_unpruned(lines, specs, &mut v, &mut f, REFERENCE_BUDGET);
+            let too_long = Err(SpecError::TooComplex {
+                budget: REFERENCE_BUDGET,
+            });
+            prop_assume!(reference != too_long);
+            let (mut pv, mut pf) = (Vars::new(), Vars::new());
+            let pruned = match_all(lines, specs, &mut pv, &mut pf);
+            prop_assert_eq!(&pruned, &reference);
+            if reference == Ok(true) {
+                prop_assert_eq!(pv, v);
+                prop_assert_eq!(pf, f);
+            }
+            Ok(())
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(2000))]
             #[test]
@@ -597,36 +617,15 @@ mod tests {
                 lines in disks(),
                 specs in prop::collection::vec(disk_spec(), 1..8),
             ) {
-                let (mut v, mut f) = (Vars::new(), Vars::new());
-                let reference = match_all_unpruned(&lines, &specs, &mut v, &mut f, REFERENCE_BUDGET);
-                prop_assume!(reference != Err(SpecError::TooComplex { budget: REFERENCE_BUDGET }));
-                let (mut pv, mut pf) = (Vars::new(), Vars::new());
-                let pruned = match_all(&lines, &specs, &mut pv, &mut pf);
-                prop_assert_eq!(&pruned, &reference);
-                if reference == Ok(true) {
-                    prop_assert_eq!(pv, v);
-                    prop_assert_eq!(pf, f);
-                }
+                agrees_with_reference(&lines, &specs)?;
             }
 
-            /// Pruning only cuts branches that fail: the answer, the
-            /// variables (stale keys and skipped renames included) and the
-            /// legacy crashes are those of the unpruned legacy search.
             #[test]
             fn pruned_search_gives_the_legacy_answer(
                 lines in prop::collection::vec(line(), 0..14),
                 specs in prop::collection::vec([field(), field(), field(), field()], 1..9),
             ) {
-                let (mut v, mut f) = (Vars::new(), Vars::new());
-                let reference = match_all_unpruned(&lines, &specs, &mut v, &mut f, REFERENCE_BUDGET);
-                prop_assume!(reference != Err(SpecError::TooComplex { budget: REFERENCE_BUDGET }));
-                let (mut pv, mut pf) = (Vars::new(), Vars::new());
-                let pruned = match_all(&lines, &specs, &mut pv, &mut pf);
-                prop_assert_eq!(&pruned, &reference);
-                if reference == Ok(true) {
-                    prop_assert_eq!(pv, v);
-                    prop_assert_eq!(pf, f);
-                }
+                agrees_with_reference(&lines, &specs)?;
             }
         }
     }
