@@ -14,6 +14,7 @@ pub mod hw;
 pub mod literal;
 pub mod logs;
 pub mod provision;
+pub mod pxemngr;
 pub mod script;
 pub mod spec;
 pub mod state;

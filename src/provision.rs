@@ -19,12 +19,12 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::{self, Item};
 use crate::literal::{self, Dict, Value};
+use crate::pxemngr;
 use crate::script;
 use crate::spec::{self, SpecError, Vars};
 use crate::state::{State, StateError};
@@ -121,9 +121,6 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
     }
 }
 
-/// How long `pxemngr addsystem` may take before it is abandoned.
-const PXEMNGR_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves one request for the machine described by `items`.
 ///
 /// `failure` is the profile of a failed installation (the initrd's `-F` /
@@ -150,12 +147,11 @@ pub fn provision(
     let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
     let text = literal::pformat(&hw::items_value(items));
     store::replace_file(&hw_file, &text).map_err(io_error(&hw_file))?;
-    let mut warnings = Vec::new();
-    if cfg.use_pxemngr {
-        if let Err(e) = register_pxemngr(&sysname, &macs) {
-            warnings.push(e);
-        }
-    }
+    let warnings = if cfg.use_pxemngr {
+        pxemngr::register(&sysname, &macs)
+    } else {
+        Vec::new()
+    };
     // Leftovers of killed requests; harmless, but they would pile up.
     store::remove_stale_temps(&cfg.config_dir).map_err(io_error(&cfg.config_dir))?;
     let guess = failure.is_none().then(|| guess_match(cfg, items)).flatten();
@@ -424,44 +420,6 @@ pub fn hw_file_name(sysname: &str) -> String {
         .map(|c| if c == '/' || c == '\0' { '_' } else { c })
         .collect();
     format!("{safe}.hw")
-}
-
-/// `pxemngr addsystem <sysname> <macs...>`, run without a shell and bounded
-/// in time. Only MAC-shaped values are passed, as the legacy server did.
-fn register_pxemngr(sysname: &str, macs: &[String]) -> Result<(), String> {
-    let mut args = vec!["addsystem".to_owned(), sysname.to_owned()];
-    args.extend(macs.iter().filter(|m| m.len() == 17).cloned());
-    let handle = duct::cmd("pxemngr", &args)
-        .stdin_null()
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .start()
-        .map_err(|e| format!("pxemngr addsystem {sysname}: cannot run: {e}"))?;
-    let deadline = std::time::Instant::now() + PXEMNGR_TIMEOUT;
-    loop {
-        match handle.try_wait() {
-            Ok(Some(out)) if out.status.success() => return Ok(()),
-            Ok(Some(out)) => {
-                return Err(format!(
-                    "pxemngr addsystem {sysname}: {}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Ok(None) => {
-                let _ = handle.kill();
-                return Err(format!(
-                    "pxemngr addsystem {sysname}: killed after {}s",
-                    PXEMNGR_TIMEOUT.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("pxemngr addsystem {sysname}: {e}")),
-        }
-    }
 }
 
 #[cfg(test)]
