@@ -143,10 +143,11 @@ pub fn provision(
     // What needs no lock is done before taking it or after releasing it,
     // so that requests wait for each other as little as possible. The
     // machine's own file concerns no other request (it is replaced
-    // atomically), and pxemngr may be slow.
+    // atomically), and pxemngr may be slow. Its name comes from the
+    // machine: a link of that name is replaced, never written through.
     let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
     let text = literal::pformat(&hw::items_value(items));
-    store::replace_file(&hw_file, &text).map_err(io_error(&hw_file))?;
+    store::replace_file_no_follow(&hw_file, &text).map_err(io_error(&hw_file))?;
     let warnings = if cfg.use_pxemngr {
         pxemngr::register(&sysname, &macs)
     } else {

@@ -109,8 +109,8 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
 
 /// Like [`replace_file`], but a symbolic link at `path` is replaced itself,
 /// never followed, and the new file gets default permissions: for files
-/// whose names come from the network (logs, health results), which must
-/// never lead a write outside their directory.
+/// whose names come from the network (`.hw` files, logs), which must never
+/// lead a write outside their directory.
 pub fn replace_file_no_follow(path: &Path, contents: &[u8]) -> io::Result<()> {
     prepare_with(path, |tmp| tmp.write_all(contents))?.commit()
 }

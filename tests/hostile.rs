@@ -943,3 +943,45 @@ fn upload_pxemngr_killed_with_its_children_at_the_deadline() {
     );
     site.assert_contained();
 }
+
+#[test]
+fn upload_hw_file_never_written_through_a_symlink() {
+    let site = Site::new();
+    fs::write(site.path("data/config/state"), "[('vm', '*')]\n").unwrap();
+    let parsed = hw::parse_hw(Path::new("hw.json"), &hw_json()).unwrap();
+    let (sysname, _) = hw::sysname_and_macs(&parsed);
+    let hw_file = site.path("data/hw").join(format!("{sysname}.hw"));
+    let victim = site.path("outside/victim");
+    fs::write(&victim, "keep").unwrap();
+    let upload = || {
+        let o = post(
+            UPLOAD,
+            &site,
+            form(&[("file", Some(b"hw.json"), &hw_json())]),
+        );
+        o.assert_clean();
+        assert!(
+            o.body_text().starts_with("#!/usr/bin/env python\n"),
+            "{}",
+            o.body_text()
+        );
+    };
+    let saved = literal::pformat(&hw::items_value(&parsed));
+
+    // A link to a file outside: the link is replaced, the file kept.
+    std::os::unix::fs::symlink(&victim, &hw_file).unwrap();
+    upload();
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+    assert!(fs::symlink_metadata(&hw_file).unwrap().is_file());
+    assert_eq!(fs::read(&hw_file).unwrap(), saved);
+
+    // A dangling link: nothing is created where it points.
+    fs::remove_file(&hw_file).unwrap();
+    std::os::unix::fs::symlink(site.path("outside/created"), &hw_file).unwrap();
+    upload();
+    assert!(fs::symlink_metadata(&hw_file).unwrap().is_file());
+    assert_eq!(fs::read(&hw_file).unwrap(), saved);
+
+    fs::remove_file(&victim).unwrap();
+    site.assert_contained();
+}
