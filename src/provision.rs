@@ -27,7 +27,7 @@ use crate::literal::{self, Dict, Value};
 use crate::pxemngr;
 use crate::script;
 use crate::spec::{self, SpecError, Vars};
-use crate::state::{State, StateError};
+use crate::state::{State, StateError, UnsafeProfile};
 use crate::store::{self, Lock};
 
 /// What a request produced.
@@ -63,6 +63,8 @@ pub enum ProvisionError {
         source: io::Error,
     },
     State(StateError),
+    /// A profile of the state file whose name cannot name its files.
+    UnsafeProfile(UnsafeProfile),
     Spec(SpecError),
     Cmdb(CmdbError),
     /// No profile has quota left.
@@ -81,6 +83,7 @@ impl fmt::Display for ProvisionError {
         match self {
             ProvisionError::Io { path, source } => write!(f, "{}: {}", path.display(), source),
             ProvisionError::State(e) => e.fmt(f),
+            ProvisionError::UnsafeProfile(e) => e.fmt(f),
             ProvisionError::Spec(e) => e.fmt(f),
             ProvisionError::Cmdb(e) => e.fmt(f),
             // The legacy messages, verbatim.
@@ -105,6 +108,12 @@ impl std::error::Error for ProvisionError {}
 impl From<StateError> for ProvisionError {
     fn from(e: StateError) -> ProvisionError {
         ProvisionError::State(e)
+    }
+}
+
+impl From<UnsafeProfile> for ProvisionError {
+    fn from(e: UnsafeProfile) -> ProvisionError {
+        ProvisionError::UnsafeProfile(e)
     }
 }
 
@@ -233,10 +242,8 @@ fn transaction(
         Some(guess) if guess.available == available(&state) => guess.matched,
         _ => match_specs(cfg, &state, items)?,
     };
-    let mut found = select_cmdb(cfg, matched)?;
-    let configure_file = cfg
-        .config_dir
-        .join(format!("{}.configure", found.matched.profile));
+    let mut found = select_cmdb(&state, matched)?;
+    let configure_file = state.profile_file(&found.matched.profile, "configure")?;
     let configure = std::fs::read(&configure_file).map_err(io_error(&configure_file))?;
     state.consume(found.matched.state_index);
 
@@ -343,7 +350,7 @@ fn match_specs(cfg: &Config, state: &State, items: &[Item]) -> Result<Matched, P
             continue;
         }
         tried.push(entry.profile.clone());
-        let specs_file = cfg.config_dir.join(format!("{}.specs", entry.profile));
+        let specs_file = state.profile_file(&entry.profile, "specs")?;
         // A profile without specs never matches, as in the legacy server.
         let Some(specs) = read_if_exists(&specs_file).map_err(io_error(&specs_file))? else {
             continue;
@@ -375,8 +382,8 @@ fn match_specs(cfg: &Config, state: &State, items: &[Item]) -> Result<Matched, P
 
 /// The legacy `find_match`, second half: the matched profile's CMDB entry,
 /// if it has a CMDB. An error here does not try the next profile.
-fn select_cmdb(cfg: &Config, matched: Matched) -> Result<Found, ProvisionError> {
-    let cmdb_file = cfg.config_dir.join(format!("{}.cmdb", matched.profile));
+fn select_cmdb(state: &State, matched: Matched) -> Result<Found, ProvisionError> {
+    let cmdb_file = state.profile_file(&matched.profile, "cmdb")?;
     let selection = match read_if_exists(&cmdb_file).map_err(io_error(&cmdb_file))? {
         Some(src) => cmdb::select(&cmdb_file, &src, &matched.vars, &matched.forced)?,
         None => None,

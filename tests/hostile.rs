@@ -985,3 +985,44 @@ fn upload_hw_file_never_written_through_a_symlink() {
     fs::remove_file(&victim).unwrap();
     site.assert_contained();
 }
+
+#[test]
+fn upload_profile_names_never_lead_outside_configdir() {
+    let site = Site::new();
+    // A complete profile outside CONFIGDIR, reached through `..`.
+    let outside = site.path("outside");
+    let files = [
+        ("x.specs", "[]\n"),
+        ("x.configure", "print('outside')\n"),
+        ("x.cmdb", "[{'ip': '10.0.0.1'}]\n"),
+    ];
+    for (name, text) in files {
+        fs::write(outside.join(name), text).unwrap();
+    }
+    let state = site.path("data/config/state");
+    fs::write(&state, "[('../../outside/x', '*'), ('vm', 1)]\n").unwrap();
+    let o = post(
+        UPLOAD,
+        &site,
+        form(&[("file", Some(b"hw.json"), &hw_json())]),
+    );
+    o.assert_refused(200);
+    assert!(
+        o.body_text().contains(&format!(
+            "{}: profile '../../outside/x' refused: it contains '/'",
+            state.display()
+        )),
+        "{}",
+        o.body_text()
+    );
+    for (name, text) in files {
+        assert_eq!(fs::read_to_string(outside.join(name)).unwrap(), text);
+        fs::remove_file(outside.join(name)).unwrap();
+    }
+    // Nothing was consumed either.
+    assert_eq!(
+        fs::read_to_string(&state).unwrap(),
+        "[('../../outside/x', '*'), ('vm', 1)]\n"
+    );
+    site.assert_contained();
+}
