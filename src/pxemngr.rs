@@ -10,8 +10,8 @@
 //!
 //! No `--` is passed to end the options: `pxemngr` is a shell script that
 //! execs `pxe/addsystem`, a Python script reading `sys.argv` itself (name
-//! first, then MACs), not a Django command, so it would register a system
-//! named `--`. Validation is what keeps values from being read as options,
+//! first, then MACs), not a Django command, so it would take `--` for the
+//! system name. Validation is what keeps values from being read as options,
 //! by pxemngr or by anything it passes them to; pxemngr also uses the name
 //! as a file name in its PXE directory, hence no `/` or other punctuation.
 //!
@@ -123,6 +123,7 @@ fn run(program: &Path, args: &[String], timeout: Duration) -> Result<(), String>
     let fail = |e: io::Error| format!("{what}: cannot run: {e}");
     // One pipe for stdout and stderr: the output only goes to the warning.
     let (mut reader, writer) = io::pipe().map_err(fail)?;
+    set_nonblocking(&reader).map_err(fail)?;
     let stdout = writer.try_clone().map_err(fail)?;
     // The command, holding our copies of the write end, is dropped with the
     // statement: then only pxemngr and its children keep the pipe open.
@@ -134,7 +135,6 @@ fn run(program: &Path, args: &[String], timeout: Duration) -> Result<(), String>
         .process_group(0)
         .spawn()
         .map_err(fail)?;
-    set_nonblocking(&reader).map_err(fail)?;
 
     let mut output = Vec::new();
     let deadline = Instant::now() + timeout;
