@@ -185,6 +185,11 @@ fn check_state(dir: &Path, names: &[String], report: &mut Report) -> HashMap<Str
                 );
             }
         }
+        // The server refuses the name before looking for its files.
+        if let Err(e) = state.profile_file(profile, "specs") {
+            report.add(&path, at, Severity::Error, e.message());
+            continue;
+        }
         let severity = if entry.quota.available() {
             Severity::Error
         } else {

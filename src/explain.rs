@@ -567,7 +567,7 @@ pub fn explain_config(cfg: &Config, items: &[Item]) -> Result<ConfigReport, Expl
             ProfileOutcome::NoQuota
         } else {
             tried.push(entry.profile.clone());
-            let outcome = try_profile(cfg, &entry.profile, items);
+            let outcome = try_profile(&state, &entry.profile, items);
             answer = match &outcome {
                 ProfileOutcome::Matched { .. } => Some(Ok(entry.profile.clone())),
                 ProfileOutcome::CmdbExhausted { message, .. } => Some(Err(message.clone())),
@@ -603,8 +603,15 @@ pub fn explain_config(cfg: &Config, items: &[Item]) -> Result<ConfigReport, Expl
 }
 
 /// One step of the server's profile loop.
-fn try_profile(cfg: &Config, profile: &str, items: &[Item]) -> ProfileOutcome {
-    let specs_file = cfg.config_dir.join(format!("{profile}.specs"));
+fn try_profile(state: &State, profile: &str, items: &[Item]) -> ProfileOutcome {
+    let file = |extension| state.profile_file(profile, extension);
+    let (specs_file, cmdb_file, configure) = match (file("specs"), file("cmdb"), file("configure"))
+    {
+        (Ok(specs), Ok(cmdb), Ok(configure)) => (specs, cmdb, configure),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            return ProfileOutcome::Error(e.to_string())
+        }
+    };
     let src = match read_if_exists(&specs_file) {
         Ok(Some(src)) => src,
         Ok(None) => return ProfileOutcome::NoSpecs { file: specs_file },
@@ -627,7 +634,6 @@ fn try_profile(cfg: &Config, profile: &str, items: &[Item]) -> ProfileOutcome {
     };
     let vars = spec::vars_dict(&vars);
     let forced = spec::vars_dict(&forced);
-    let cmdb_file = cfg.config_dir.join(format!("{profile}.cmdb"));
     let (mut vars, cmdb) = match read_if_exists(&cmdb_file) {
         Ok(Some(src)) => match cmdb::select(&cmdb_file, &src, &vars, &forced) {
             Ok(Some(selection)) => (selection.vars, Some((cmdb_file, selection.index))),
@@ -643,7 +649,6 @@ fn try_profile(cfg: &Config, profile: &str, items: &[Item]) -> ProfileOutcome {
         Ok(None) => (vars, None),
         Err(e) => return ProfileOutcome::Error(format!("{}: {e}", cmdb_file.display())),
     };
-    let configure = cfg.config_dir.join(format!("{profile}.configure"));
     if let Err(e) = std::fs::File::open(&configure) {
         return ProfileOutcome::Error(format!("{}: {e}", configure.display()));
     }

@@ -139,37 +139,36 @@ pub fn store_health(
     };
     fs::create_dir_all(health_dir).map_err(io_err(health_dir, "create"))?;
     let root = fs::canonicalize(health_dir).map_err(io_err(health_dir, "resolve"))?;
-    // Level by level, refusing any that is not a real directory: a session
-    // or run directory planted as a symlink must not lead out of HEALTHDIR,
-    // not even to create a directory there.
+    // Level by level, each opened from the previous one's descriptor and
+    // refused if it is not a real directory: a session or run directory
+    // planted as a symlink, even while we are at it, must not lead out of
+    // HEALTHDIR, not even to create a directory there.
     let run = run_dir_name(now);
-    let mut dir = root.clone();
+    let mut dir = fs::File::open(&root).map_err(io_err(&root, "open"))?;
+    let mut dir_path = root.clone();
     for level in session.into_iter().chain([run.as_str()]) {
-        dir.push(level);
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        dir_path.push(level);
+        dir = match store::open_subdir_no_follow(&dir, level) {
+            Ok(dir) => dir,
+            Err(e) if store::is_not_a_directory(&e) => {
+                return Err(HealthError::Escapes {
+                    path: dir_path,
+                    health_dir: root,
+                })
+            }
             Err(source) => {
                 return Err(HealthError::Io {
-                    path: dir,
+                    path: dir_path,
                     action: "create",
                     source,
                 })
             }
-        }
-        let meta = fs::symlink_metadata(&dir).map_err(io_err(&dir, "inspect"))?;
-        if !meta.file_type().is_dir() {
-            return Err(HealthError::Escapes {
-                path: dir,
-                health_dir: root,
-            });
-        }
+        };
     }
-    let path = dir.join(file_name);
-    match fs::symlink_metadata(&path) {
-        Ok(meta) if !meta.file_type().is_file() => return Err(HealthError::NotAFile(path)),
+    let path = dir_path.join(&file_name);
+    match store::is_file_at(&dir, &file_name) {
+        Ok(Some(false)) => return Err(HealthError::NotAFile(path)),
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => {
             return Err(HealthError::Io {
                 path,
@@ -178,7 +177,8 @@ pub fn store_health(
             })
         }
     }
-    store::replace_file_no_follow(&path, contents).map_err(io_err(&path, "write"))?;
+    store::replace_file_at(&dir, &dir_path, &file_name, contents)
+        .map_err(io_err(&path, "write"))?;
     Ok(path)
 }
 
@@ -244,5 +244,82 @@ mod tests {
             Err(HealthError::Escapes { .. })
         ));
         assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    /// Swaps two names atomically (`renameat2(RENAME_EXCHANGE)`).
+    fn exchange(a: &Path, b: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
+        let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
+        // SAFETY: two NUL-terminated paths that outlive the call.
+        let done = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        assert_eq!(done, 0, "{}", io::Error::last_os_error());
+    }
+
+    /// The session directory is swapped with a symlink to the outside while
+    /// results are stored: every result lands inside HEALTHDIR or is
+    /// refused, and nothing is ever created outside. (Checking the path
+    /// before using it, the previous code created directories outside in
+    /// about half of the runs, and failed on moved directories in all.)
+    #[test]
+    fn a_session_swapped_for_a_symlink_never_leads_outside() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Stops the swapping thread however the test ends.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let health = tmp.path().join("health");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(health.join("evil")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, health.join("spare")).unwrap();
+        let root = health.canonicalize().unwrap();
+        let stop = AtomicBool::new(false);
+        let outcomes = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    exchange(&health.join("evil"), &health.join("spare"));
+                }
+            });
+            let _stop = Stop(&stop);
+            let mut outcomes = Vec::new();
+            for i in 0..20000 {
+                let minute = now() + Duration::from_secs(60 * (i % 50));
+                let r = store_health(&health, Some("evil"), "vm", b"x", minute);
+                outcomes.push(match r {
+                    Ok(path) => {
+                        assert!(path.starts_with(&root), "{}", path.display());
+                        "stored".to_string()
+                    }
+                    Err(HealthError::Escapes { .. }) => "refused".to_string(),
+                    Err(e) => e.to_string(),
+                });
+            }
+            outcomes
+        });
+        let found: Vec<_> = fs::read_dir(&outside).unwrap().collect();
+        let others: Vec<_> = outcomes
+            .iter()
+            .filter(|o| *o != "stored" && *o != "refused")
+            .take(5)
+            .collect();
+        assert!(found.is_empty(), "{found:?}\n{others:?}");
+        // Once HEALTHDIR/evil is opened, its name does not matter: no error
+        // from it being moved meanwhile.
+        assert_eq!(others, Vec::<&String>::new());
+        assert!(outcomes.iter().any(|o| o == "stored"));
+        assert!(outcomes.iter().any(|o| o == "refused"));
     }
 }

@@ -14,6 +14,7 @@ pub mod hw;
 pub mod literal;
 pub mod logs;
 pub mod provision;
+pub mod pxemngr;
 pub(crate) mod pydict;
 pub mod script;
 pub mod spec;

@@ -26,15 +26,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::{self, Item};
 use crate::literal::{self, Dict, Value};
+use crate::pxemngr;
 use crate::script;
 use crate::spec::{self, SpecError, Vars};
-use crate::state::{State, StateError};
+use crate::state::{State, StateError, UnsafeProfile};
 use crate::store::{self, Lock};
 
 /// What a request produced.
@@ -70,6 +70,8 @@ pub enum ProvisionError {
         source: io::Error,
     },
     State(StateError),
+    /// A profile of the state file whose name cannot name its files.
+    UnsafeProfile(UnsafeProfile),
     Spec(SpecError),
     Cmdb(CmdbError),
     /// No profile has quota left.
@@ -91,6 +93,7 @@ impl fmt::Display for ProvisionError {
         match self {
             ProvisionError::Io { path, source } => write!(f, "{}: {}", path.display(), source),
             ProvisionError::State(e) => e.fmt(f),
+            ProvisionError::UnsafeProfile(e) => e.fmt(f),
             ProvisionError::Spec(e) => e.fmt(f),
             ProvisionError::Cmdb(e) => e.fmt(f),
             // The legacy messages, verbatim.
@@ -123,6 +126,12 @@ impl From<StateError> for ProvisionError {
     }
 }
 
+impl From<UnsafeProfile> for ProvisionError {
+    fn from(e: UnsafeProfile) -> ProvisionError {
+        ProvisionError::UnsafeProfile(e)
+    }
+}
+
 impl From<CmdbError> for ProvisionError {
     fn from(e: CmdbError) -> ProvisionError {
         ProvisionError::Cmdb(e)
@@ -135,9 +144,6 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
         source,
     }
 }
-
-/// How long `pxemngr addsystem` may take before it is abandoned.
-const PXEMNGR_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves one request for the machine described by `items`.
 ///
@@ -169,16 +175,16 @@ pub fn provision(
     // What needs no lock is done before taking it or after releasing it,
     // so that requests wait for each other as little as possible. The
     // machine's own file concerns no other request (it is replaced
-    // atomically), and pxemngr may be slow.
+    // atomically), and pxemngr may be slow. Its name comes from the
+    // machine: a link of that name is replaced, never written through.
     let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
     let text = literal::pformat(&hw::items_value(items));
-    store::replace_file(&hw_file, &text).map_err(io_error(&hw_file))?;
-    let mut warnings = Vec::new();
-    if cfg.use_pxemngr {
-        if let Err(e) = register_pxemngr(&sysname, &macs) {
-            warnings.push(e);
-        }
-    }
+    store::replace_file_no_follow(&hw_file, &text).map_err(io_error(&hw_file))?;
+    let warnings = if cfg.use_pxemngr {
+        pxemngr::register(&sysname, &macs)
+    } else {
+        Vec::new()
+    };
     // Leftovers of killed requests; harmless, but they would pile up.
     store::remove_stale_temps(&cfg.config_dir).map_err(io_error(&cfg.config_dir))?;
 
@@ -273,10 +279,8 @@ fn transaction(
     let Some(matched) = known.still_matched(cfg, &state)? else {
         return Ok(None);
     };
-    let mut found = select_cmdb(cfg, matched)?;
-    let configure_file = cfg
-        .config_dir
-        .join(format!("{}.configure", found.matched.profile));
+    let mut found = select_cmdb(&state, matched)?;
+    let configure_file = state.profile_file(&found.matched.profile, "configure")?;
     let configure = std::fs::read(&configure_file).map_err(io_error(&configure_file))?;
     state.consume(found.matched.state_index);
 
@@ -377,7 +381,8 @@ impl Known {
         let state = State::parse(&state_file, &src)?;
         for entry in state.entries().iter().filter(|e| e.quota.available()) {
             if !self.profiles.contains_key(&entry.profile) {
-                let tried = try_profile(cfg, &entry.profile, items, &mut self.budget)?;
+                let specs_file = state.profile_file(&entry.profile, "specs")?;
+                let tried = try_profile(&specs_file, items, &mut self.budget)?;
                 self.profiles.insert(entry.profile.clone(), tried);
             }
             if self.profiles[&entry.profile].matched.is_some() {
@@ -427,7 +432,7 @@ impl Known {
             return Ok(None);
         };
         let profile = &state.entries()[state_index].profile;
-        let specs_file = specs_file(cfg, profile);
+        let specs_file = state.profile_file(profile, "specs")?;
         let specs = read_if_exists(&specs_file).map_err(io_error(&specs_file))?;
         let tried = &self.profiles[profile];
         let (Some(vars), true) = (&tried.matched, tried.specs == specs) else {
@@ -443,26 +448,20 @@ impl Known {
     }
 }
 
-fn specs_file(cfg: &Config, profile: &str) -> PathBuf {
-    cfg.config_dir.join(format!("{profile}.specs"))
-}
-
 /// Matches one profile's specs against the machine.
 fn try_profile(
-    cfg: &Config,
-    profile: &str,
+    specs_file: &Path,
     items: &[Item],
     budget: &mut spec::Budget,
 ) -> Result<Tried, ProvisionError> {
-    let specs_file = specs_file(cfg, profile);
     // A profile without specs never matches, as in the legacy server.
-    let Some(src) = read_if_exists(&specs_file).map_err(io_error(&specs_file))? else {
+    let Some(src) = read_if_exists(specs_file).map_err(io_error(specs_file))? else {
         return Ok(Tried {
             specs: None,
             matched: None,
         });
     };
-    let specs = spec::parse_specs(&specs_file, &src).map_err(ProvisionError::Spec)?;
+    let specs = spec::parse_specs(specs_file, &src).map_err(ProvisionError::Spec)?;
     let mut vars = Vars::new();
     let mut forced = Vars::new();
     let matched = spec::match_all_within(items, &specs, &mut vars, &mut forced, budget)
@@ -476,8 +475,8 @@ fn try_profile(
 
 /// The legacy `find_match`, second half: the matched profile's CMDB entry,
 /// if it has a CMDB. An error here does not try the next profile.
-fn select_cmdb(cfg: &Config, matched: Matched) -> Result<Found, ProvisionError> {
-    let cmdb_file = cfg.config_dir.join(format!("{}.cmdb", matched.profile));
+fn select_cmdb(state: &State, matched: Matched) -> Result<Found, ProvisionError> {
+    let cmdb_file = state.profile_file(&matched.profile, "cmdb")?;
     let selection = match read_if_exists(&cmdb_file).map_err(io_error(&cmdb_file))? {
         Some(src) => cmdb::select(&cmdb_file, &src, &matched.vars, &matched.forced)?,
         None => None,
@@ -522,44 +521,6 @@ pub fn hw_file_name(sysname: &str) -> String {
         .map(|c| if c == '/' || c == '\0' { '_' } else { c })
         .collect();
     format!("{safe}.hw")
-}
-
-/// `pxemngr addsystem <sysname> <macs...>`, run without a shell and bounded
-/// in time. Only MAC-shaped values are passed, as the legacy server did.
-fn register_pxemngr(sysname: &str, macs: &[String]) -> Result<(), String> {
-    let mut args = vec!["addsystem".to_owned(), sysname.to_owned()];
-    args.extend(macs.iter().filter(|m| m.len() == 17).cloned());
-    let handle = duct::cmd("pxemngr", &args)
-        .stdin_null()
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .start()
-        .map_err(|e| format!("pxemngr addsystem {sysname}: cannot run: {e}"))?;
-    let deadline = std::time::Instant::now() + PXEMNGR_TIMEOUT;
-    loop {
-        match handle.try_wait() {
-            Ok(Some(out)) if out.status.success() => return Ok(()),
-            Ok(Some(out)) => {
-                return Err(format!(
-                    "pxemngr addsystem {sysname}: {}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Ok(None) => {
-                let _ = handle.kill();
-                return Err(format!(
-                    "pxemngr addsystem {sysname}: killed after {}s",
-                    PXEMNGR_TIMEOUT.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("pxemngr addsystem {sysname}: {e}")),
-        }
-    }
 }
 
 #[cfg(test)]

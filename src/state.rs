@@ -72,6 +72,35 @@ impl fmt::Display for StateError {
 
 impl std::error::Error for StateError {}
 
+/// A profile name of the state file that cannot be turned into the name
+/// of its files (`<profile>.specs`, ...): it would lead outside CONFIGDIR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsafeProfile {
+    pub state_file: PathBuf,
+    pub profile: String,
+    /// What it contains: `'/'`, `'..'` or `a NUL character`.
+    pub contains: &'static str,
+}
+
+impl UnsafeProfile {
+    /// The message without the file name.
+    pub fn message(&self) -> String {
+        format!(
+            "profile '{}' refused: it contains {}, and profile names must not \
+             contain '/' or '..' (they name files of the configuration directory)",
+            self.profile, self.contains
+        )
+    }
+}
+
+impl fmt::Display for UnsafeProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.state_file.display(), self.message())
+    }
+}
+
+impl std::error::Error for UnsafeProfile {}
+
 impl From<ParseError> for StateError {
     fn from(e: ParseError) -> StateError {
         StateError::Parse(e)
@@ -157,6 +186,26 @@ impl State {
 
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// `<profile>.<extension>` next to the state file, in CONFIGDIR: the
+    /// one place where profile names become paths. A name with `/` or
+    /// `..` is refused (the legacy server read and wrote outside CONFIGDIR).
+    pub fn profile_file(&self, profile: &str, extension: &str) -> Result<PathBuf, UnsafeProfile> {
+        let contains = if profile.contains('/') {
+            "'/'"
+        } else if profile.contains("..") {
+            "'..'"
+        } else if profile.contains('\0') {
+            "a NUL character"
+        } else {
+            return Ok(self.path.with_file_name(format!("{profile}.{extension}")));
+        };
+        Err(UnsafeProfile {
+            state_file: self.path.clone(),
+            profile: profile.to_owned(),
+            contains,
+        })
     }
 
     fn set_count(&mut self, index: usize, n: i64) {
@@ -255,6 +304,35 @@ mod tests {
         assert!(!s.give_back("vm"));
         assert!(!s.give_back("nope"));
         assert_eq!(s.to_bytes(), b"[('hp', 1), ('vm', '*')]\n");
+    }
+
+    #[test]
+    fn profile_files_stay_in_the_configuration_directory() {
+        let s = state("[('vm', 1)]").unwrap();
+        assert_eq!(
+            s.profile_file("vm", "specs"),
+            Ok(PathBuf::from("/cfg/vm.specs"))
+        );
+        assert_eq!(
+            s.profile_file("a.b-c_d", "cmdb"),
+            Ok(PathBuf::from("/cfg/a.b-c_d.cmdb"))
+        );
+        for (profile, contains) in [
+            ("../etc/x", "'/'"),
+            ("/etc/x", "'/'"),
+            ("sub/vm", "'/'"),
+            ("..", "'..'"),
+            ("a..b", "'..'"),
+            ("a\0b", "a NUL character"),
+        ] {
+            let e = s.profile_file(profile, "specs").unwrap_err();
+            assert_eq!(e.contains, contains, "{profile:?}");
+        }
+        assert_eq!(
+            s.profile_file("../x", "cmdb").unwrap_err().to_string(),
+            "/cfg/state: profile '../x' refused: it contains '/', and profile names \
+             must not contain '/' or '..' (they name files of the configuration directory)"
+        );
     }
 
     #[test]

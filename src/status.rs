@@ -240,6 +240,20 @@ fn profiles(config_dir: &Path, errors: &mut Vec<String>) -> Vec<Profile> {
                     Quota::Remaining(n) => (false, Some(n)),
                 };
                 listed.insert(entry.profile.clone());
+                // Shown, but its files, outside CONFIGDIR, are not looked at.
+                if let Err(e) = state.profile_file(&entry.profile, "specs") {
+                    errors.push(e.to_string());
+                    profiles.push(Profile {
+                        name: entry.profile.clone(),
+                        in_state: true,
+                        unlimited,
+                        remaining,
+                        specs: false,
+                        configure: false,
+                        cmdb: None,
+                    });
+                    continue;
+                }
                 profiles.push(profile(
                     config_dir,
                     &entry.profile,

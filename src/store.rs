@@ -8,7 +8,7 @@
 //! kernel when its holder dies) and files are replaced by `rename(2)`, or,
 //! for the files written under the lock, exchanged with a spare.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -109,8 +109,8 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
 
 /// Like [`replace_file`], but a symbolic link at `path` is replaced itself,
 /// never followed, and the new file gets default permissions: for files
-/// whose names come from the network (logs, health results), which must
-/// never lead a write outside their directory.
+/// whose names come from the network (`.hw` files, logs), which must never
+/// lead a write outside their directory.
 pub fn replace_file_no_follow(path: &Path, contents: &[u8]) -> io::Result<()> {
     prepare_with(path, |tmp| tmp.write_all(contents))?.commit()
 }
@@ -307,11 +307,23 @@ const TEMP_NAME_KEEP: usize = 200;
 /// `.<name of target><suffix>` in the directory of `target` (the name cut
 /// to `TEMP_NAME_KEEP` bytes); `None` if `target` has no file name.
 fn hidden_sibling(target: &Path, suffix: &str) -> Option<PathBuf> {
-    let name = target.file_name()?.as_encoded_bytes();
+    Some(parent_dir(target).join(hidden_name(target.file_name()?, suffix)))
+}
+
+/// `.<name><suffix>`, the name cut to `TEMP_NAME_KEEP` bytes.
+fn hidden_name(name: &OsStr, suffix: &str) -> OsString {
+    let name = name.as_encoded_bytes();
     let mut hidden = OsString::from(".");
     hidden.push(String::from_utf8_lossy(name.get(..TEMP_NAME_KEEP).unwrap_or(name)).as_ref());
     hidden.push(suffix);
-    Some(parent_dir(target).join(hidden))
+    hidden
+}
+
+/// The suffix of a new temporary name: `.<pid>.<n>.tmp`, which
+/// [`remove_stale_temps`] recognises.
+fn temp_suffix() -> String {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(".{}.{n}.tmp", std::process::id())
 }
 
 /// Creates a new temporary file next to `target` (`O_EXCL`: never an
@@ -320,9 +332,7 @@ fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
     let dir = parent_dir(target);
     let mut last_error = None;
     for _ in 0..100 {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let suffix = format!(".{}.{n}.tmp", std::process::id());
-        let tmp_path = hidden_sibling(target, &suffix).ok_or_else(|| {
+        let tmp_path = hidden_sibling(target, &temp_suffix()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("{} is not a file name", target.display()),
@@ -510,6 +520,131 @@ fn prepare_with(
     Ok(prepared)
 }
 
+/// Opens the directory `name` of `dir`, creating it if needed, never
+/// through a symbolic link: a link or anything but a directory there is
+/// an error (`ELOOP` or `ENOTDIR`, see [`is_not_a_directory`]). Walking
+/// down from directory to directory this way, a component of the path
+/// replaced by a link meanwhile cannot lead elsewhere: the path is never
+/// walked again.
+pub fn open_subdir_no_follow(dir: &File, name: &str) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c_name = c_name(name)?;
+    // SAFETY: a NUL-terminated name that outlives the call, and a
+    // directory descriptor we own.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), c_name.as_ptr(), 0o777) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+    }
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: as above.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c_name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor, owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Whether an error of [`open_subdir_no_follow`] means the entry is not a
+/// real directory (a symbolic link, a file).
+pub fn is_not_a_directory(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
+}
+
+/// Whether the entry `name` of `dir` is a regular file (not following a
+/// symbolic link); `None` when there is none.
+pub fn is_file_at(dir: &File, name: &str) -> io::Result<Option<bool>> {
+    use std::os::fd::AsRawFd;
+    let c_name = c_name(name)?;
+    // SAFETY: fstatat fills the zeroed stat we own; the name is
+    // NUL-terminated and outlives the call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let done = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c_name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if done != 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::NotFound => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(st.st_mode & libc::S_IFMT == libc::S_IFREG))
+}
+
+/// Like [`replace_file_no_follow`], for the entry `name` of the directory
+/// open as `dir` (from [`open_subdir_no_follow`]; `dir_path` names it in
+/// errors): the temporary file is created in that very directory and
+/// renamed over `name` there, whatever became of the path to it.
+pub fn replace_file_at(dir: &File, dir_path: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c_target = c_name(name)?;
+    let dirfd = dir.as_raw_fd();
+    let mut last_error = None;
+    for _ in 0..100 {
+        let tmp_name = hidden_name(OsStr::new(name), &temp_suffix());
+        let tmp_path = dir_path.join(&tmp_name);
+        let c_tmp = CString::new(tmp_name.into_encoded_bytes())?;
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a NUL-terminated name that outlives the call, and a
+        // directory descriptor we own.
+        let fd = unsafe { libc::openat(dirfd, c_tmp.as_ptr(), flags, 0o666 as libc::c_uint) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                last_error = Some(e);
+                continue;
+            }
+            return Err(context(e, "cannot create a temporary file in", dir_path));
+        }
+        // SAFETY: a new descriptor, owned by nothing else.
+        let mut file = unsafe { File::from_raw_fd(fd) };
+        let written = file
+            .write_all(contents)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| context(e, "cannot write", &tmp_path));
+        let renamed = written.and_then(|()| {
+            // SAFETY: as above, for both names.
+            let done = unsafe { libc::renameat(dirfd, c_tmp.as_ptr(), dirfd, c_target.as_ptr()) };
+            if done == 0 {
+                Ok(())
+            } else {
+                let e = io::Error::last_os_error();
+                Err(context(e, "cannot rename over", &dir_path.join(name)))
+            }
+        });
+        if renamed.is_err() {
+            // Best effort: the error that matters is being returned.
+            // SAFETY: as above.
+            unsafe { libc::unlinkat(dirfd, c_tmp.as_ptr(), 0) };
+            return renamed;
+        }
+        return dir
+            .sync_all()
+            .map_err(|e| context(e, "cannot flush directory", dir_path));
+    }
+    let e = last_error.unwrap_or_else(|| io::Error::other("no free temporary name"));
+    Err(context(e, "cannot create a temporary file in", dir_path))
+}
+
+/// A file name for the `*at` system calls.
+fn c_name(name: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?}: NUL in a file name"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,6 +679,46 @@ mod tests {
         assert!(fs::symlink_metadata(&link).unwrap().file_type().is_file());
         assert_eq!(fs::read(&link).unwrap(), b"new");
         assert_eq!(leftovers(&dir), Vec::<String>::new());
+    }
+
+    #[test]
+    fn writes_at_a_directory_stay_in_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("victim"), "keep").unwrap();
+        let root = File::open(tmp.path()).unwrap();
+        // A link is never opened as a directory, a file neither.
+        std::os::unix::fs::symlink(&outside, tmp.path().join("link")).unwrap();
+        let e = open_subdir_no_follow(&root, "link").unwrap_err();
+        assert!(is_not_a_directory(&e), "{e}");
+        let e = open_subdir_no_follow(&root, "outside/victim").unwrap_err();
+        assert!(is_not_a_directory(&e), "{e}");
+        // A new directory is created; moved, it is still where writes go.
+        let dir = open_subdir_no_follow(&root, "session").unwrap();
+        assert_eq!(is_file_at(&dir, "vm.hw").unwrap(), None);
+        fs::rename(tmp.path().join("session"), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, tmp.path().join("session")).unwrap();
+        replace_file_at(&dir, &tmp.path().join("session"), "vm.hw", b"new").unwrap();
+        assert_eq!(fs::read(tmp.path().join("moved/vm.hw")).unwrap(), b"new");
+        assert_eq!(is_file_at(&dir, "vm.hw").unwrap(), Some(true));
+        // A link at the target is replaced, never followed.
+        std::os::unix::fs::symlink(outside.join("victim"), tmp.path().join("moved/l.hw")).unwrap();
+        assert_eq!(is_file_at(&dir, "l.hw").unwrap(), Some(false));
+        replace_file_at(&dir, Path::new("moved"), "l.hw", b"x").unwrap();
+        assert_eq!(fs::read(tmp.path().join("moved/l.hw")).unwrap(), b"x");
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"keep");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+        assert_eq!(leftovers(&tmp.path().join("moved")), Vec::<String>::new());
+        // The error names the directory as the caller knows it.
+        fs::create_dir(tmp.path().join("moved/d.hw")).unwrap();
+        let e = replace_file_at(&dir, Path::new("/health/s"), "d.hw", b"x").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot rename over /health/s/d.hw: "),
+            "{e}"
+        );
+        assert_eq!(leftovers(&tmp.path().join("moved")), Vec::<String>::new());
     }
 
     #[test]

@@ -30,6 +30,8 @@ const REMOTE: &str = "198.51.100.9";
 struct Site {
     dir: tempfile::TempDir,
     conf: PathBuf,
+    /// Put first in PATH: a fake `pxemngr`, with USEPXEMNGR on.
+    bin: Option<tempfile::TempDir>,
 }
 
 impl Site {
@@ -65,7 +67,34 @@ impl Site {
             ),
         )
         .unwrap();
-        Site { dir, conf }
+        Site {
+            dir,
+            conf,
+            bin: None,
+        }
+    }
+
+    /// Turns USEPXEMNGR on, with a fake `pxemngr` running `body` (a shell
+    /// script; `$0` is in a directory of its own, outside the site).
+    fn with_pxemngr(mut self, body: &str) -> Site {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = tempfile::tempdir().unwrap();
+        let fake = bin.path().join("pxemngr");
+        fs::write(&fake, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = fs::read_to_string(&self.conf).unwrap();
+        fs::write(
+            &self.conf,
+            conf.replace("USEPXEMNGR=False", "USEPXEMNGR=True"),
+        )
+        .unwrap();
+        self.bin = Some(bin);
+        self
+    }
+
+    /// A file next to the fake `pxemngr`.
+    fn bin_file(&self, name: &str) -> PathBuf {
+        self.bin.as_ref().unwrap().path().join(name)
     }
 
     fn path(&self, sub: &str) -> PathBuf {
@@ -171,10 +200,14 @@ impl Outcome {
 /// `body` on stdin, under a 256 MiB address-space limit, for at most 60 s.
 fn run_cgi(bin: &str, site: &Site, vars: &[(&str, &str)], body: Body) -> Outcome {
     let start = Instant::now();
+    let path = match &site.bin {
+        Some(dir) => format!("{}:/usr/bin:/bin", dir.path().display()),
+        None => "/usr/bin:/bin".to_owned(),
+    };
     let mut child = Command::new("sh")
         .args(["-c", "ulimit -v 262144 && exec \"$0\"", bin])
         .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+        .env("PATH", path)
         .env("EDEPLOY_CONF", &site.conf)
         .env("GATEWAY_INTERFACE", "CGI/1.1")
         .env("SERVER_PROTOCOL", "HTTP/1.1")
@@ -765,6 +798,232 @@ fn upload_hostile_fields_and_strings() {
     o.assert_clean();
     assert_eq!(o.status, 200);
     assert!(!site.path("outside/pwned").exists());
+    site.assert_contained();
+}
+
+/// Whether process `pid` (as written by `echo $!`) is gone or a zombie,
+/// waiting up to 2 s for it.
+fn gone(pid: &str) -> bool {
+    let stat = format!("/proc/{}/stat", pid.trim());
+    for _ in 0..200 {
+        match fs::read_to_string(&stat) {
+            Err(_) => return true,
+            Ok(s)
+                if s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z') =>
+            {
+                return true
+            }
+            Ok(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    false
+}
+
+/// A site whose only profile takes any machine with a MAC address, as
+/// often as needed, with pxemngr faked by `body`.
+fn pxemngr_site(body: &str) -> Site {
+    let site = Site::new().with_pxemngr(body);
+    let config = site.path("data/config");
+    fs::write(config.join("state"), "[('vm', '*')]\n").unwrap();
+    fs::write(
+        config.join("vm.specs"),
+        "[('network', '$eth', 'serial', '$mac')]\n",
+    )
+    .unwrap();
+    site
+}
+
+/// Provisions a machine described by `items` and checks that it got its
+/// configure script.
+#[track_caller]
+fn provision_ok(site: &Site, items: &[[&str; 4]]) -> Outcome {
+    let o = post(
+        UPLOAD,
+        site,
+        form(&[("file", Some(b"hw.json"), &items_json(items))]),
+    );
+    o.assert_clean();
+    assert_eq!(o.status, 200);
+    assert!(
+        o.body_text().starts_with("#!/usr/bin/env python\n"),
+        "{}\n{}",
+        o.body_text(),
+        o.stderr
+    );
+    o
+}
+
+/// The warnings the request logged.
+fn warnings(o: &Outcome) -> Vec<&str> {
+    o.stderr.lines().filter(|l| l.contains(":warn]")).collect()
+}
+
+#[test]
+fn upload_pxemngr_never_gets_options() {
+    // One line per call: its arguments, bracketed.
+    let site = pxemngr_site("{ printf 'call'; printf ' [%s]' \"$@\"; echo; } >> \"$0.calls\"");
+    let calls = site.bin_file("pxemngr.calls");
+
+    // Only a MAC-like option: it would be the system name and a MAC.
+    let o = provision_ok(&site, &[["network", "eth0", "serial", "--settings=/tmp/x"]]);
+    assert!(!calls.exists(), "{}", fs::read_to_string(&calls).unwrap());
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1, "{}", o.stderr);
+    assert!(
+        w[0].ends_with(
+            "pxemngr: machine not registered: system name \"--settings=/tmp/x\" \
+             starts with '-' (an option)"
+        ),
+        "{}",
+        w[0]
+    );
+
+    // A real name and MAC: registered, without the option-like MAC.
+    let o = provision_ok(
+        &site,
+        &[
+            ["system", "product", "name", "vm"],
+            ["network", "eth0", "serial", "52:54:00:12:34:56"],
+            ["network", "eth1", "serial", "--settings=/tmp/x"],
+            ["network", "eth2", "serial", "-rf /:/:/:/:/:/:/"],
+        ],
+    );
+    assert_eq!(
+        fs::read_to_string(&calls).unwrap(),
+        "call [addsystem] [vm-52-54-00-12-34-56] [52:54:00:12:34:56]\n"
+    );
+    let w = warnings(&o);
+    assert_eq!(w.len(), 2, "{}", o.stderr);
+    assert!(w[0].contains("\"--settings=/tmp/x\" left out"), "{}", w[0]);
+    assert!(w[1].contains("\"-rf /:/:/:/:/:/:/\" left out"), "{}", w[1]);
+    site.assert_contained();
+}
+
+#[test]
+fn upload_pxemngr_child_holding_its_output() {
+    // pxemngr returns at once, leaving a child that holds its output.
+    let site = pxemngr_site("sleep 30 &\necho $! > \"$0.child\"\necho registered\nexit 0");
+    let o = provision_ok(&site, &[["network", "eth0", "serial", "52:54:00:12:34:56"]]);
+    assert!(o.elapsed < Duration::from_secs(5), "{:?}", o.elapsed);
+    assert_eq!(warnings(&o), Vec::<&str>::new());
+    let child = fs::read_to_string(site.bin_file("pxemngr.child")).unwrap();
+    assert!(gone(&child), "pxemngr's child {child} outlived the request");
+    site.assert_contained();
+}
+
+#[test]
+fn upload_pxemngr_killed_with_its_children_at_the_deadline() {
+    // pxemngr hangs, and so does its child: both are killed after 10 s and
+    // the machine is provisioned all the same.
+    let site = pxemngr_site(
+        "echo $$ > \"$0.self\"\nsleep 60 &\necho $! > \"$0.child\"\necho hanging\nsleep 60",
+    );
+    let o = provision_ok(&site, &[["network", "eth0", "serial", "52:54:00:12:34:56"]]);
+    assert!(
+        o.elapsed >= Duration::from_secs(10) && o.elapsed < Duration::from_secs(14),
+        "{:?}",
+        o.elapsed
+    );
+    for file in ["pxemngr.self", "pxemngr.child"] {
+        let pid = fs::read_to_string(site.bin_file(file)).unwrap();
+        assert!(gone(&pid), "{file}: {pid} outlived the request");
+    }
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1, "{}", o.stderr);
+    assert!(
+        w[0].ends_with(
+            "pxemngr addsystem 52-54-00-12-34-56 52:54:00:12:34:56: killed after 10s: hanging"
+        ),
+        "{}",
+        w[0]
+    );
+    site.assert_contained();
+}
+
+#[test]
+fn upload_hw_file_never_written_through_a_symlink() {
+    let site = Site::new();
+    fs::write(site.path("data/config/state"), "[('vm', '*')]\n").unwrap();
+    let parsed = hw::parse_hw(Path::new("hw.json"), &hw_json()).unwrap();
+    let (sysname, _) = hw::sysname_and_macs(&parsed);
+    let hw_file = site.path("data/hw").join(format!("{sysname}.hw"));
+    let victim = site.path("outside/victim");
+    fs::write(&victim, "keep").unwrap();
+    let upload = || {
+        let o = post(
+            UPLOAD,
+            &site,
+            form(&[("file", Some(b"hw.json"), &hw_json())]),
+        );
+        o.assert_clean();
+        assert!(
+            o.body_text().starts_with("#!/usr/bin/env python\n"),
+            "{}",
+            o.body_text()
+        );
+    };
+    let saved = literal::pformat(&hw::items_value(&parsed));
+
+    // A link to a file outside: the link is replaced, the file kept.
+    std::os::unix::fs::symlink(&victim, &hw_file).unwrap();
+    upload();
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+    assert!(fs::symlink_metadata(&hw_file).unwrap().is_file());
+    assert_eq!(fs::read(&hw_file).unwrap(), saved);
+
+    // A dangling link: nothing is created where it points.
+    fs::remove_file(&hw_file).unwrap();
+    std::os::unix::fs::symlink(site.path("outside/created"), &hw_file).unwrap();
+    upload();
+    assert!(fs::symlink_metadata(&hw_file).unwrap().is_file());
+    assert_eq!(fs::read(&hw_file).unwrap(), saved);
+
+    fs::remove_file(&victim).unwrap();
+    site.assert_contained();
+}
+
+#[test]
+fn upload_profile_names_never_lead_outside_configdir() {
+    let site = Site::new();
+    // A complete profile outside CONFIGDIR, reached through `..`.
+    let outside = site.path("outside");
+    let files = [
+        ("x.specs", "[]\n"),
+        ("x.configure", "print('outside')\n"),
+        ("x.cmdb", "[{'ip': '10.0.0.1'}]\n"),
+    ];
+    for (name, text) in files {
+        fs::write(outside.join(name), text).unwrap();
+    }
+    let state = site.path("data/config/state");
+    fs::write(&state, "[('../../outside/x', '*'), ('vm', 1)]\n").unwrap();
+    let o = post(
+        UPLOAD,
+        &site,
+        form(&[("file", Some(b"hw.json"), &hw_json())]),
+    );
+    o.assert_refused(200);
+    assert!(
+        o.body_text().contains(&format!(
+            "{}: profile '../../outside/x' refused: it contains '/'",
+            state.display()
+        )),
+        "{}",
+        o.body_text()
+    );
+    for (name, text) in files {
+        assert_eq!(fs::read_to_string(outside.join(name)).unwrap(), text);
+        fs::remove_file(outside.join(name)).unwrap();
+    }
+    // Nothing was consumed either.
+    assert_eq!(
+        fs::read_to_string(&state).unwrap(),
+        "[('../../outside/x', '*'), ('vm', 1)]\n"
+    );
     site.assert_contained();
 }
 

@@ -396,6 +396,32 @@ fn errors_are_shown_inline_per_section() {
 }
 
 #[test]
+fn profile_names_naming_other_directories_are_not_followed() {
+    let site = fleet();
+    let root = site.dir.path().display().to_string();
+    fs::create_dir_all(site.path("data/outside")).unwrap();
+    site.write("data/outside/x.specs", "[]\n");
+    site.write("data/outside/x.cmdb", "[{'ip': '10.9.9.9', 'used': 1}]\n");
+    site.write("data/config/state", "[('vm', 3), ('../outside/x', 1)]\n");
+    let j = json(&site.gather());
+    let server = profiles(&j, 0);
+    let x = &server["../outside/x"];
+    assert_eq!(
+        (&x["in_state"], &x["specs"], &x["cmdb"]),
+        (&Json::from(true), &Json::from(false), &Json::Null)
+    );
+    assert_eq!(server["vm"]["in_state"], true);
+    assert_eq!(
+        j["sections"][0]["errors"],
+        serde_json::json!([format!(
+            "{root}/data/config/state: profile '../outside/x' refused: it contains '/', and \
+             profile names must not contain '/' or '..' (they name files of the configuration \
+             directory)"
+        )])
+    );
+}
+
+#[test]
 fn whole_configuration_problems() {
     let site = Site::new();
     site.write(

@@ -389,7 +389,7 @@ fn explain_uses_the_default_configuration() {
 /// explain and the server (dry run) agree on the answer in every scenario.
 #[test]
 fn explain_agrees_with_provision() {
-    let scenarios: [(&str, &[(&str, &str)]); 8] = [
+    let scenarios: [(&str, &[(&str, &str)]); 9] = [
         ("as shipped", &[]),
         ("kvm first", &[("state", "[('kvm-test', 1), ('hp', 4)]")]),
         ("no quota", &[("state", "[('hp', 0), ('kvm-test', 0)]")]),
@@ -416,6 +416,8 @@ fn explain_agrees_with_provision() {
             "no configure",
             &[("state", "[('kvm-test', '*')]"), ("kvm-test.configure", "")],
         ),
+        // The files exist, through `..`: refused all the same.
+        ("climbing", &[("state", "[('../config/kvm-test', '*')]")]),
     ];
     let machines = [
         legacy("hw/kvm-test.json"),
@@ -468,6 +470,8 @@ fn explain_agrees_with_provision() {
             "DIR/hp.specs:2:1: expected a value, found end of file",
             "DIR/kvm-test.cmdb: entry 1 is not a dict",
             "DIR/kvm-test.configure: No such file or directory (os error 2)",
+            "DIR/state: profile '../config/kvm-test' refused: it contains '/', and profile \
+             names must not contain '/' or '..' (they name files of the configuration directory)",
             "No entry matched in the CMDB, aborting.",
             "No more role available in DIR/state",
             "Unable to match requirements on the following available roles in DIR/: ghost, hp, kvm-test",
@@ -592,6 +596,37 @@ fn check_more_broken_files() {
         )),
         "{}",
         r.stdout
+    );
+}
+
+#[test]
+fn check_refuses_profile_names_that_name_other_directories() {
+    let sc = scratch_config();
+    let d = sc.dir.display();
+    fs::write(
+        sc.dir.join("state"),
+        "[('../config/hp', 4),\n ('kvm-test', '*'),\n ('a..b', 0)]\n",
+    )
+    .expect("state");
+    let r = edeploy(&["check", s(&sc.dir)], None);
+    assert_eq!(r.code, 1);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{d}/state:1:2: error: profile '../config/hp' refused: it contains '/', and \
+                 profile names must not contain '/' or '..' (they name files of the \
+                 configuration directory)"
+            ),
+            format!("{d}/state:3:2: warning: profile 'a..b' has no installation left (count 0)"),
+            format!(
+                "{d}/state:3:2: error: profile 'a..b' refused: it contains '..', and \
+                 profile names must not contain '/' or '..' (they name files of the \
+                 configuration directory)"
+            ),
+            format!("{d}: 7 file(s) checked, 2 error(s), 1 warning(s)"),
+        ]
     );
 }
 
