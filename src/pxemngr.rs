@@ -18,7 +18,7 @@
 //! Refused values never fail the request: they are left out (the whole
 //! registration when the name is refused) and reported as warnings.
 //!
-//! pxemngr runs in a process group of its own, with its output in a pipe
+//! pxemngr runs (through duct) in a process group of its own, with its output in a pipe
 //! that is read without blocking, and the whole group is killed once it
 //! exits or at the deadline, whichever comes first: a child it leaves
 //! behind can neither hold the request (by keeping the pipe open) nor
@@ -28,7 +28,6 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The command, looked up in `PATH` as the legacy `os.system` did.
@@ -125,21 +124,30 @@ fn run(program: &Path, args: &[String], timeout: Duration) -> Result<(), String>
     let (mut reader, writer) = io::pipe().map_err(fail)?;
     set_nonblocking(&reader).map_err(fail)?;
     let stdout = writer.try_clone().map_err(fail)?;
-    // The command, holding our copies of the write end, is dropped with the
-    // statement: then only pxemngr and its children keep the pipe open.
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(writer)
-        .process_group(0)
-        .spawn()
+    // The expression, holding our copies of the write end, is dropped with
+    // the statement: then only pxemngr and its children keep the pipe open.
+    // As an OsStr: duct would run a bare `Path` from the current directory.
+    let handle = duct::cmd(program.as_os_str(), args)
+        .stdin_null()
+        .stdout_file(stdout)
+        .stderr_file(writer)
+        .unchecked()
+        .before_spawn(|command| {
+            command.process_group(0);
+            Ok(())
+        })
+        .start()
         .map_err(fail)?;
+    // A single command has a single pid (never 0: killpg(0) is our group).
+    let Some(&pid) = handle.pids().first().filter(|&&pid| pid != 0) else {
+        let _ = handle.kill();
+        return Err(format!("{what}: started without a process id"));
+    };
 
     let mut output = Vec::new();
     let deadline = Instant::now() + timeout;
     let timed_out = loop {
-        if has_exited(child.id()) {
+        if has_exited(pid) {
             break false;
         }
         let now = Instant::now();
@@ -151,8 +159,8 @@ fn run(program: &Path, args: &[String], timeout: Duration) -> Result<(), String>
     };
     // pxemngr is not reaped yet, so its pid still names its group: the kill
     // cannot reach anyone else.
-    kill_group(child.id());
-    let status = child.wait();
+    kill_group(pid);
+    let status = handle.wait().map(|output| output.status);
     drain(&mut reader, &mut output);
     let output = String::from_utf8_lossy(&output);
     let output = output.trim();
