@@ -28,8 +28,11 @@
 //! The record is one kept file, overwritten in place (no inode created or
 //! freed per request), with a checksum: a record torn by a crash while it
 //! was written belonged to a commit that had not renamed anything yet, and
-//! is ignored. Before overwriting it, [`commit_all`] flushes the
-//! directories, so that the previous commit's renames are durable by then.
+//! is ignored. So the previous commit's renames must be durable before its
+//! record is overwritten: its committer marks it so in the same file once
+//! it has flushed the directory (after releasing the lock), and
+//! [`commit_all`] flushes the directories itself only when that mark is
+//! missing.
 //!
 //! Readers that do not take the exclusive lock (the status page, `explain`,
 //! a dry run) may see, after a crash and until the next request, the CMDB
@@ -482,7 +485,7 @@ pub fn remove_stale_temps(dir: &Path, record: Option<&Path>) -> io::Result<usize
         Some(record) => match read_record(record)? {
             Record::Missing => Vec::new(),
             Record::Damaged => return Ok(0),
-            Record::Entries(entries) => entries.into_iter().map(|e| e.source).collect(),
+            Record::Entries(_, entries) => entries.into_iter().map(|e| e.source).collect(),
         },
         None => Vec::new(),
     };
@@ -539,6 +542,7 @@ impl Prepared {
         self.rename()?;
         Renamed {
             dirs: vec![parent_dir(&self.target).to_path_buf()],
+            mark: None,
         }
         .sync()
     }
@@ -639,18 +643,31 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
         .len();
     let mut dirs: Vec<PathBuf> = Vec::new();
     for file in &files {
-        let dir = parent_dir(&file.target).to_path_buf();
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
+        add_dir(&mut dirs, &file.target);
     }
-    // The previous commit's renames, a new record's own name and this
-    // commit's new temporary files become durable before the record is
-    // overwritten: a record torn by a power cut then loses nothing.
-    let mut before = dirs.clone();
-    let record_dir = parent_dir(record).to_path_buf();
-    if log_len == 0 && !before.contains(&record_dir) {
-        before.push(record_dir);
+    // A new record's own name, this commit's new temporary files and the
+    // previous commit's renames must be durable before the record is
+    // (over)written: a record torn by a power cut then loses nothing. The
+    // previous committer marks its commit once it has flushed it (after
+    // releasing the lock); only when it has not yet are its directories
+    // flushed here, under the lock.
+    let mut before = Vec::new();
+    if log_len == 0 {
+        add_dir(&mut before, record);
+    }
+    for file in files.iter().filter(|f| !f.exchange) {
+        add_dir(&mut before, &file.target);
+    }
+    let previous = read_at_most(&log, RECORD_BLOCK as u64, RECORD_MAX)
+        .map_err(|e| context(e, "cannot read", record))?;
+    if let Some((id, previous)) = decode_record(&previous) {
+        let mark =
+            read_at_most(&log, 0, MARK_LEN).map_err(|e| context(e, "cannot read", record))?;
+        if decode_mark(&mark) != Some(id.as_str()) {
+            for e in &previous {
+                add_dir(&mut before, &e.target);
+            }
+        }
     }
     sync_dirs(&before, "flush the directory before the commit record")?;
     // From the first byte of the record on, the next holder of the lock
@@ -658,12 +675,21 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
     for file in &mut files {
         file.committed = true;
     }
-    let text = encode_record(&entries);
+    let id = format!(
+        "{}.{}.{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let text = encode_record(&id, &entries);
+    let end = (RECORD_BLOCK + text.len()) as u64;
     crash_point("write the commit record", record);
-    std::os::unix::fs::FileExt::write_all_at(&log, &text, 0)
+    std::os::unix::fs::FileExt::write_all_at(&log, &text, RECORD_BLOCK as u64)
         .and_then(|()| {
-            if log_len > text.len() as u64 {
-                log.set_len(text.len() as u64)
+            if log_len > end {
+                log.set_len(end)
             } else {
                 Ok(())
             }
@@ -675,7 +701,64 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
     for file in &mut files {
         file.rename()?;
     }
-    Ok(Renamed { dirs })
+    Ok(Renamed {
+        dirs,
+        mark: Some((record.to_path_buf(), id)),
+    })
+}
+
+/// Adds the directory of `path` to `dirs` if it is not there yet.
+fn add_dir(dirs: &mut Vec<PathBuf>, path: &Path) {
+    let dir = parent_dir(path);
+    if !dirs.iter().any(|d| d == dir) {
+        dirs.push(dir.to_path_buf());
+    }
+}
+
+/// Up to `max` bytes of `file` from `offset` on.
+fn read_at_most(file: &File, offset: u64, max: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; usize::try_from(max).unwrap_or(usize::MAX).min(1 << 20)];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read_at(&mut buf[len..], offset + len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Length of the mark at the start of the record file (see [`Renamed`]).
+const MARK_LEN: u64 = 64;
+
+/// `synced ID`, padded: the commit ID is durable.
+fn encode_mark(id: &str) -> Vec<u8> {
+    let mut mark = format!("synced {id}\n").into_bytes();
+    mark.resize(mark.len().max(MARK_LEN as usize), b'\n');
+    mark
+}
+
+fn decode_mark(mark: &[u8]) -> Option<&str> {
+    let line = mark.strip_prefix(b"synced ")?;
+    let end = line.iter().position(|&b| b == b'\n')?;
+    std::str::from_utf8(&line[..end]).ok()
+}
+
+/// Writes the mark saying that the commit `id` of `record` is durable. Best
+/// effort: without it, the next commit flushes the directories itself.
+fn mark_durable(record: &Path, id: &str) {
+    crash_point("mark the commit durable", record);
+    let written = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(record)
+        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &encode_mark(id), 0));
+    // Nothing depends on it but the next commit's speed.
+    drop(written);
 }
 
 /// Flushes each directory of `dirs` (`what` names the crash point).
@@ -690,17 +773,27 @@ fn sync_dirs(dirs: &[PathBuf], what: &str) -> io::Result<()> {
 }
 
 /// Files renamed into place by [`commit_all`], durable once synced.
+///
+/// Once they are, the commit is marked so in its record file: the mark
+/// (`synced ID`) is written at its start, outside the record, with no lock
+/// held, and spares the next commit a directory flush under the lock.
 #[must_use = "the renames are not durable until `sync` is called"]
 #[derive(Debug)]
 pub struct Renamed {
     dirs: Vec<PathBuf>,
+    /// The record file and the commit's id, to mark it durable.
+    mark: Option<(PathBuf, String)>,
 }
 
 impl Renamed {
     /// Flushes each directory involved once: the files of one transaction
     /// (CMDB and state) cost one directory flush, not one each.
     pub fn sync(self) -> io::Result<()> {
-        sync_dirs(&self.dirs, "flush the directory")
+        sync_dirs(&self.dirs, "flush the directory")?;
+        if let Some((record, id)) = &self.mark {
+            mark_durable(record, id);
+        }
+        Ok(())
     }
 }
 
@@ -744,7 +837,8 @@ struct Entry {
 
 /// First line of a commit record.
 const RECORD_HEADER: &[u8] = b"edeploy commit record 1\n";
-/// Records are padded to a multiple of this: the record file keeps its
+/// The record starts at this offset of its file (after the mark, see
+/// [`Renamed`]) and is padded to a multiple of it: the record file keeps its
 /// length, and flushing it writes data only.
 const RECORD_BLOCK: usize = 4096;
 /// Longest record read: far more than any commit needs.
@@ -754,6 +848,7 @@ const RECORD_MAX: u64 = 1 << 20;
 ///
 /// ```text
 /// edeploy commit record 1
+/// id PID.NANOSECONDS.N
 /// exchange DEV NEW_INO NEW_LEN OLD_INO OLD_LEN SOURCE TARGET
 /// rename DEV NEW_INO NEW_LEN - - SOURCE TARGET      (no target before)
 /// end N CHECKSUM
@@ -762,9 +857,10 @@ const RECORD_MAX: u64 = 1 << 20;
 /// Paths are escaped (`\xNN` for bytes outside `!`..`~` and for `\`), the
 /// checksum is FNV-1a 64 of everything before the `end` line, and newlines
 /// pad the record to whole blocks.
-fn encode_record(entries: &[Entry]) -> Vec<u8> {
+fn encode_record(id: &str, entries: &[Entry]) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
     let mut text = RECORD_HEADER.to_vec();
+    text.extend_from_slice(format!("id {id}\n").as_bytes());
     for e in entries {
         let old = match e.old {
             Some((ino, len)) => format!("{ino} {len}"),
@@ -819,9 +915,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The entries of a record, `None` if it is not a whole record.
-fn decode_record(text: &[u8]) -> Option<Vec<Entry>> {
-    let mut rest = text.strip_prefix(RECORD_HEADER)?;
+/// The id and entries of a record, `None` if it is not a whole record.
+fn decode_record(text: &[u8]) -> Option<(String, Vec<Entry>)> {
+    let rest = text.strip_prefix(RECORD_HEADER)?.strip_prefix(b"id ")?;
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let id = std::str::from_utf8(&rest[..end]).ok()?.to_owned();
+    if id.is_empty() || id.contains(' ') {
+        return None;
+    }
+    let mut rest = &rest[end + 1..];
     let mut entries = Vec::new();
     loop {
         let end = rest.iter().position(|&b| b == b'\n')?;
@@ -831,7 +933,7 @@ fn decode_record(text: &[u8]) -> Option<Vec<Entry>> {
             let body = &text[..text.len() - rest.len()];
             let whole =
                 *sum == format!("{:016x}", fnv1a(body)) && *count == entries.len().to_string();
-            return whole.then_some(entries);
+            return whole.then_some((id, entries));
         }
         let [kind, dev, new_ino, new_len, old_ino, old_len, source, target] = fields.as_slice()
         else {
@@ -865,7 +967,8 @@ enum Record {
     /// Not a whole record: torn by a crash while it was written, before its
     /// commit renamed anything.
     Damaged,
-    Entries(Vec<Entry>),
+    /// Its id and entries.
+    Entries(String, Vec<Entry>),
 }
 
 fn read_record(record: &Path) -> io::Result<Record> {
@@ -874,11 +977,10 @@ fn read_record(record: &Path) -> io::Result<Record> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Record::Missing),
         Err(e) => return Err(context(e, "cannot open", record)),
     };
-    let mut text = Vec::new();
-    io::Read::read_to_end(&mut io::Read::take(file, RECORD_MAX), &mut text)
+    let text = read_at_most(&file, RECORD_BLOCK as u64, RECORD_MAX)
         .map_err(|e| context(e, "cannot read", record))?;
     Ok(match decode_record(&text) {
-        Some(entries) => Record::Entries(entries),
+        Some((id, entries)) => Record::Entries(id, entries),
         None if text.is_empty() => Record::Missing,
         None => Record::Damaged,
     })
@@ -948,7 +1050,7 @@ impl Recovery {
 /// documentation). Must be called under the exclusive lock, before anything
 /// else is read or written: the files only agree once it has run.
 pub fn recover(record: &Path) -> io::Result<Recovery> {
-    let (entries, found) = examine(record)?;
+    let (id, entries, found) = examine(record)?;
     if found.completed.is_empty() {
         return Ok(found);
     }
@@ -970,33 +1072,31 @@ pub fn recover(record: &Path) -> io::Result<Recovery> {
         };
         crash_point(what, &e.target);
         put_in_place(e.exchange, &e.source, &e.target)?;
-        let dir = parent_dir(&e.target).to_path_buf();
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
-        }
+        add_dir(&mut dirs, &e.target);
     }
     sync_dirs(&dirs, "recover: flush the directory")?;
+    mark_durable(record, &id);
     Ok(found)
 }
 
 /// What [`recover`] would do now, without doing it: for `edeploy check`,
 /// which takes no lock and writes nothing.
 pub fn pending_commit(record: &Path) -> io::Result<Recovery> {
-    Ok(examine(record)?.1)
+    Ok(examine(record)?.2)
 }
 
-/// The entries of `record` and where its commit stands.
-fn examine(record: &Path) -> io::Result<(Vec<Entry>, Recovery)> {
-    let entries = match read_record(record)? {
-        Record::Missing => return Ok((Vec::new(), Recovery::default())),
+/// The id and entries of `record` and where its commit stands.
+fn examine(record: &Path) -> io::Result<(String, Vec<Entry>, Recovery)> {
+    let (id, entries) = match read_record(record)? {
+        Record::Missing => return Ok((String::new(), Vec::new(), Recovery::default())),
         Record::Damaged => {
             let damaged = Recovery {
                 damaged: true,
                 ..Recovery::default()
             };
-            return Ok((Vec::new(), damaged));
+            return Ok((String::new(), Vec::new(), damaged));
         }
-        Record::Entries(entries) => entries,
+        Record::Entries(id, entries) => (id, entries),
     };
     let mut found = Recovery::default();
     for e in &entries {
@@ -1011,7 +1111,7 @@ fn examine(record: &Path) -> io::Result<(Vec<Entry>, Recovery)> {
     if found.completed.is_empty() {
         found.changed.clear();
     }
-    Ok((entries, found))
+    Ok((id, entries, found))
 }
 
 impl Drop for Prepared {
@@ -1234,9 +1334,10 @@ mod tests {
                 target: odd,
             },
         ];
-        let text = encode_record(&entries);
+        let text = encode_record("41.1700000000.3", &entries);
         assert_eq!(text.len(), RECORD_BLOCK);
-        assert_eq!(decode_record(&text), Some(entries.clone()));
+        let id = "41.1700000000.3".to_owned();
+        assert_eq!(decode_record(&text), Some((id.clone(), entries.clone())));
         let readable = String::from_utf8_lossy(&text);
         assert!(
             readable
@@ -1260,9 +1361,20 @@ mod tests {
         }
         // A shorter record written over a longer one: what follows its end
         // does not matter.
-        let mut over = encode_record(&entries[..1]);
+        let mut over = encode_record("7.8.9", &entries[..1]);
         over.extend_from_slice(&text);
-        assert_eq!(decode_record(&over), Some(entries[..1].to_vec()));
+        assert_eq!(
+            decode_record(&over),
+            Some(("7.8.9".to_owned(), entries[..1].to_vec()))
+        );
+
+        // The mark, written without the lock, is refused unless whole.
+        let mark = encode_mark(&id);
+        assert_eq!(decode_mark(&mark), Some(id.as_str()));
+        let whole = mark.iter().position(|&b| b == b'\n').unwrap();
+        for cut in 0..=whole {
+            assert_eq!(decode_mark(&mark[..cut]), None, "cut at {cut}");
+        }
     }
 
     proptest::proptest! {
@@ -1425,7 +1537,7 @@ mod tests {
             return;
         };
         let mut text = fs::read(&record).unwrap();
-        text.truncate(40);
+        text.truncate(RECORD_BLOCK + 40);
         fs::write(&record, &text).unwrap();
         let found = recover(&record).unwrap();
         assert!(found.damaged && found.completed.is_empty(), "{found:?}");
@@ -1434,7 +1546,37 @@ mod tests {
         // The next commit rewrites it whole.
         commit(&record, &[(&state, "[('vm', 1)]\n")]);
         assert!(recover(&record).unwrap().is_clean());
-        assert!(decode_record(&fs::read(&record).unwrap()).is_some());
+        assert!(decode_record(&fs::read(&record).unwrap()[RECORD_BLOCK..]).is_some());
+    }
+
+    /// A record file holding a record of `entries` (and no mark).
+    fn write_record(record: &Path, entries: &[Entry]) {
+        let mut text = vec![b'\n'; RECORD_BLOCK];
+        text.extend_from_slice(&encode_record("1.2.3", entries));
+        fs::write(record, text).unwrap();
+    }
+
+    #[test]
+    fn a_synced_commit_is_marked_durable_in_its_record_file() {
+        let Some((_tmp, record, state, _cmdb)) = two_files() else {
+            return;
+        };
+        let text = fs::read(&record).unwrap();
+        let (id, _) = decode_record(&text[RECORD_BLOCK..]).unwrap();
+        assert_eq!(decode_mark(&text[..MARK_LEN as usize]), Some(id.as_str()));
+        // Renamed but not yet synced: not marked.
+        let prepared = prepare_file_locked(&state, b"[('vm', 1)]\n").unwrap();
+        let renamed = commit_all(&record, vec![prepared]).unwrap();
+        let text = fs::read(&record).unwrap();
+        let (new_id, _) = decode_record(&text[RECORD_BLOCK..]).unwrap();
+        assert_ne!(new_id, id);
+        assert_eq!(decode_mark(&text[..MARK_LEN as usize]), Some(id.as_str()));
+        renamed.sync().unwrap();
+        let text = fs::read(&record).unwrap();
+        assert_eq!(
+            decode_mark(&text[..MARK_LEN as usize]),
+            Some(new_id.as_str())
+        );
     }
 
     #[test]
@@ -1453,7 +1595,7 @@ mod tests {
         assert_eq!(entries[0].old, None);
         // Killed right after its record: its files are as a dead writer's,
         // which no sweep may remove while the record needs them.
-        fs::write(&record, encode_record(&entries)).unwrap();
+        write_record(&record, &entries);
         let dead = Command::new("true").spawn().unwrap();
         let dead_pid = dead.id();
         let mut dead = dead;
@@ -1471,16 +1613,18 @@ mod tests {
         for (e, orphan) in entries.iter_mut().zip(&orphans) {
             e.source = orphan.clone();
         }
-        fs::write(&record, encode_record(&entries)).unwrap();
+        write_record(&record, &entries);
         let unrelated = tmp.path().join(format!(".y.{dead_pid}.0.tmp"));
         fs::write(&unrelated, "x").unwrap();
         assert_eq!(remove_stale_temps(tmp.path(), Some(&record)).unwrap(), 1);
         assert!(orphans.iter().all(|o| o.exists()) && !unrelated.exists());
         // A record being written (or torn): nothing is removed.
         fs::write(&unrelated, "x").unwrap();
-        fs::write(&record, "edeploy commit record 1\nexch").unwrap();
+        let mut torn = vec![b'\n'; RECORD_BLOCK];
+        torn.extend_from_slice(b"edeploy commit record 1\nid 1.2.3\nexch");
+        fs::write(&record, torn).unwrap();
         assert_eq!(remove_stale_temps(tmp.path(), Some(&record)).unwrap(), 0);
-        fs::write(&record, encode_record(&entries)).unwrap();
+        write_record(&record, &entries);
 
         let found = recover(&record).unwrap();
         assert_eq!(found.completed, [cmdb.clone(), state.clone()]);

@@ -160,6 +160,7 @@ fn a_request_killed_at_any_step_of_its_commit_changes_all_or_nothing() {
     let mut recovery_kills = 0;
     for warm in [false, true] {
         let mut decided = false;
+        let mut points = Vec::new();
         for n in 1.. {
             let site = site(warm);
             let a = request(&site, 1, Some(n));
@@ -173,6 +174,7 @@ fn a_request_killed_at_any_step_of_its_commit_changes_all_or_nothing() {
             let why = format!("warm {warm}, killed at point {n} ({point})");
             eprintln!("{why}");
             seen.push(point.clone());
+            points.push(point.clone());
 
             // Between the kill and the next request: before the commit
             // point nothing of A is there; after it, check reports the
@@ -220,6 +222,12 @@ fn a_request_killed_at_any_step_of_its_commit_changes_all_or_nothing() {
                 assert_whole_after(&site, warm, 1, true, 3, &why);
             }
         }
+        // The fast path: once the previous commit marked itself durable,
+        // the directory is not flushed again under the lock.
+        let flushed = points
+            .iter()
+            .any(|p| p == "flush the directory before the commit record");
+        assert_eq!(flushed, !warm, "{points:?}");
     }
     // The walk must have gone through the steps that matter.
     for step in [
@@ -230,6 +238,7 @@ fn a_request_killed_at_any_step_of_its_commit_changes_all_or_nothing() {
         COMMIT_POINT,
         "exchange",
         "flush the directory",
+        "mark the commit durable",
         "answer",
         "recover: flush the commit record",
         "recover: exchange",
