@@ -463,9 +463,11 @@ pub fn sweep_now_and_then(
 ///
 /// The new files named by the commit `record` (when given) are kept: a
 /// dead writer's temporary may be the new content of a commit that the
-/// next request completes. The record is read after the files were found
-/// dead, so it is theirs or a later one (which no longer needs them); when
-/// it cannot be read whole (it is being written) nothing is removed.
+/// next request completes. They are recognised by device and inode number,
+/// whatever path spelling the record has. The record is read after the
+/// files were found dead, so it is theirs or a later one (which no longer
+/// needs them); when it cannot be read whole (it is being written) nothing
+/// is removed.
 pub fn remove_stale_temps(dir: &Path, record: Option<&Path>) -> io::Result<usize> {
     let mut stale = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| context(e, "cannot read directory", dir))? {
@@ -481,16 +483,18 @@ pub fn remove_stale_temps(dir: &Path, record: Option<&Path>) -> io::Result<usize
     if stale.is_empty() {
         return Ok(0);
     }
-    let keep = match record {
+    let keep: Vec<(u64, u64)> = match record {
         Some(record) => match read_record(record)? {
             Record::Missing => Vec::new(),
             Record::Damaged => return Ok(0),
-            Record::Entries(_, entries) => entries.into_iter().map(|e| e.source).collect(),
+            Record::Entries(_, entries) => entries.iter().map(|e| (e.dev, e.new.0)).collect(),
         },
         None => Vec::new(),
     };
+    let needed =
+        |path: &Path| fs::symlink_metadata(path).is_ok_and(|m| keep.contains(&(m.dev(), m.ino())));
     let mut removed = 0;
-    for path in stale.iter().filter(|p| !keep.contains(p)) {
+    for path in stale.iter().filter(|p| !needed(p)) {
         match fs::remove_file(path) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -602,9 +606,10 @@ pub const COMMIT_RECORD: &str = ".edeploy-commit";
 
 /// Replaces each target of `files` by its new content, all or none, as one
 /// commit recorded in `record` (see the module documentation): flushes every
-/// new file, flushes the directories (the previous commit becomes durable),
-/// writes and flushes the record, then renames each file over its target,
-/// in order. Call [`recover`] under the same lock before.
+/// new file, flushes the directories if the previous commit did not mark
+/// itself durable (or new names must be), writes and flushes the record,
+/// then renames each file over its target, in order. Call [`recover`] under
+/// the same lock before.
 ///
 /// An error before the record is written changes no target. From the
 /// record on, the commit is decided: an error (or a crash) afterwards
