@@ -16,6 +16,7 @@ use crate::generate::{self, GenerateError};
 use crate::literal::{self, Dict, Document, Value};
 use crate::spec::{self, SpecError};
 use crate::state::{Quota, State, StateError};
+use crate::store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -104,6 +105,9 @@ pub fn check_dir(dir: &Path) -> Report {
     };
     names.sort();
 
+    if names.iter().any(|n| n == store::COMMIT_RECORD) {
+        check_commit_record(&dir.join(store::COMMIT_RECORD), &mut report);
+    }
     let quotas = check_state(dir, &names, &mut report);
     for name in &names {
         let path = dir.join(name);
@@ -120,6 +124,59 @@ pub fn check_dir(dir: &Path) -> Report {
         }
     }
     report
+}
+
+/// The record of the last commit of the state and a CMDB: one that a
+/// killed request left unfinished means the files disagree until the next
+/// request completes it (check writes nothing, it only says so).
+fn check_commit_record(path: &Path, report: &mut Report) {
+    let found = match store::pending_commit(path) {
+        Ok(found) => found,
+        Err(e) => {
+            report.add(path, None, Severity::Error, format!("cannot read: {e}"));
+            return;
+        }
+    };
+    let names = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !found.completed.is_empty() {
+        report.add(
+            path,
+            None,
+            Severity::Error,
+            format!(
+                "a request was killed while committing: {} not yet replaced by its new \
+                 content, so the state and CMDB disagree; the next request completes it",
+                names(&found.completed)
+            ),
+        );
+    }
+    if !found.changed.is_empty() {
+        report.add(
+            path,
+            None,
+            Severity::Warning,
+            format!(
+                "the interrupted commit will leave {} as is: changed by someone else since",
+                names(&found.changed)
+            ),
+        );
+    }
+    if found.damaged {
+        report.add(
+            path,
+            None,
+            Severity::Warning,
+            "torn commit record (a request killed while writing it, before it changed \
+             anything): ignored, the next request rewrites it"
+                .into(),
+        );
+    }
 }
 
 /// Reads a file for checking; `None` (and an error finding) when it cannot.

@@ -7,9 +7,12 @@
 //! whose specs match, choose its CMDB entry and build the configure
 //! script. Unlike the legacy server, nothing of the match is
 //! written until everything it needs has been read, and the answer is only
-//! produced once the CMDB and state files are durably replaced: a crash at
-//! any point leaves either the old files or the new ones, and a client never
-//! receives a script whose CMDB entry is not recorded as used.
+//! produced once the CMDB and state files are durably replaced, together:
+//! they are one commit (see `store::commit_all`), which the next request
+//! completes if a crash interrupted it, before anything else. So a crash at
+//! any point leaves the old files or the new ones, never the CMDB entry
+//! used without the quota spent, and a client never receives a script
+//! whose CMDB entry is not recorded as used.
 //!
 //! Requests queue on the lock, so it is held as briefly as possible. The
 //! match, the expensive part, is never made under it: matching reads only
@@ -47,6 +50,8 @@ pub enum Outcome {
     FailureReported {
         profile: String,
         quota_restored: bool,
+        /// Problems that did not stop the request, for the log.
+        warnings: Vec<String>,
     },
 }
 
@@ -59,7 +64,8 @@ pub struct Configured {
     /// Index of the CMDB entry given to the machine, when the profile has a CMDB.
     pub cmdb_entry: Option<usize>,
     pub script: Vec<u8>,
-    /// Problems that did not stop provisioning (pxemngr), for the log.
+    /// Problems that did not stop provisioning (pxemngr, the completion of
+    /// an interrupted commit), for the log.
     pub warnings: Vec<String>,
 }
 
@@ -180,13 +186,22 @@ pub fn provision(
     let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
     let text = literal::pformat(&hw::items_value(items));
     store::replace_file_no_follow(&hw_file, &text).map_err(io_error(&hw_file))?;
-    let warnings = if cfg.use_pxemngr {
+    let mut warnings = if cfg.use_pxemngr {
         pxemngr::register(&sysname, &macs)
     } else {
         Vec::new()
     };
-    // Leftovers of killed requests; harmless, but they would pile up.
-    store::remove_stale_temps(&cfg.config_dir).map_err(io_error(&cfg.config_dir))?;
+    // Temporary files of killed requests, harmless but piling up; the
+    // directories may be large, so only now and then.
+    let record = cfg.config_dir.join(store::COMMIT_RECORD);
+    let dirs = [&*cfg.config_dir, &cfg.hw_dir, &cfg.log_dir];
+    match store::sweep_now_and_then(&cfg.lock_file, &dirs, Some(&record)) {
+        Ok(Some(n)) if n > 0 => warnings.push(format!(
+            "removed {n} temporary file(s) left by killed requests"
+        )),
+        Ok(_) => {}
+        Err(e) => warnings.push(format!("cannot remove temporary files: {e}")),
+    }
 
     let mut committed = None;
     for _ in 0..MAX_ROUNDS {
@@ -194,6 +209,10 @@ pub fn provision(
             known.match_profiles(cfg, items)?;
         }
         let _lock = Lock::exclusive(&cfg.lock_file).map_err(io_error(&cfg.lock_file))?;
+        // Whatever a killed request left half-committed is completed first:
+        // everything below reads files that agree.
+        let recovery = store::recover(&record).map_err(io_error(&record))?;
+        warnings.extend(describe_recovery(&recovery));
         committed = transaction(cfg, failure, &mut known, true)?;
         if committed.is_some() {
             break;
@@ -203,7 +222,38 @@ pub fn provision(
     if let Some(renamed) = renamed {
         renamed.sync().map_err(io_error(&cfg.config_dir))?;
     }
+    store::crash_point("answer", &hw_file);
     Ok(decided.finish(sysname, warnings))
+}
+
+/// Log lines for what [`store::recover`] did, if anything.
+fn describe_recovery(recovery: &store::Recovery) -> Vec<String> {
+    let names = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut lines = Vec::new();
+    if !recovery.completed.is_empty() {
+        lines.push(format!(
+            "completed the commit of an interrupted request: {}",
+            names(&recovery.completed)
+        ));
+    }
+    if !recovery.changed.is_empty() {
+        lines.push(format!(
+            "interrupted commit: changed by someone else since, left as is: {}",
+            names(&recovery.changed)
+        ));
+    }
+    if recovery.damaged {
+        lines.push(
+            "ignored a commit record torn by a crash (its commit had changed nothing)".to_owned(),
+        );
+    }
+    lines
 }
 
 /// What the locked part decided, before the parts that need no lock.
@@ -224,6 +274,7 @@ impl Decided {
             } => Outcome::FailureReported {
                 profile,
                 quota_restored,
+                warnings,
             },
             Decided::Configured(found, script) => Outcome::Configured(Configured {
                 sysname,
@@ -258,6 +309,7 @@ fn transaction(
     write: bool,
 ) -> Result<Option<Committed>, ProvisionError> {
     let state_file = cfg.config_dir.join("state");
+    let record = cfg.config_dir.join(store::COMMIT_RECORD);
     let src = std::fs::read(&state_file).map_err(io_error(&state_file))?;
     let mut state = State::parse(&state_file, &src)?;
 
@@ -272,7 +324,9 @@ fn transaction(
         }
         let new_state = store::prepare_file_locked(&state_file, &state.to_bytes())
             .map_err(io_error(&state_file))?;
-        let renamed = store::commit_all(vec![new_state]).map_err(io_error(&state_file))?;
+        // Through the record too: it must name the last commit of these
+        // files, or its recovery could undo this one (see `store`).
+        let renamed = store::commit_all(&record, vec![new_state]).map_err(io_error(&state_file))?;
         return Ok(Some((decided, Some(renamed))));
     }
 
@@ -301,9 +355,8 @@ fn transaction(
         return Ok(Some((Decided::Configured(found, script), None)));
     }
     // Both new files are written before either is renamed: a failed write
-    // (a full disk) changes neither. Only a crash between the renames can
-    // leave the CMDB entry used without the quota spent; the machine gets
-    // that entry back when it retries.
+    // (a full disk) changes neither. From the commit record on, the next
+    // request completes the commit if this one dies.
     let cmdb = match &found.cmdb {
         Some(update) => {
             if update.selection.backup_original {
@@ -318,10 +371,8 @@ fn transaction(
     };
     let new_state = store::prepare_file_locked(&state_file, &state.to_bytes())
         .map_err(io_error(&state_file))?;
-    // CMDB first: a crash between the renames may leave an entry used
-    // without quota spent, never quota spent without its entry.
     let files = cmdb.into_iter().chain([new_state]);
-    let renamed = store::commit_all(files.collect()).map_err(io_error(&cfg.config_dir))?;
+    let renamed = store::commit_all(&record, files.collect()).map_err(io_error(&cfg.config_dir))?;
     Ok(Some((Decided::Configured(found, script), Some(renamed))))
 }
 

@@ -7,6 +7,44 @@
 //! blocking every later request; here the lock is `flock(2)` (released by the
 //! kernel when its holder dies) and files are replaced by `rename(2)`, or,
 //! for the files written under the lock, exchanged with a spare.
+//!
+//! # Commits of several files
+//!
+//! A request replaces its CMDB and the state together: one rename each,
+//! which no kill may separate. [`commit_all`] therefore writes a redo
+//! record first, `CONFIGDIR/.edeploy-commit`, naming each new file (the
+//! spare or temporary file holding the new content) and its target, with
+//! the device, inode number and length of the new content and of the
+//! target it replaces. Once the record is written the commit is decided:
+//! every holder of the exclusive lock first calls [`recover`], which puts
+//! in place each new file of the record that is not there yet. Recovery
+//! is idempotent because it acts on identities, not on names: a target
+//! that already is the new inode is done; one that still is the old inode,
+//! while the new inode is still at its source name with its length, is
+//! exchanged (or renamed) now; anything else was changed by someone else
+//! since (an operator's edit) and is left alone. Each step is one atomic
+//! rename, so a recovery killed midway is simply resumed by the next one.
+//!
+//! The record is one kept file, overwritten in place (no inode created or
+//! freed per request), with a checksum: a record torn by a crash while it
+//! was written belonged to a commit that had not renamed anything yet, and
+//! is ignored. So the previous commit's renames must be durable before its
+//! record is overwritten: its committer marks it so in the same file once
+//! it has flushed the directory (after releasing the lock), and
+//! [`commit_all`] flushes the directories itself only when that mark is
+//! missing.
+//!
+//! Readers that do not take the exclusive lock (the status page, `explain`,
+//! a dry run) may see, after a crash and until the next request, the CMDB
+//! of an interrupted commit new and the state old; `edeploy check` reports
+//! such a pending record. Requests never do: they recover first.
+//!
+//! # Temporary files of killed writers
+//!
+//! A writer killed before its rename leaves its temporary file
+//! `.<name>.<pid>.<n>.tmp`. [`sweep_now_and_then`] removes those of dead
+//! processes, at most once per [`SWEEP_INTERVAL`], so that no request has
+//! to read a directory of many thousands of `.hw` files each time.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, FileTimes, OpenOptions};
@@ -93,6 +131,33 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Test-only fault injection: a debug build run with `EDEPLOY_CRASH_AT=N`
+/// kills itself with SIGKILL at the N-th crash point it passes, after
+/// naming it on stderr. Crash points precede every write, flush and rename
+/// of the store, so the crash tests can stop a request at each of them in
+/// turn. Release builds have none: a deployed server cannot be made to
+/// stop there, whatever its environment holds.
+#[cfg(debug_assertions)]
+pub fn crash_point(what: &str, path: &Path) {
+    static CRASH_AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static PASSED: AtomicU64 = AtomicU64::new(0);
+    let at = CRASH_AT.get_or_init(|| std::env::var("EDEPLOY_CRASH_AT").ok()?.parse().ok());
+    if let Some(at) = *at {
+        if PASSED.fetch_add(1, Ordering::Relaxed) + 1 == at {
+            eprintln!("edeploy: crash point {at}: {what} {}", path.display());
+            // SAFETY: raising a signal reads no memory of ours.
+            unsafe {
+                libc::raise(libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Release builds have no crash points (see the debug version).
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn crash_point(_what: &str, _path: &Path) {}
+
 /// Replaces the content of `path` atomically: readers see the old or the new
 /// content, never a mix, and a crash leaves one of them on disk.
 ///
@@ -173,11 +238,13 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
     // would free every block (a discard each, with `-o discard`) only to
     // allocate them again.
     let len = contents.len() as u64;
+    crash_point("write", &prepared.tmp_path);
     prepared
         .file
         .write_all(contents)
         .and_then(|()| {
             if spare_len > len {
+                crash_point("cut", &prepared.tmp_path);
                 prepared.file.set_len(len)
             } else {
                 Ok(())
@@ -353,25 +420,95 @@ fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
     Err(context(e, "cannot create a temporary file in", dir))
 }
 
+/// How often at most [`sweep_now_and_then`] reads the directories.
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the temporary files of dead writers from each of `dirs` (see
+/// [`remove_stale_temps`]), if the last sweep is older than
+/// [`SWEEP_INTERVAL`]; returns how many were removed, `None` when it was
+/// not time yet.
+///
+/// The time of the last sweep is the modification time of `stamp` (the
+/// lock file, which every request has and nothing else dates), set before
+/// sweeping so that concurrent requests do not all sweep. A stamp we may not
+/// date (another user's) means no sweep: reading large directories at every
+/// request would cost more than the leftovers.
+pub fn sweep_now_and_then(
+    stamp: &Path,
+    dirs: &[&Path],
+    record: Option<&Path>,
+) -> io::Result<Option<usize>> {
+    let now = std::time::SystemTime::now();
+    let due = |meta: &fs::Metadata| match meta.modified().map(|t| now.duration_since(t)) {
+        Ok(Ok(age)) => age >= SWEEP_INTERVAL,
+        // Dated in the future: the clock was set back.
+        Ok(Err(_)) => true,
+        Err(_) => false,
+    };
+    let file = match File::open(stamp) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(context(e, "cannot open", stamp)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| context(e, "cannot read", stamp))?;
+    if !due(&meta) || file.set_modified(now).is_err() {
+        return Ok(None);
+    }
+    let mut removed = 0;
+    for (i, dir) in dirs.iter().enumerate() {
+        if !dirs[..i].contains(dir) {
+            removed += remove_stale_temps(dir, record)?;
+        }
+    }
+    Ok(Some(removed))
+}
+
 /// Removes the temporary files left by writers killed before their rename:
 /// `.<name>.<pid>.<n>.tmp` whose pid no longer exists. A file of a live
 /// process is never touched, so no lock is needed: no one writes a dead
 /// process's file, and a new process given the same pid cannot make the
 /// same name while the old file exists. Returns how many were removed.
-pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
-    let mut removed = 0;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
+///
+/// The new files named by the commit `record` (when given) are kept: a
+/// dead writer's temporary may be the new content of a commit that the
+/// next request completes. They are recognised by device and inode number,
+/// whatever path spelling the record has. The record is read after the
+/// files were found dead, so it is theirs or a later one (which no longer
+/// needs them); when it cannot be read whole (it is being written) nothing
+/// is removed.
+pub fn remove_stale_temps(dir: &Path, record: Option<&Path>) -> io::Result<usize> {
+    let mut stale = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| context(e, "cannot read directory", dir))? {
+        let entry = entry.map_err(|e| context(e, "cannot read directory", dir))?;
         let name = entry.file_name();
         let Some(pid) = temp_owner(name.as_encoded_bytes()) else {
             continue;
         };
         if !Path::new("/proc").join(pid.to_string()).exists() {
-            match fs::remove_file(entry.path()) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(context(e, "cannot remove", &entry.path())),
-            }
+            stale.push(entry.path());
+        }
+    }
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let keep: Vec<(u64, u64)> = match record {
+        Some(record) => match read_record(record)? {
+            Record::Missing => Vec::new(),
+            Record::Damaged => return Ok(0),
+            Record::Entries(_, entries) => entries.iter().map(|e| (e.dev, e.new.0)).collect(),
+        },
+        None => Vec::new(),
+    };
+    let needed =
+        |path: &Path| fs::symlink_metadata(path).is_ok_and(|m| keep.contains(&(m.dev(), m.ino())));
+    let mut removed = 0;
+    for path in stale.iter().filter(|p| !needed(p)) {
+        match fs::remove_file(path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(context(e, "cannot remove", path)),
         }
     }
     Ok(removed)
@@ -401,6 +538,7 @@ pub struct Prepared {
     file: File,
     /// `tmp_path` is the target's spare, to be exchanged with it.
     exchange: bool,
+    /// The file is to stay: renamed, or named by a commit record.
     committed: bool,
 }
 
@@ -408,64 +546,267 @@ impl Prepared {
     /// Flushes, renames the temporary file over the target, then flushes
     /// the directory (an error from that flush means the new content is in
     /// place but maybe not yet durable).
-    pub fn commit(self) -> io::Result<()> {
-        commit_all(vec![self])?.sync()
+    ///
+    /// A spare is renamed, not exchanged: an exchange outside a commit
+    /// record would put back the old inode that an earlier record names as
+    /// "old", and its recovery could then undo this write.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.exchange = false;
+        self.flush()?;
+        self.rename()?;
+        Renamed {
+            dirs: vec![parent_dir(&self.target).to_path_buf()],
+            mark: None,
+        }
+        .sync()
     }
 
     /// Makes the new content durable, without renaming it yet.
     fn flush(&self) -> io::Result<()> {
+        crash_point("flush", &self.tmp_path);
         self.file
             .sync_all()
             .map_err(|e| context(e, "cannot write", &self.tmp_path))
     }
 
     fn rename(&mut self) -> io::Result<()> {
-        let exchanged = self.exchange && exchange(&self.tmp_path, &self.target).is_ok();
-        if !exchanged {
-            fs::rename(&self.tmp_path, &self.target)
-                .map_err(|e| context(e, "cannot rename over", &self.target))?;
-        }
+        crash_point(
+            if self.exchange { "exchange" } else { "rename" },
+            &self.target,
+        );
+        put_in_place(self.exchange, &self.tmp_path, &self.target)?;
         self.committed = true;
         Ok(())
     }
+
+    /// What the commit record says of this file: its new content as it is
+    /// now, and the target it replaces.
+    fn record_entry(&self) -> io::Result<Entry> {
+        let new = self
+            .file
+            .metadata()
+            .map_err(|e| context(e, "cannot read", &self.tmp_path))?;
+        let old = match fs::symlink_metadata(&self.target) {
+            Ok(meta) => Some((meta.ino(), meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(context(e, "cannot read", &self.target)),
+        };
+        Ok(Entry {
+            exchange: self.exchange,
+            dev: new.dev(),
+            new: (new.ino(), new.len()),
+            old,
+            source: self.tmp_path.clone(),
+            target: self.target.clone(),
+        })
+    }
 }
 
-/// Flushes every prepared file, then renames each over its target, in
-/// order. A flush error renames nothing; a rename error stops there, the
-/// files not yet renamed are left as they were. The renames are durable
-/// once [`Renamed::sync`] has flushed their directories, which needs no
-/// lock: a later writer's renames it may flush too are of files already
-/// flushed themselves.
-pub fn commit_all(files: Vec<Prepared>) -> io::Result<Renamed> {
+/// Puts the file at `source` in place of `target`: by exchanging them when
+/// `exchange` and the file system can, else by renaming.
+fn put_in_place(exchange_them: bool, source: &Path, target: &Path) -> io::Result<()> {
+    if !(exchange_them && exchange(source, target).is_ok()) {
+        fs::rename(source, target).map_err(|e| context(e, "cannot rename over", target))?;
+    }
+    Ok(())
+}
+
+/// Name of the commit record in CONFIGDIR (see the module documentation).
+pub const COMMIT_RECORD: &str = ".edeploy-commit";
+
+/// Replaces each target of `files` by its new content, all or none, as one
+/// commit recorded in `record` (see the module documentation): flushes every
+/// new file, flushes the directories if the previous commit did not mark
+/// itself durable (or new names must be), writes and flushes the record,
+/// then renames each file over its target, in order. Call [`recover`] under
+/// the same lock before.
+///
+/// An error before the record is written changes no target. From the
+/// record on, the commit is decided: an error (or a crash) afterwards
+/// leaves it to the next [`recover`]. The renames are durable once
+/// [`Renamed::sync`] has flushed their directories, which needs no lock: a
+/// later writer's renames it may flush too are of files already flushed
+/// themselves.
+pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed> {
+    for (i, file) in files.iter().enumerate() {
+        if files[..i].iter().any(|f| f.target == file.target) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is written twice in one commit", file.target.display()),
+            ));
+        }
+    }
     for file in &files {
         file.flush()?;
     }
+    let entries = files
+        .iter()
+        .map(Prepared::record_entry)
+        .collect::<io::Result<Vec<Entry>>>()?;
+    let log = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(record)
+        .map_err(|e| context(e, "cannot open", record))?;
+    let log_len = log
+        .metadata()
+        .map_err(|e| context(e, "cannot read", record))?
+        .len();
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for mut file in files {
-        file.rename()?;
-        let dir = parent_dir(&file.target).to_path_buf();
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
+    for file in &files {
+        add_dir(&mut dirs, &file.target);
+    }
+    // A new record's own name, this commit's new temporary files and the
+    // previous commit's renames must be durable before the record is
+    // (over)written: a record torn by a power cut then loses nothing. The
+    // previous committer marks its commit once it has flushed it (after
+    // releasing the lock); only when it has not yet are its directories
+    // flushed here, under the lock.
+    let mut before = Vec::new();
+    if log_len == 0 {
+        add_dir(&mut before, record);
+    }
+    for file in files.iter().filter(|f| !f.exchange) {
+        add_dir(&mut before, &file.target);
+    }
+    let previous = read_at_most(&log, RECORD_BLOCK as u64, RECORD_MAX)
+        .map_err(|e| context(e, "cannot read", record))?;
+    if let Some((id, previous)) = decode_record(&previous) {
+        let mark =
+            read_at_most(&log, 0, MARK_LEN).map_err(|e| context(e, "cannot read", record))?;
+        if decode_mark(&mark) != Some(id.as_str()) {
+            for e in &previous {
+                add_dir(&mut before, &e.target);
+            }
         }
     }
-    Ok(Renamed { dirs })
+    sync_dirs(&before, "flush the directory before the commit record")?;
+    // From the first byte of the record on, the next holder of the lock
+    // may complete the commit: the new files must stay, whatever happens.
+    for file in &mut files {
+        file.committed = true;
+    }
+    let id = format!(
+        "{}.{}.{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let text = encode_record(&id, &entries);
+    let end = (RECORD_BLOCK + text.len()) as u64;
+    crash_point("write the commit record", record);
+    std::os::unix::fs::FileExt::write_all_at(&log, &text, RECORD_BLOCK as u64)
+        .and_then(|()| {
+            if log_len > end {
+                log.set_len(end)
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|e| context(e, "cannot write", record))?;
+    crash_point("flush the commit record", record);
+    log.sync_data()
+        .map_err(|e| context(e, "cannot write", record))?;
+    for file in &mut files {
+        file.rename()?;
+    }
+    Ok(Renamed {
+        dirs,
+        mark: Some((record.to_path_buf(), id)),
+    })
+}
+
+/// Adds the directory of `path` to `dirs` if it is not there yet.
+fn add_dir(dirs: &mut Vec<PathBuf>, path: &Path) {
+    let dir = parent_dir(path);
+    if !dirs.iter().any(|d| d == dir) {
+        dirs.push(dir.to_path_buf());
+    }
+}
+
+/// Up to `max` bytes of `file` from `offset` on.
+fn read_at_most(file: &File, offset: u64, max: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; usize::try_from(max).unwrap_or(usize::MAX).min(1 << 20)];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read_at(&mut buf[len..], offset + len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Length of the mark at the start of the record file (see [`Renamed`]).
+const MARK_LEN: u64 = 64;
+
+/// `synced ID`, padded: the commit ID is durable.
+fn encode_mark(id: &str) -> Vec<u8> {
+    let mut mark = format!("synced {id}\n").into_bytes();
+    mark.resize(mark.len().max(MARK_LEN as usize), b'\n');
+    mark
+}
+
+fn decode_mark(mark: &[u8]) -> Option<&str> {
+    let line = mark.strip_prefix(b"synced ")?;
+    let end = line.iter().position(|&b| b == b'\n')?;
+    std::str::from_utf8(&line[..end]).ok()
+}
+
+/// Writes the mark saying that the commit `id` of `record` is durable. Best
+/// effort: without it, the next commit flushes the directories itself.
+fn mark_durable(record: &Path, id: &str) {
+    crash_point("mark the commit durable", record);
+    let written = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(record)
+        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &encode_mark(id), 0));
+    // Nothing depends on it but the next commit's speed.
+    drop(written);
+}
+
+/// Flushes each directory of `dirs` (`what` names the crash point).
+fn sync_dirs(dirs: &[PathBuf], what: &str) -> io::Result<()> {
+    for dir in dirs {
+        crash_point(what, dir);
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| context(e, "cannot flush directory", dir))?;
+    }
+    Ok(())
 }
 
 /// Files renamed into place by [`commit_all`], durable once synced.
+///
+/// Once they are, the commit is marked so in its record file: the mark
+/// (`synced ID`) is written at its start, outside the record, with no lock
+/// held, and spares the next commit a directory flush under the lock.
 #[must_use = "the renames are not durable until `sync` is called"]
 #[derive(Debug)]
 pub struct Renamed {
     dirs: Vec<PathBuf>,
+    /// The record file and the commit's id, to mark it durable.
+    mark: Option<(PathBuf, String)>,
 }
 
 impl Renamed {
     /// Flushes each directory involved once: the files of one transaction
     /// (CMDB and state) cost one directory flush, not one each.
     pub fn sync(self) -> io::Result<()> {
-        for dir in &self.dirs {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| context(e, "cannot flush directory", dir))?;
+        sync_dirs(&self.dirs, "flush the directory")?;
+        if let Some((record, id)) = &self.mark {
+            mark_durable(record, id);
         }
         Ok(())
     }
@@ -493,6 +834,301 @@ fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     }
 }
 
+/// One file of a commit record: where its new content is, which target it
+/// replaces, and how to recognise both.
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    /// The source is the target's spare: exchanged, not renamed.
+    exchange: bool,
+    /// Device of the source and target (one directory).
+    dev: u64,
+    /// Inode number and length of the new content.
+    new: (u64, u64),
+    /// Inode number and length of the target it replaces, if it existed.
+    old: Option<(u64, u64)>,
+    source: PathBuf,
+    target: PathBuf,
+}
+
+/// First line of a commit record.
+const RECORD_HEADER: &[u8] = b"edeploy commit record 1\n";
+/// The record starts at this offset of its file (after the mark, see
+/// [`Renamed`]) and is padded to a multiple of it: the record file keeps its
+/// length, and flushing it writes data only.
+const RECORD_BLOCK: usize = 4096;
+/// Longest record read: far more than any commit needs.
+const RECORD_MAX: u64 = 1 << 20;
+
+/// The record of a commit of `entries`:
+///
+/// ```text
+/// edeploy commit record 1
+/// id PID.NANOSECONDS.N
+/// exchange DEV NEW_INO NEW_LEN OLD_INO OLD_LEN SOURCE TARGET
+/// rename DEV NEW_INO NEW_LEN - - SOURCE TARGET      (no target before)
+/// end N CHECKSUM
+/// ```
+///
+/// Paths are escaped (`\xNN` for bytes outside `!`..`~` and for `\`), the
+/// checksum is FNV-1a 64 of everything before the `end` line, and newlines
+/// pad the record to whole blocks.
+fn encode_record(id: &str, entries: &[Entry]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut text = RECORD_HEADER.to_vec();
+    text.extend_from_slice(format!("id {id}\n").as_bytes());
+    for e in entries {
+        let old = match e.old {
+            Some((ino, len)) => format!("{ino} {len}"),
+            None => "- -".to_owned(),
+        };
+        let kind = if e.exchange { "exchange" } else { "rename" };
+        text.extend_from_slice(
+            format!("{kind} {} {} {} {old} ", e.dev, e.new.0, e.new.1).as_bytes(),
+        );
+        escape_path(e.source.as_os_str().as_bytes(), &mut text);
+        text.push(b' ');
+        escape_path(e.target.as_os_str().as_bytes(), &mut text);
+        text.push(b'\n');
+    }
+    let sum = fnv1a(&text);
+    text.extend_from_slice(format!("end {} {sum:016x}\n", entries.len()).as_bytes());
+    let padded = text.len().div_ceil(RECORD_BLOCK) * RECORD_BLOCK;
+    text.resize(padded, b'\n');
+    text
+}
+
+fn escape_path(path: &[u8], out: &mut Vec<u8>) {
+    for &b in path {
+        if b.is_ascii_graphic() && b != b'\\' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        }
+    }
+}
+
+fn unescape_path(text: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'\\' {
+            let hex = tail.strip_prefix(b"x")?.get(..2)?;
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            rest = &tail[3..];
+        } else {
+            out.push(b);
+            rest = tail;
+        }
+    }
+    (!out.is_empty() && !out.contains(&0)).then(|| PathBuf::from(OsString::from_vec(out)))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The id and entries of a record, `None` if it is not a whole record.
+fn decode_record(text: &[u8]) -> Option<(String, Vec<Entry>)> {
+    let rest = text.strip_prefix(RECORD_HEADER)?.strip_prefix(b"id ")?;
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let id = std::str::from_utf8(&rest[..end]).ok()?.to_owned();
+    if id.is_empty() || id.contains(' ') {
+        return None;
+    }
+    let mut rest = &rest[end + 1..];
+    let mut entries = Vec::new();
+    loop {
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        let line = std::str::from_utf8(&rest[..end]).ok()?;
+        let fields: Vec<&str> = line.split(' ').collect();
+        if let ["end", count, sum] = fields.as_slice() {
+            let body = &text[..text.len() - rest.len()];
+            let whole =
+                *sum == format!("{:016x}", fnv1a(body)) && *count == entries.len().to_string();
+            return whole.then_some((id, entries));
+        }
+        let [kind, dev, new_ino, new_len, old_ino, old_len, source, target] = fields.as_slice()
+        else {
+            return None;
+        };
+        let number = |s: &str| s.parse::<u64>().ok();
+        let old = match (*old_ino, *old_len) {
+            ("-", "-") => None,
+            (ino, len) => Some((number(ino)?, number(len)?)),
+        };
+        entries.push(Entry {
+            exchange: match *kind {
+                "exchange" => true,
+                "rename" => false,
+                _ => return None,
+            },
+            dev: number(dev)?,
+            new: (number(new_ino)?, number(new_len)?),
+            old,
+            source: unescape_path(source.as_bytes())?,
+            target: unescape_path(target.as_bytes())?,
+        });
+        rest = &rest[end + 1..];
+    }
+}
+
+/// A commit record as found on disk.
+#[derive(Debug)]
+enum Record {
+    Missing,
+    /// Not a whole record: torn by a crash while it was written, before its
+    /// commit renamed anything.
+    Damaged,
+    /// Its id and entries.
+    Entries(String, Vec<Entry>),
+}
+
+fn read_record(record: &Path) -> io::Result<Record> {
+    let file = match File::open(record) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Record::Missing),
+        Err(e) => return Err(context(e, "cannot open", record)),
+    };
+    let text = read_at_most(&file, RECORD_BLOCK as u64, RECORD_MAX)
+        .map_err(|e| context(e, "cannot read", record))?;
+    Ok(match decode_record(&text) {
+        Some((id, entries)) => Record::Entries(id, entries),
+        None if text.is_empty() => Record::Missing,
+        None => Record::Damaged,
+    })
+}
+
+/// Where an entry of a record stands.
+#[derive(Debug, PartialEq)]
+enum Progress {
+    /// The target is the new content.
+    Done,
+    /// The target is still the old content and the new one is at its
+    /// source: to be put in place.
+    Pending,
+    /// Neither: someone else changed the target or the source since.
+    Changed,
+}
+
+fn progress(e: &Entry) -> io::Result<Progress> {
+    let stat = |path: &Path| match fs::symlink_metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(context(err, "cannot read", path)),
+    };
+    let is = |meta: &Option<fs::Metadata>, (ino, len): (u64, u64)| {
+        meta.as_ref()
+            .is_some_and(|m| m.is_file() && (m.dev(), m.ino(), m.len()) == (e.dev, ino, len))
+    };
+    let target = stat(&e.target)?;
+    if target
+        .as_ref()
+        .is_some_and(|m| (m.dev(), m.ino()) == (e.dev, e.new.0))
+    {
+        return Ok(Progress::Done);
+    }
+    let old_there = match e.old {
+        Some(old) => is(&target, old),
+        None => target.is_none(),
+    };
+    Ok(if old_there && is(&stat(&e.source)?, e.new) {
+        Progress::Pending
+    } else {
+        Progress::Changed
+    })
+}
+
+/// What [`recover`] or [`pending_commit`] found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Recovery {
+    /// Targets whose new content an interrupted commit had not yet put in
+    /// place: [`recover`] did.
+    pub completed: Vec<PathBuf>,
+    /// Targets of that interrupted commit that someone else changed since:
+    /// left as they are.
+    pub changed: Vec<PathBuf>,
+    /// The record was torn: its commit had renamed nothing, nothing to do.
+    pub damaged: bool,
+}
+
+impl Recovery {
+    /// Whether there was nothing to report.
+    pub fn is_clean(&self) -> bool {
+        *self == Recovery::default()
+    }
+}
+
+/// Completes the commit of `record` if it was interrupted (see the module
+/// documentation). Must be called under the exclusive lock, before anything
+/// else is read or written: the files only agree once it has run.
+pub fn recover(record: &Path) -> io::Result<Recovery> {
+    let (id, entries, found) = examine(record)?;
+    if found.completed.is_empty() {
+        return Ok(found);
+    }
+    // The record may have been seen only in the page cache of a writer
+    // killed before it flushed it: durable before anything depends on it.
+    crash_point("recover: flush the commit record", record);
+    File::open(record)
+        .and_then(|f| f.sync_data())
+        .map_err(|e| context(e, "cannot write", record))?;
+    let mut dirs = Vec::new();
+    for e in entries
+        .iter()
+        .filter(|e| found.completed.contains(&e.target))
+    {
+        let what = if e.exchange {
+            "recover: exchange"
+        } else {
+            "recover: rename"
+        };
+        crash_point(what, &e.target);
+        put_in_place(e.exchange, &e.source, &e.target)?;
+        add_dir(&mut dirs, &e.target);
+    }
+    sync_dirs(&dirs, "recover: flush the directory")?;
+    mark_durable(record, &id);
+    Ok(found)
+}
+
+/// What [`recover`] would do now, without doing it: for `edeploy check`,
+/// which takes no lock and writes nothing.
+pub fn pending_commit(record: &Path) -> io::Result<Recovery> {
+    Ok(examine(record)?.2)
+}
+
+/// The id and entries of `record` and where its commit stands.
+fn examine(record: &Path) -> io::Result<(String, Vec<Entry>, Recovery)> {
+    let (id, entries) = match read_record(record)? {
+        Record::Missing => return Ok((String::new(), Vec::new(), Recovery::default())),
+        Record::Damaged => {
+            let damaged = Recovery {
+                damaged: true,
+                ..Recovery::default()
+            };
+            return Ok((String::new(), Vec::new(), damaged));
+        }
+        Record::Entries(id, entries) => (id, entries),
+    };
+    let mut found = Recovery::default();
+    for e in &entries {
+        match progress(e)? {
+            Progress::Done => {}
+            Progress::Pending => found.completed.push(e.target.clone()),
+            Progress::Changed => found.changed.push(e.target.clone()),
+        }
+    }
+    // A whole commit is the usual record of the last request; targets
+    // changed after it are the operator's business.
+    if found.completed.is_empty() {
+        found.changed.clear();
+    }
+    Ok((id, entries, found))
+}
+
 impl Drop for Prepared {
     fn drop(&mut self) {
         if !self.committed {
@@ -515,6 +1151,7 @@ fn prepare_with(
         exchange: false,
         committed: false,
     };
+    crash_point("write", &prepared.tmp_path);
     fill(&mut prepared.file).map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
     start_writeback(&prepared.file);
     Ok(prepared)
@@ -738,7 +1375,7 @@ mod tests {
         ] {
             fs::write(tmp.path().join(name), "x").unwrap();
         }
-        assert_eq!(remove_stale_temps(tmp.path()).unwrap(), 1);
+        assert_eq!(remove_stale_temps(tmp.path(), None).unwrap(), 1);
         let mut left = leftovers(tmp.path());
         left.sort();
         assert_eq!(
@@ -808,11 +1445,11 @@ mod tests {
         why
     }
 
+    /// A commit of one file under the lock, its record next to it.
     fn replace_locked(path: &Path, contents: &[u8]) {
-        prepare_file_locked(path, contents)
-            .unwrap()
-            .commit()
-            .unwrap();
+        let record = path.with_file_name(COMMIT_RECORD);
+        let prepared = prepare_file_locked(path, contents).unwrap();
+        commit_all(&record, vec![prepared]).unwrap().sync().unwrap();
     }
 
     #[test]
@@ -853,6 +1490,366 @@ mod tests {
         drop(prepare_file_locked(&path, b"dropped").unwrap());
         assert_eq!(fs::read(&path).unwrap(), b"fifth");
         assert!(!spare.exists());
+    }
+
+    #[test]
+    fn commit_records_round_trip_and_torn_ones_are_refused() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = PathBuf::from(OsString::from_vec(b"/d/a b\n\\\xff.cmdb".to_vec()));
+        let entries = vec![
+            Entry {
+                exchange: true,
+                dev: 2049,
+                new: (12, 34),
+                old: Some((56, 78)),
+                source: PathBuf::from("/srv/config/.state.spare"),
+                target: PathBuf::from("/srv/config/state"),
+            },
+            Entry {
+                exchange: false,
+                dev: 7,
+                new: (1, 0),
+                old: None,
+                source: odd.with_extension("tmp"),
+                target: odd,
+            },
+        ];
+        let text = encode_record("41.1700000000.3", &entries);
+        assert_eq!(text.len(), RECORD_BLOCK);
+        let id = "41.1700000000.3".to_owned();
+        assert_eq!(decode_record(&text), Some((id.clone(), entries.clone())));
+        let readable = String::from_utf8_lossy(&text);
+        assert!(
+            readable
+                .contains("exchange 2049 12 34 56 78 /srv/config/.state.spare /srv/config/state\n"),
+            "{readable}"
+        );
+        assert!(
+            readable.contains(r"/d/a\x20b\x0a\x5c\xff.cmdb"),
+            "{readable}"
+        );
+
+        // Whatever a crash leaves of it, or any damage, is never a record.
+        let end = text.iter().rposition(|&b| b != b'\n').unwrap() + 1;
+        for cut in 0..end {
+            assert_eq!(decode_record(&text[..cut]), None, "cut at {cut}");
+        }
+        for i in 0..end {
+            let mut damaged = text.clone();
+            damaged[i] ^= 0x20;
+            assert_eq!(decode_record(&damaged), None, "byte {i} changed");
+        }
+        // A shorter record written over a longer one: what follows its end
+        // does not matter.
+        let mut over = encode_record("7.8.9", &entries[..1]);
+        over.extend_from_slice(&text);
+        assert_eq!(
+            decode_record(&over),
+            Some(("7.8.9".to_owned(), entries[..1].to_vec()))
+        );
+
+        // The mark, written without the lock, is refused unless whole.
+        let mark = encode_mark(&id);
+        assert_eq!(decode_mark(&mark), Some(id.as_str()));
+        let whole = mark.iter().position(|&b| b == b'\n').unwrap();
+        for cut in 0..=whole {
+            assert_eq!(decode_mark(&mark[..cut]), None, "cut at {cut}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_without_panic(tail in proptest::collection::vec(0u8..=255, 0..300)) {
+            let mut text = RECORD_HEADER.to_vec();
+            text.extend_from_slice(&tail);
+            let _ = decode_record(&text);
+            let _ = decode_record(&tail);
+        }
+    }
+
+    /// A site with a state and a CMDB under spares, committed together
+    /// once; returns (dir, record, state, cmdb).
+    fn two_files() -> Option<(tempfile::TempDir, PathBuf, PathBuf, PathBuf)> {
+        let tmp = tempfile::tempdir().unwrap();
+        if spares_unsupported(tmp.path()).is_some() {
+            return None;
+        }
+        let record = tmp.path().join(COMMIT_RECORD);
+        let state = tmp.path().join("state");
+        let cmdb = tmp.path().join("vm.cmdb");
+        fs::write(&state, "[('vm', 3)]\n").unwrap();
+        fs::write(&cmdb, "[{'ip': '10.0.0.1'}]\n").unwrap();
+        commit(
+            &record,
+            &[
+                (&cmdb, "[{'ip': '10.0.0.1', 'used': 1}]\n"),
+                (&state, "[('vm', 2)]\n"),
+            ],
+        );
+        Some((tmp, record, state, cmdb))
+    }
+
+    fn commit(record: &Path, files: &[(&Path, &str)]) {
+        let prepared = files
+            .iter()
+            .map(|(path, text)| prepare_file_locked(path, text.as_bytes()).unwrap())
+            .collect();
+        commit_all(record, prepared).unwrap().sync().unwrap();
+    }
+
+    fn spare_of(path: &Path) -> PathBuf {
+        hidden_sibling(path, ".spare").unwrap()
+    }
+
+    fn read(path: &Path) -> String {
+        fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn a_commit_interrupted_after_its_record_is_completed_once() {
+        let Some((_tmp, record, state, cmdb)) = two_files() else {
+            return;
+        };
+        assert!(recover(&record).unwrap().is_clean());
+        assert!(pending_commit(&record).unwrap().is_clean());
+
+        // The next commit, killed between its two exchanges: undoing the
+        // second exchange leaves what the kill would have left.
+        commit(
+            &record,
+            &[
+                (&cmdb, "[{'ip': '10.0.0.1', 'used': 1}, 'second']\n"),
+                (&state, "[('vm', 1)]\n"),
+            ],
+        );
+        exchange(&spare_of(&state), &state).unwrap();
+        assert_eq!(read(&state), "[('vm', 2)]\n");
+        let pending = pending_commit(&record).unwrap();
+        assert_eq!(pending.completed, std::slice::from_ref(&state));
+        assert_eq!(read(&state), "[('vm', 2)]\n", "check changes nothing");
+
+        let done = recover(&record).unwrap();
+        assert_eq!(done.completed, std::slice::from_ref(&state));
+        assert_eq!(read(&state), "[('vm', 1)]\n");
+        assert_eq!(read(&cmdb), "[{'ip': '10.0.0.1', 'used': 1}, 'second']\n");
+        // Idempotent: the spares now hold the old contents, which a second
+        // recovery must not bring back.
+        assert!(recover(&record).unwrap().is_clean());
+        assert_eq!(read(&state), "[('vm', 1)]\n");
+        assert_eq!(read(&spare_of(&state)), "[('vm', 2)]\n");
+
+        // Killed before its first exchange: both are done.
+        commit(&record, &[(&cmdb, "third\n"), (&state, "[('vm', 0)]\n")]);
+        exchange(&spare_of(&state), &state).unwrap();
+        exchange(&spare_of(&cmdb), &cmdb).unwrap();
+        assert_eq!(
+            recover(&record).unwrap().completed,
+            [cmdb.clone(), state.clone()]
+        );
+        assert_eq!(
+            (read(&cmdb), read(&state)),
+            ("third\n".into(), "[('vm', 0)]\n".into())
+        );
+        assert!(recover(&record).unwrap().is_clean());
+    }
+
+    #[test]
+    fn recovery_leaves_what_someone_else_changed_since() {
+        let Some((tmp, record, state, cmdb)) = two_files() else {
+            return;
+        };
+        commit(&record, &[(&cmdb, "new cmdb\n"), (&state, "[('vm', 1)]\n")]);
+        exchange(&spare_of(&state), &state).unwrap();
+        exchange(&spare_of(&cmdb), &cmdb).unwrap();
+        // The operator replaced the state by another file, and edited the
+        // CMDB in place: their versions stay.
+        let edited = tmp.path().join("edited");
+        fs::write(&edited, "[('vm', 10)]\n").unwrap();
+        fs::rename(&edited, &state).unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&cmdb)
+            .unwrap()
+            .write_all(b"#\n")
+            .unwrap();
+        let found = recover(&record).unwrap();
+        assert_eq!(found.completed, Vec::<PathBuf>::new());
+        assert_eq!(read(&state), "[('vm', 10)]\n");
+        assert!(read(&cmdb).ends_with("#\n"));
+        assert!(found.is_clean(), "nothing pending: {found:?}");
+
+        // Only one of the two changed: the other is completed, the changed
+        // one reported.
+        commit(
+            &record,
+            &[(&cmdb, "newer cmdb\n"), (&state, "[('vm', 0)]\n")],
+        );
+        exchange(&spare_of(&state), &state).unwrap();
+        exchange(&spare_of(&cmdb), &cmdb).unwrap();
+        fs::write(&edited, "[('vm', 20)]\n").unwrap();
+        fs::rename(&edited, &state).unwrap();
+        let found = recover(&record).unwrap();
+        assert_eq!(
+            (found.completed, found.changed),
+            (vec![cmdb.clone()], vec![state.clone()])
+        );
+        assert_eq!(
+            (read(&cmdb), read(&state)),
+            ("newer cmdb\n".into(), "[('vm', 20)]\n".into())
+        );
+    }
+
+    #[test]
+    fn a_later_plain_commit_is_not_undone_by_an_older_record() {
+        let Some((_tmp, record, state, _cmdb)) = two_files() else {
+            return;
+        };
+        // Same length as the recorded state: only identities tell them apart.
+        let prepared = prepare_file_locked(&state, b"[('vm', 7)]\n").unwrap();
+        prepared.commit().unwrap();
+        assert!(recover(&record).unwrap().is_clean());
+        assert_eq!(read(&state), "[('vm', 7)]\n");
+    }
+
+    #[test]
+    fn a_torn_record_is_ignored() {
+        let Some((_tmp, record, state, cmdb)) = two_files() else {
+            return;
+        };
+        let mut text = fs::read(&record).unwrap();
+        text.truncate(RECORD_BLOCK + 40);
+        fs::write(&record, &text).unwrap();
+        let found = recover(&record).unwrap();
+        assert!(found.damaged && found.completed.is_empty(), "{found:?}");
+        assert_eq!(read(&state), "[('vm', 2)]\n");
+        assert_eq!(read(&cmdb), "[{'ip': '10.0.0.1', 'used': 1}]\n");
+        // The next commit rewrites it whole.
+        commit(&record, &[(&state, "[('vm', 1)]\n")]);
+        assert!(recover(&record).unwrap().is_clean());
+        assert!(decode_record(&fs::read(&record).unwrap()[RECORD_BLOCK..]).is_some());
+    }
+
+    /// A record file holding a record of `entries` (and no mark).
+    fn write_record(record: &Path, entries: &[Entry]) {
+        let mut text = vec![b'\n'; RECORD_BLOCK];
+        text.extend_from_slice(&encode_record("1.2.3", entries));
+        fs::write(record, text).unwrap();
+    }
+
+    #[test]
+    fn a_synced_commit_is_marked_durable_in_its_record_file() {
+        let Some((_tmp, record, state, _cmdb)) = two_files() else {
+            return;
+        };
+        let text = fs::read(&record).unwrap();
+        let (id, _) = decode_record(&text[RECORD_BLOCK..]).unwrap();
+        assert_eq!(decode_mark(&text[..MARK_LEN as usize]), Some(id.as_str()));
+        // Renamed but not yet synced: not marked.
+        let prepared = prepare_file_locked(&state, b"[('vm', 1)]\n").unwrap();
+        let renamed = commit_all(&record, vec![prepared]).unwrap();
+        let text = fs::read(&record).unwrap();
+        let (new_id, _) = decode_record(&text[RECORD_BLOCK..]).unwrap();
+        assert_ne!(new_id, id);
+        assert_eq!(decode_mark(&text[..MARK_LEN as usize]), Some(id.as_str()));
+        renamed.sync().unwrap();
+        let text = fs::read(&record).unwrap();
+        assert_eq!(
+            decode_mark(&text[..MARK_LEN as usize]),
+            Some(new_id.as_str())
+        );
+    }
+
+    #[test]
+    fn a_commit_with_temporaries_is_completed_and_they_are_kept_until_then() {
+        let tmp = tempfile::tempdir().unwrap();
+        let record = tmp.path().join(COMMIT_RECORD);
+        let (state, cmdb) = (tmp.path().join("state"), tmp.path().join("vm.cmdb"));
+        fs::write(&state, "old state\n").unwrap();
+        // A target that does not exist yet is created by a rename.
+        let files = vec![
+            prepare_file(&cmdb, b"new cmdb\n").unwrap(),
+            prepare_file(&state, b"new state\n").unwrap(),
+        ];
+        let sources: Vec<PathBuf> = files.iter().map(|f| f.tmp_path.clone()).collect();
+        let entries: Vec<Entry> = files.iter().map(|f| f.record_entry().unwrap()).collect();
+        assert_eq!(entries[0].old, None);
+        // Killed right after its record: its files are as a dead writer's,
+        // which no sweep may remove while the record needs them.
+        write_record(&record, &entries);
+        let dead = Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        let mut dead = dead;
+        dead.wait().unwrap();
+        // Renamed as the dead writer's (dropping `files` then removes
+        // nothing).
+        let mut orphans = Vec::new();
+        for (i, source) in sources.iter().enumerate() {
+            let orphan = tmp.path().join(format!(".x.{dead_pid}.{i}.tmp"));
+            fs::rename(source, &orphan).unwrap();
+            orphans.push(orphan);
+        }
+        drop(files);
+        let mut entries = entries;
+        for (e, orphan) in entries.iter_mut().zip(&orphans) {
+            e.source = orphan.clone();
+        }
+        write_record(&record, &entries);
+        let unrelated = tmp.path().join(format!(".y.{dead_pid}.0.tmp"));
+        fs::write(&unrelated, "x").unwrap();
+        assert_eq!(remove_stale_temps(tmp.path(), Some(&record)).unwrap(), 1);
+        assert!(orphans.iter().all(|o| o.exists()) && !unrelated.exists());
+        // A record being written (or torn): nothing is removed.
+        fs::write(&unrelated, "x").unwrap();
+        let mut torn = vec![b'\n'; RECORD_BLOCK];
+        torn.extend_from_slice(b"edeploy commit record 1\nid 1.2.3\nexch");
+        fs::write(&record, torn).unwrap();
+        assert_eq!(remove_stale_temps(tmp.path(), Some(&record)).unwrap(), 0);
+        write_record(&record, &entries);
+
+        let found = recover(&record).unwrap();
+        assert_eq!(found.completed, [cmdb.clone(), state.clone()]);
+        assert_eq!(
+            (read(&cmdb), read(&state)),
+            ("new cmdb\n".into(), "new state\n".into())
+        );
+        assert!(recover(&record).unwrap().is_clean());
+        assert_eq!(leftovers(tmp.path()), [format!(".y.{dead_pid}.0.tmp")]);
+    }
+
+    #[test]
+    fn sweeps_happen_at_most_once_per_interval() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        let stamp = tmp.path().join("edeploy.lock");
+        let dead = Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        let mut dead = dead;
+        dead.wait().unwrap();
+        let litter =
+            |dir: &Path| fs::write(dir.join(format!(".m.hw.{dead_pid}.0.tmp")), "x").unwrap();
+        litter(&a);
+        litter(&b);
+        let dirs = [&*a, &b, &a];
+        // No stamp yet (no request ever took the lock): nothing read.
+        assert_eq!(sweep_now_and_then(&stamp, &dirs, None).unwrap(), None);
+        // Dated now: not before the interval has passed.
+        fs::write(&stamp, "").unwrap();
+        assert_eq!(sweep_now_and_then(&stamp, &dirs, None).unwrap(), None);
+        assert_eq!(leftovers(&a).len(), 1);
+        let old = std::time::SystemTime::now() - SWEEP_INTERVAL - Duration::from_secs(1);
+        File::open(&stamp).unwrap().set_modified(old).unwrap();
+        assert_eq!(sweep_now_and_then(&stamp, &dirs, None).unwrap(), Some(2));
+        assert!(leftovers(&a).is_empty() && leftovers(&b).is_empty());
+        litter(&a);
+        assert_eq!(sweep_now_and_then(&stamp, &dirs, None).unwrap(), None);
+        assert_eq!(leftovers(&a).len(), 1);
+        // Dated in the future (the clock was set back): swept, dated anew.
+        let future = std::time::SystemTime::now() + Duration::from_secs(86400);
+        File::open(&stamp).unwrap().set_modified(future).unwrap();
+        assert_eq!(sweep_now_and_then(&stamp, &dirs, None).unwrap(), Some(1));
+        assert_eq!(sweep_now_and_then(&stamp, &dirs, None).unwrap(), None);
     }
 
     #[test]

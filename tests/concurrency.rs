@@ -116,13 +116,14 @@ fn quota_and_cmdb_hold_under_256_simultaneous_machines() {
 
     // Every machine's hardware is saved (refused ones too, as the legacy
     // server did), and nothing temporary is left: only the spares that the
-    // state and CMDB are exchanged with.
+    // state and CMDB are exchanged with, and the record of the last commit.
     let (temps, mut config) = split_temporaries(&site.config_dir);
     assert!(temps.is_empty(), "{temps:?}");
     config.sort();
     assert_eq!(
         config,
         [
+            ".edeploy-commit",
             ".robust.cmdb.spare",
             ".state.spare",
             "robust.cmdb",

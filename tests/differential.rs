@@ -87,8 +87,9 @@ fn result_files(case: &Path) -> BTreeMap<String, Vec<u8>> {
                 continue;
             }
             // The spares the state and CMDB are exchanged with (an older
-            // version, see store::prepare_file_locked): ours only, by design.
-            if name.starts_with('.') && name.ends_with(".spare") {
+            // version, see store::prepare_file_locked) and the record of the
+            // last commit (store::commit_all): ours only, by design.
+            if name.starts_with('.') && name.ends_with(".spare") || name == ".edeploy-commit" {
                 continue;
             }
             let path = if rel.is_empty() {

@@ -63,9 +63,11 @@ CONFIGDIR (default: CONFIGDIR of $EDEPLOY_CONF, else /etc/edeploy.conf, else
 the bundled legacy-config/): syntax errors, profiles without specs or
 configure file, unknown functions, invalid regexps and networks, CMDB entries
 sharing an ip or hostname, generate() models whose ranges and lists have
-different lengths, exhausted quotas and CMDBs. Prints one line per finding,
-`path:line:column: error|warning: message`, then a summary. Exit 1 when there
-are errors (or warnings, with --strict), else 0.";
+different lengths, exhausted quotas and CMDBs, and a commit that a killed
+request left unfinished (the state and CMDB disagree until the next request
+completes it). Prints one line per finding, `path:line:column:
+error|warning: message`, then a summary. Exit 1 when there are errors (or
+warnings, with --strict), else 0.";
 
 const CMDB_USED_USAGE: &str = "usage: edeploy cmdb-used KEY VALUE CMDB...
 

@@ -101,7 +101,11 @@ fn serve_hw(
         Outcome::FailureReported {
             profile,
             quota_restored,
+            warnings,
         } => {
+            for w in &warnings {
+                log("warn", w);
+            }
             let what = if quota_restored {
                 "one installation given back"
             } else {
