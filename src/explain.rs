@@ -629,17 +629,19 @@ fn try_profile(cfg: &Config, profile: &str, items: &[Item]) -> ProfileOutcome {
     let forced = spec::vars_dict(&forced);
     let cmdb_file = cfg.config_dir.join(format!("{profile}.cmdb"));
     let (mut vars, cmdb) = match read_if_exists(&cmdb_file) {
-        Ok(Some(src)) => match cmdb::select(&cmdb_file, &src, &vars, &forced) {
-            Ok(Some(selection)) => (selection.vars, Some((cmdb_file, selection.index))),
-            Ok(None) => (vars, None),
-            Err(e @ CmdbError::Exhausted { .. }) => {
-                return ProfileOutcome::CmdbExhausted {
-                    file: cmdb_file,
-                    message: e.to_string(),
+        Ok(Some(src)) => {
+            match cmdb::select_within(&cmdb_file, &src, &vars, &forced, cfg.max_cmdb_size) {
+                Ok(Some(selection)) => (selection.vars, Some((cmdb_file, selection.index))),
+                Ok(None) => (vars, None),
+                Err(e @ CmdbError::Exhausted { .. }) => {
+                    return ProfileOutcome::CmdbExhausted {
+                        file: cmdb_file,
+                        message: e.to_string(),
+                    }
                 }
+                Err(e) => return ProfileOutcome::Error(e.to_string()),
             }
-            Err(e) => return ProfileOutcome::Error(e.to_string()),
-        },
+        }
         Ok(None) => (vars, None),
         Err(e) => return ProfileOutcome::Error(format!("{}: {e}", cmdb_file.display())),
     };

@@ -479,7 +479,13 @@ fn try_profile(
 fn select_cmdb(cfg: &Config, matched: Matched) -> Result<Found, ProvisionError> {
     let cmdb_file = cfg.config_dir.join(format!("{}.cmdb", matched.profile));
     let selection = match read_if_exists(&cmdb_file).map_err(io_error(&cmdb_file))? {
-        Some(src) => cmdb::select(&cmdb_file, &src, &matched.vars, &matched.forced)?,
+        Some(src) => cmdb::select_within(
+            &cmdb_file,
+            &src,
+            &matched.vars,
+            &matched.forced,
+            cfg.max_cmdb_size,
+        )?,
         None => None,
     };
     Ok(match selection {
