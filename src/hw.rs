@@ -580,6 +580,28 @@ pub fn items_value(items: &[Item]) -> Value {
     )
 }
 
+/// `pformat(items_value(items))`, the text of `<sysname>.hw`, printed
+/// one line at a time: the tree of a large upload costs more than its text.
+pub fn items_text(items: &[Item]) -> Vec<u8> {
+    // The shortest line, `(0, 0, 0, 0)`, has 12 characters: from 6 lines
+    // on, the list is longer than pprint's 80 columns and printed one
+    // element a line (indent 1, allowance 1). Shorter ones are left to it.
+    if items.len() < 6 {
+        return literal::pformat(&items_value(items));
+    }
+    let mut out = Vec::with_capacity(items.len() * 48);
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b",\n ");
+        }
+        let line = Value::Tuple(item.iter().map(HwValue::to_value).collect());
+        literal::format_at(&mut out, &line, 1, 1);
+    }
+    out.extend_from_slice(b"]\n");
+    out
+}
+
 /// The machine's name for its `.hw` file, and its MAC addresses
 /// (LEGACY-SEMANTICS §6).
 ///
@@ -947,6 +969,38 @@ mod tests {
             br#"["ab", ""]"#
         );
         assert_eq!(drop_non_ascii_escapes(br#""\u00e"#).as_ref(), br#""\u00e"#);
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// The `.hw` text printed line by line is pprint's.
+        #[test]
+        fn items_text_is_pformat(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        "[a-z' ]{0,40}".prop_map(HwValue::Str),
+                        proptest::num::i64::ANY.prop_map(HwValue::Int),
+                        (0i64..10).prop_map(HwValue::Int),
+                        proptest::strategy::Just(HwValue::Float(2.5)),
+                        proptest::strategy::Just(HwValue::None),
+                    ],
+                    4,
+                ),
+                0..12,
+            ),
+        ) {
+            let items: Vec<Item> = lines
+                .into_iter()
+                .filter_map(|l| <[HwValue; 4]>::try_from(l).ok())
+                .collect();
+            let (ours, pprint) = (items_text(&items), literal::pformat(&items_value(&items)));
+            proptest::prop_assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&pprint)
+            );
+        }
     }
 
     proptest::proptest! {

@@ -31,7 +31,7 @@ use std::time::Duration;
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::{self, Item};
-use crate::literal::{self, Dict, Value};
+use crate::literal::{Dict, Value};
 use crate::script;
 use crate::spec::{self, SpecError, Vars};
 use crate::state::{State, StateError};
@@ -171,7 +171,7 @@ pub fn provision(
     // machine's own file concerns no other request (it is replaced
     // atomically), and pxemngr may be slow.
     let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
-    let text = literal::pformat(&hw::items_value(items));
+    let text = hw::items_text(items);
     store::replace_file(&hw_file, &text).map_err(io_error(&hw_file))?;
     let mut warnings = Vec::new();
     if cfg.use_pxemngr {
