@@ -23,6 +23,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{ms, Summary, PROFILE};
+use edeploy::cmdb::DEFAULT_MAX_CMDB_SIZE;
+use edeploy::config::DEFAULT_MAX_HW_SIZE;
+use edeploy::hw::DEFAULT_MAX_HW_LINES;
 
 const ORACLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/oracle_request.py");
 
@@ -82,7 +85,13 @@ struct Run {
 
 /// Runs `cmd` (output into `out_dir/stdout` and `stderr`), failing the
 /// benchmark if it fails.
-fn run(mut cmd: Command, out_dir: &Path) -> Run {
+fn run(cmd: Command, out_dir: &Path) -> Run {
+    run_expecting(cmd, out_dir, true)
+}
+
+/// [`run`], failing the benchmark unless the command succeeds (`success`)
+/// or fails (a request refused).
+fn run_expecting(mut cmd: Command, out_dir: &Path, success: bool) -> Run {
     let stdout = fs::File::create(out_dir.join("stdout")).expect("stdout file");
     let stderr = fs::File::create(out_dir.join("stderr")).expect("stderr file");
     cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
@@ -90,7 +99,7 @@ fn run(mut cmd: Command, out_dir: &Path) -> Run {
     let child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let (status, cpu) = wait_with_cpu(child).expect("wait4");
     let wall = start.elapsed();
-    if !status.success() {
+    if status.success() != success {
         panic!(
             "{cmd:?}: {status}\n{}{}",
             fs::read_to_string(out_dir.join("stdout")).unwrap_or_default(),
@@ -106,6 +115,11 @@ const TIME: &str = "/usr/bin/time";
 /// RSS is their own) and returns the peak RSS in bytes, or `None` without
 /// /usr/bin/time.
 fn peak_rss(cmd: &Command, out_dir: &Path) -> Option<u64> {
+    peak_rss_expecting(cmd, out_dir, true)
+}
+
+/// [`peak_rss`] of a command that succeeds (`success`) or fails.
+fn peak_rss_expecting(cmd: &Command, out_dir: &Path, success: bool) -> Option<u64> {
     if !Path::new(TIME).exists() {
         return None;
     }
@@ -118,10 +132,11 @@ fn peak_rss(cmd: &Command, out_dir: &Path) -> Option<u64> {
             timed.env(k, v);
         }
     }
-    run(timed, out_dir);
+    run_expecting(timed, out_dir, success);
     let kb: u64 = fs::read_to_string(&report)
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        // After "Command exited with non-zero status N" for a failure.
+        .and_then(|s| s.lines().last()?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no peak RSS in {}", report.display()));
     Some(kb * 1024)
 }
@@ -310,6 +325,138 @@ fn size(bytes: usize) -> String {
     }
 }
 
+/// A hardware description as large as the default limits allow: machine
+/// 0's, padded to MAXHWLINES lines filling MAXHWSIZE.
+fn hw_json_at_limits() -> Vec<u8> {
+    let mut lines: Vec<[String; 4]> =
+        serde_json::from_str(&common::hw_json(0)).expect("hw json of machine 0");
+    let value_len = (DEFAULT_MAX_HW_SIZE / DEFAULT_MAX_HW_LINES as u64) as usize - 32;
+    for i in lines.len()..DEFAULT_MAX_HW_LINES {
+        lines.push([
+            "pad".into(),
+            format!("p{i}"),
+            "value".into(),
+            "x".repeat(value_len),
+        ]);
+    }
+    let json = serde_json::to_vec(&lines).expect("hw json");
+    assert!(json.len() as u64 <= DEFAULT_MAX_HW_SIZE, "{}", json.len());
+    json
+}
+
+/// 4 MiB of `0,`: 2 million lines, refused by MAXHWLINES.
+fn hw_json_hostile() -> Vec<u8> {
+    let mut json = b"[".to_vec();
+    while (json.len() as u64) < DEFAULT_MAX_HW_SIZE - 2 {
+        json.extend_from_slice(b"0,");
+    }
+    json.extend_from_slice(b"0]");
+    json
+}
+
+/// A `generate()` model whose expansion is just under MAXCMDBSIZE: entries
+/// of 1 kB (`{'n': '00001',\n  'pad': 'xx…'}` and the separator).
+fn cmdb_model_at_limit() -> Vec<u8> {
+    let entry = 1000 + 50;
+    let entries = DEFAULT_MAX_CMDB_SIZE as usize / entry;
+    format!(
+        "generate({{'hostname': 'node00001-{entries:05}', 'pad': '{}'}})\n",
+        "x".repeat(1000)
+    )
+    .into_bytes()
+}
+
+/// A request at the limits: label, hardware, CMDB, requests made before the
+/// measured one (to expand the CMDB), whether it succeeds.
+type LimitCase<'a> = (&'a str, &'a [u8], &'a [u8], usize, bool);
+
+/// Peak RSS (max of `runs`) and median wall time of requests at the
+/// default limits: the largest hardware accepted, a hostile one refused,
+/// and a CMDB near MAXCMDBSIZE, expanded by the first request and read and
+/// rewritten whole by the next. Every one must stay under 64 MiB.
+fn limits(scratch: &Path, runs: usize) -> Vec<String> {
+    const TARGET: u64 = 64 * 1024 * 1024;
+    let dir = scratch.join("limits");
+    let big_hw = hw_json_at_limits();
+    let hostile = hw_json_hostile();
+    let model = cmdb_model_at_limit();
+    let small_model = common::cmdb_model(250).into_bytes();
+    // (label, hardware, CMDB, requests before the measured one, succeeds)
+    let cases: [LimitCase; 5] = [
+        ("4 MiB hw, 20,000 lines", &big_hw, &small_model, 0, true),
+        (
+            "4 MiB hw, 2M lines (refused)",
+            &hostile,
+            &small_model,
+            0,
+            false,
+        ),
+        (
+            "generate() near limit, 1st",
+            &common::hw_json(0).into_bytes(),
+            &model,
+            0,
+            true,
+        ),
+        (
+            "generate() near limit, 2nd",
+            &common::hw_json(1).into_bytes(),
+            &model,
+            1,
+            true,
+        ),
+        ("both, 2nd request", &big_hw, &model, 1, true),
+    ];
+    println!();
+    println!(
+        "at the default limits (MAXHWSIZE {}, MAXHWLINES {DEFAULT_MAX_HW_LINES}, MAXCMDBSIZE {}):",
+        mib(Some(DEFAULT_MAX_HW_SIZE)),
+        mib(Some(DEFAULT_MAX_CMDB_SIZE))
+    );
+    let mut missed = Vec::new();
+    for (label, hw, cmdb, before, success) in cases {
+        let mut walls = Vec::new();
+        let mut rss_max = None;
+        let mut cmdb_size = 0;
+        for _ in 0..runs {
+            fs::create_dir_all(&dir).expect("scratch root");
+            let conf = dir.join("edeploy.conf");
+            common::write_edeploy_conf(&conf, &dir.join("data"));
+            common::write_profile(&dir.join("data/config"), None, Some(cmdb));
+            let hw_file = dir.join("hw.json");
+            let request = || {
+                let mut cmd = Command::new(common::upload_binary());
+                cmd.arg("-f").arg(&hw_file).env("EDEPLOY_CONF", &conf);
+                cmd
+            };
+            for m in 0..before {
+                fs::write(&hw_file, common::hw_json(1000 + m)).expect("write hw.json");
+                run(request(), &dir);
+            }
+            fs::write(&hw_file, hw).expect("write hw.json");
+            let start = Instant::now();
+            let rss = peak_rss_expecting(&request(), &dir, success);
+            walls.push(start.elapsed());
+            rss_max = rss_max.max(rss);
+            cmdb_size = fs::metadata(Case::cmdb_file(&dir)).map_or(0, |m| m.len() as usize);
+        }
+        let wall = Summary::of(&walls);
+        let ok = rss_max.is_none_or(|r| r <= TARGET);
+        println!(
+            "{label:<32} {:>8} {:>6.2} ms {:>19} {:>9}  RSS <= 64.0 MiB: {}",
+            size(cmdb_size),
+            ms(wall.median),
+            "",
+            mib(rss_max),
+            if ok { "met" } else { "MISSED" }
+        );
+        if !ok {
+            missed.push(label.to_owned());
+        }
+    }
+    missed
+}
+
 fn main() {
     if !common::benchmarking("cmdb") {
         return;
@@ -361,6 +508,8 @@ fn main() {
             missed.push(case.label.clone());
         }
     }
+
+    missed.extend(limits(scratch.path(), runs.min(5)));
 
     // What no request can go below: the process starting and exiting.
     let dir = scratch.path().join("baseline");

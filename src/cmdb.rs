@@ -103,6 +103,25 @@ pub fn select(
     vars: &Dict,
     forced: &Dict,
 ) -> Result<Option<Selection>, CmdbError> {
+    select_within(file, src, vars, forced, DEFAULT_MAX_CMDB_SIZE)
+}
+
+/// Default `MAXCMDBSIZE`: largest CMDB a `generate()` model may expand to,
+/// in bytes. The expansion and the next request's copy of it are both held
+/// in memory (the file is read whole, and its new text is built whole before
+/// it replaces it), and entries grow by about half once used: 16 MiB keeps
+/// every request under 64 MiB of RSS, and holds a /16 of addresses.
+pub const DEFAULT_MAX_CMDB_SIZE: u64 = 16 << 20;
+
+/// [`select`], a `generate()` model expanding to at most `max_generated`
+/// bytes of text (`MAXCMDBSIZE`).
+pub fn select_within(
+    file: &Path,
+    src: &[u8],
+    vars: &Dict,
+    forced: &Dict,
+    max_generated: u64,
+) -> Result<Option<Selection>, CmdbError> {
     let pref = if forced.is_empty() { vars } else { forced };
     let mut scan = Scan::new(file, pref, src.len());
     let streamed = literal::parse_list_streaming_flat(file, src, &mut scan);
@@ -119,6 +138,17 @@ pub fn select(
             })?;
             for entry in entries {
                 scan.push(entry).map_err(CmdbError::Parse)?;
+                // Counted as it is printed, with the closing `]\n`: the
+                // expansion stops at the limit, before it takes more memory.
+                let size = u64::try_from(scan.out.len()).unwrap_or(u64::MAX);
+                if size.saturating_add(2) > max_generated {
+                    return Err(CmdbError::Generate {
+                        file: file.to_path_buf(),
+                        source: GenerateError::TooLarge {
+                            limit: max_generated,
+                        },
+                    });
+                }
             }
             true
         }
@@ -397,6 +427,53 @@ mod tests {
         let src = "[{'ip': '1', 'used': 1}]";
         let e = select_str(src, &dict(&[("eth", "eth0")]), &Dict::new()).unwrap_err();
         assert_eq!(e.to_string(), "No more entry in the CMDB, aborting.");
+    }
+
+    /// MAXCMDBSIZE bounds the expansion as pprint prints it (`]\n`
+    /// included): a model that expands to exactly the limit is expanded,
+    /// one byte more is refused, naming the file and the limit.
+    #[test]
+    fn generated_size_is_bounded() {
+        let src = "generate({'ip': '10.0.0.1-200', 'hostname': 'host001-200'})";
+        let model = match literal::parse(Path::new("m"), src.as_bytes()) {
+            Ok(literal::Document::Generate(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        let expanded =
+            literal::pformat(&Value::List(generate::generate(&model).unwrap().collect()));
+        let size = expanded.len() as u64;
+        let vars = dict(&[("eth", "eth0")]);
+        let file = Path::new("/cfg/p.cmdb");
+        let within = select_within(file, src.as_bytes(), &vars, &Dict::new(), size).unwrap();
+        assert_eq!(within.unwrap().index, 0);
+        let err = select_within(file, src.as_bytes(), &vars, &Dict::new(), size - 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "/cfg/p.cmdb: generate() model expands to a CMDB of more than {} bytes (MAXCMDBSIZE)",
+                size - 1
+            )
+        );
+        // The default stops 2^20 entries of 1 kB (1.09 GB) early.
+        let src = format!(
+            "generate({{'n': '1-1048576', 'pad': '{}'}})",
+            "x".repeat(1000)
+        );
+        let start = std::time::Instant::now();
+        let err = select(file, src.as_bytes(), &vars, &Dict::new()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CmdbError::Generate {
+                    source: GenerateError::TooLarge {
+                        limit: DEFAULT_MAX_CMDB_SIZE
+                    },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]

@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 
 use ini::{Ini, ParseOption};
 
+use crate::cmdb::DEFAULT_MAX_CMDB_SIZE;
 use crate::hw::{HwLimits, DEFAULT_MAX_HW_LINES, DEFAULT_MAX_HW_VALUE};
 
 /// Default `MAXHWSIZE`: largest hardware description accepted, in bytes.
@@ -100,6 +101,9 @@ pub struct Config {
     pub max_log_size: u64,
     /// `MAXHWLINES` and `MAXHWVALUE`: bounds on a hardware description.
     pub hw_limits: HwLimits,
+    /// `MAXCMDBSIZE`: largest CMDB a `generate()` model may expand to, in
+    /// bytes.
+    pub max_cmdb_size: u64,
 }
 
 impl Config {
@@ -129,6 +133,7 @@ impl Config {
             max_hw_size: DEFAULT_MAX_HW_SIZE,
             max_log_size: DEFAULT_MAX_LOG_SIZE,
             hw_limits: HwLimits::default(),
+            max_cmdb_size: DEFAULT_MAX_CMDB_SIZE,
         }
     }
 
@@ -444,6 +449,7 @@ impl<'a> Parsed<'a> {
                 max_lines: count("MAXHWLINES", DEFAULT_MAX_HW_LINES)?,
                 max_value: count("MAXHWVALUE", DEFAULT_MAX_HW_VALUE)?,
             },
+            max_cmdb_size: size("MAXCMDBSIZE", DEFAULT_MAX_CMDB_SIZE)?,
         })
     }
 }
@@ -980,6 +986,7 @@ for q in sys.argv[2:]:
                     max_lines: 20_000,
                     max_value: 4096,
                 },
+                max_cmdb_size: 16 * 1024 * 1024,
             }
         );
     }
@@ -1002,6 +1009,7 @@ for q in sys.argv[2:]:
              MAXLOGSIZE  = 12345\n\
              MAXHWLINES  = 500\n\
              MAXHWVALUE  = 256\n\
+             MAXCMDBSIZE = 2G\n\
              [OTHER]\nUSEPXEMNGR = off\nMETADATAURL =\n",
         );
         let cfg = Config::load(&path, "SERVER", Path::new("/cgi")).unwrap();
@@ -1022,6 +1030,7 @@ for q in sys.argv[2:]:
             (cfg.hw_limits.max_lines, cfg.hw_limits.max_value),
             (500, 256)
         );
+        assert_eq!(cfg.max_cmdb_size, 2 << 30);
 
         let other = Config::load(&path, "OTHER", Path::new("/cgi")).unwrap();
         assert!(!other.use_pxemngr);

@@ -567,7 +567,7 @@ pub fn explain_config(cfg: &Config, items: &[Item]) -> Result<ConfigReport, Expl
             ProfileOutcome::NoQuota
         } else {
             tried.push(entry.profile.clone());
-            let outcome = try_profile(&state, &entry.profile, items);
+            let outcome = try_profile(cfg, &state, &entry.profile, items);
             answer = match &outcome {
                 ProfileOutcome::Matched { .. } => Some(Ok(entry.profile.clone())),
                 ProfileOutcome::CmdbExhausted { message, .. } => Some(Err(message.clone())),
@@ -603,7 +603,7 @@ pub fn explain_config(cfg: &Config, items: &[Item]) -> Result<ConfigReport, Expl
 }
 
 /// One step of the server's profile loop.
-fn try_profile(state: &State, profile: &str, items: &[Item]) -> ProfileOutcome {
+fn try_profile(cfg: &Config, state: &State, profile: &str, items: &[Item]) -> ProfileOutcome {
     let file = |extension| state.profile_file(profile, extension);
     let (specs_file, cmdb_file, configure) = match (file("specs"), file("cmdb"), file("configure"))
     {
@@ -635,17 +635,19 @@ fn try_profile(state: &State, profile: &str, items: &[Item]) -> ProfileOutcome {
     let vars = spec::vars_dict(&vars);
     let forced = spec::vars_dict(&forced);
     let (mut vars, cmdb) = match read_if_exists(&cmdb_file) {
-        Ok(Some(src)) => match cmdb::select(&cmdb_file, &src, &vars, &forced) {
-            Ok(Some(selection)) => (selection.vars, Some((cmdb_file, selection.index))),
-            Ok(None) => (vars, None),
-            Err(e @ CmdbError::Exhausted { .. }) => {
-                return ProfileOutcome::CmdbExhausted {
-                    file: cmdb_file,
-                    message: e.to_string(),
+        Ok(Some(src)) => {
+            match cmdb::select_within(&cmdb_file, &src, &vars, &forced, cfg.max_cmdb_size) {
+                Ok(Some(selection)) => (selection.vars, Some((cmdb_file, selection.index))),
+                Ok(None) => (vars, None),
+                Err(e @ CmdbError::Exhausted { .. }) => {
+                    return ProfileOutcome::CmdbExhausted {
+                        file: cmdb_file,
+                        message: e.to_string(),
+                    }
                 }
+                Err(e) => return ProfileOutcome::Error(e.to_string()),
             }
-            Err(e) => return ProfileOutcome::Error(e.to_string()),
-        },
+        }
         Ok(None) => (vars, None),
         Err(e) => return ProfileOutcome::Error(format!("{}: {e}", cmdb_file.display())),
     };

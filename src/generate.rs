@@ -29,6 +29,10 @@ pub enum GenerateError {
     /// An IPv4 range part `-N` (nothing before the dash): the legacy code
     /// crashes (`IndexError`).
     InvalidRange { value: String },
+    /// The expansion, printed, would be larger than `limit` bytes
+    /// (`MAXCMDBSIZE`): checked while it is printed, before anything is
+    /// written (see `cmdb::select_within`).
+    TooLarge { limit: u64 },
 }
 
 impl fmt::Display for GenerateError {
@@ -42,6 +46,10 @@ impl fmt::Display for GenerateError {
             GenerateError::InvalidRange { value } => {
                 write!(f, "generate(): invalid range in {value:?}")
             }
+            GenerateError::TooLarge { limit } => write!(
+                f,
+                "generate() model expands to a CMDB of more than {limit} bytes (MAXCMDBSIZE)"
+            ),
         }
     }
 }

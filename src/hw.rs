@@ -8,6 +8,7 @@
 //! (`sysname`). Older tools read those `.hw` files back, so both forms are
 //! accepted here.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -188,11 +189,21 @@ pub fn parse_hw_with(file: &Path, src: &[u8], limits: &HwLimits) -> Result<Vec<I
         return items_from_literal(&value, limits).map_err(|m| error(None, m));
     }
     let src = drop_non_ascii_escapes(src);
-    let json: serde_json::Value = serde_json::from_slice(&src).map_err(|e| {
+    let syntax = |e: serde_json::Error| {
         let position = (e.line() > 0).then(|| (e.line(), e.column()));
         error(position, format!("invalid JSON: {e}"))
-    })?;
-    items_from_json(&json, limits).map_err(|m| error(None, m))
+    };
+    // As serde_json::from_slice, but into items directly: a tree of the
+    // whole upload costs up to 30 times its size (a list of 2 million
+    // zeros is 4 MiB of JSON and 140 MB of `serde_json::Value`s).
+    let mut de = serde_json::Deserializer::from_slice(&src);
+    let read =
+        serde::Deserializer::deserialize_any(&mut de, Reader::Top(limits)).map_err(syntax)?;
+    de.end().map_err(syntax)?;
+    match read {
+        Read::Lines(lines) => lines.map_err(|m| error(None, m)),
+        _ => Err(error(None, "expected a list of hardware lines".into())),
+    }
 }
 
 /// The saved `.hw` form: `[('disk', ...` or `[u'...` / `['...`.
@@ -217,9 +228,12 @@ fn looks_like_python(src: &[u8]) -> bool {
 
 /// Removes JSON `\uXXXX` escapes of non-ASCII characters: they would be
 /// dropped anyway, and serde_json rejects the lone surrogates Python's
-/// `json.dumps` can produce.
-fn drop_non_ascii_escapes(src: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(src.len());
+/// `json.dumps` can produce. Borrows the source when there are none (the
+/// usual case: no copy of the upload).
+fn drop_non_ascii_escapes(src: &[u8]) -> Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    // `src[..kept]` is in `out`, but for the escapes dropped.
+    let mut kept = 0;
     let mut in_string = false;
     let mut i = 0;
     while let Some(&b) = src.get(i) {
@@ -229,41 +243,230 @@ fn drop_non_ascii_escapes(src: &[u8]) -> Vec<u8> {
                 .filter(|_| src.get(i + 1) == Some(&b'u'))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u16::from_str_radix(h, 16).ok());
-            match code {
-                Some(c) if c >= 0x80 => i += 6,
-                _ => {
-                    out.extend(src.get(i..i + 2).unwrap_or(&src[i..]));
-                    i += 2;
-                }
+            if code.is_some_and(|c| c >= 0x80) {
+                let out = out.get_or_insert_with(|| Vec::with_capacity(src.len()));
+                out.extend_from_slice(src.get(kept..i).unwrap_or_default());
+                kept = i + 6;
             }
+            i += if code.is_some_and(|c| c >= 0x80) {
+                6
+            } else {
+                2
+            };
             continue;
         }
         if b == b'"' {
             in_string = !in_string;
         }
-        out.push(b);
         i += 1;
     }
-    out
+    match out {
+        None => Cow::Borrowed(src),
+        Some(mut out) => {
+            out.extend_from_slice(src.get(kept..).unwrap_or_default());
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// What the JSON reader expects at a point of the document. Everything is
+/// read through `deserialize_any`, as `serde_json::Value` reads it, so the
+/// same documents are valid (UTF-8, nesting within 128 levels...) and the
+/// errors carry the same positions; but only what becomes an item is kept.
+#[derive(Clone, Copy)]
+enum Reader<'a> {
+    /// The document: a list of lines.
+    Top(&'a HwLimits),
+    /// A line: a list of fields.
+    Line,
+    /// A field: a scalar.
+    Field,
+    /// Anything, read to validate it and dropped.
+    Skip,
+}
+
+/// What [`Reader`] read.
+enum Read {
+    /// A scalar (a string outside [`Reader::Field`] is not kept), or what
+    /// else a field is (`field_from_json`'s error).
+    Scalar(Result<HwValue, &'static str>),
+    /// The list of [`Reader::Top`]: the items, or the first thing wrong.
+    Lines(Result<Vec<Item>, String>),
+    /// The list of [`Reader::Line`]: its first four fields and its length.
+    Fields(Vec<Result<HwValue, &'static str>>, usize),
+    /// Another list.
+    List,
+    Object,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Reader<'_> {
+    type Value = Read;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Read, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl Reader<'_> {
+    fn number(self, n: serde_json::Number) -> Read {
+        Read::Scalar(field_from_json(&serde_json::Value::Number(n)))
+    }
+
+    fn string(self, s: &str) -> Read {
+        Read::Scalar(Ok(match self {
+            Reader::Field => HwValue::Str(ascii(s)),
+            _ => HwValue::None,
+        }))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Reader<'_> {
+    type Value = Read;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Read, E> {
+        Ok(Read::Scalar(Ok(HwValue::Bool(b))))
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<Read, E> {
+        Ok(self.number(i.into()))
+    }
+
+    fn visit_u64<E>(self, u: u64) -> Result<Read, E> {
+        Ok(self.number(u.into()))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<Read, E> {
+        Ok(match serde_json::Number::from_f64(f) {
+            Some(n) => self.number(n),
+            None => Read::Scalar(Ok(HwValue::None)),
+        })
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Read, E> {
+        Ok(self.string(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Read, E> {
+        Ok(Read::Scalar(Ok(HwValue::None)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Read, A::Error> {
+        match self {
+            Reader::Top(limits) => {
+                // Past the first error or MAXHWLINES, lines are only read
+                // through: the error reported is the one a whole tree gave
+                // (the line count first), nothing more is kept.
+                let mut items = Vec::new();
+                let mut wrong = None;
+                let mut lines = 0;
+                loop {
+                    let keep = wrong.is_none() && lines < limits.max_lines;
+                    let reader = if keep { Reader::Line } else { Reader::Skip };
+                    let Some(read) = seq.next_element_seed(reader)? else {
+                        break;
+                    };
+                    if keep {
+                        let item = match read {
+                            Read::Fields(fields, count) => item_from(lines, count, fields, limits),
+                            _ => Err(format!("element {lines}: expected a list of 4 fields")),
+                        };
+                        match item {
+                            Ok(item) => items.push(item),
+                            Err(e) => wrong = Some(e),
+                        }
+                    }
+                    lines += 1;
+                }
+                let lines = check_lines(lines, limits).and(wrong.map_or(Ok(items), Err));
+                Ok(Read::Lines(lines))
+            }
+            Reader::Line => {
+                let mut fields = Vec::with_capacity(4);
+                let mut count = 0;
+                loop {
+                    let reader = if count < 4 {
+                        Reader::Field
+                    } else {
+                        Reader::Skip
+                    };
+                    let Some(read) = seq.next_element_seed(reader)? else {
+                        break;
+                    };
+                    if count < 4 {
+                        fields.push(match read {
+                            Read::Scalar(field) => field,
+                            Read::Object => Err("an object"),
+                            _ => Err("a list"),
+                        });
+                    }
+                    count += 1;
+                }
+                Ok(Read::Fields(fields, count))
+            }
+            Reader::Field | Reader::Skip => {
+                while seq.next_element_seed(Reader::Skip)?.is_some() {}
+                Ok(Read::List)
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
+        // serde_json (arbitrary_precision) hands the numbers it cannot give
+        // as i64 or u64 over as this one-entry map; `serde_json::Value`
+        // reads any such map as that number, and so does this.
+        match map.next_key::<Key>()? {
+            Some(Key::Number) => {
+                let text: String = map.next_value()?;
+                let n = text.parse().map_err(serde::de::Error::custom)?;
+                Ok(self.number(n))
+            }
+            Some(Key::Other) => {
+                map.next_value_seed(Reader::Skip)?;
+                while map.next_key::<Key>()?.is_some() {
+                    map.next_value_seed(Reader::Skip)?;
+                }
+                Ok(Read::Object)
+            }
+            None => Ok(Read::Object),
+        }
+    }
+}
+
+/// An object key, as `serde_json::Value` tells them apart.
+enum Key {
+    /// serde_json's private marker of a number given as text.
+    Number,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+
+            fn visit_str<E>(self, s: &str) -> Result<Key, E> {
+                Ok(if s == "$serde_json::private::Number" {
+                    Key::Number
+                } else {
+                    Key::Other
+                })
+            }
+        }
+        de.deserialize_str(KeyVisitor)
+    }
 }
 
 fn ascii(s: &str) -> String {
     s.chars().filter(char::is_ascii).collect()
-}
-
-fn items_from_json(json: &serde_json::Value, limits: &HwLimits) -> Result<Vec<Item>, String> {
-    let serde_json::Value::Array(elements) = json else {
-        return Err("expected a list of hardware lines".into());
-    };
-    check_lines(elements.len(), limits)?;
-    let mut items = Vec::with_capacity(elements.len());
-    for (i, element) in elements.iter().enumerate() {
-        let serde_json::Value::Array(fields) = element else {
-            return Err(format!("element {i}: expected a list of 4 fields"));
-        };
-        items.push(item_from(i, fields, field_from_json, limits)?);
-    }
-    Ok(items)
 }
 
 fn items_from_literal(value: &Value, limits: &HwLimits) -> Result<Vec<Item>, String> {
@@ -276,7 +479,8 @@ fn items_from_literal(value: &Value, limits: &HwLimits) -> Result<Vec<Item>, Str
         let (Value::Tuple(fields) | Value::List(fields)) = element else {
             return Err(format!("element {i}: expected a tuple of 4 fields"));
         };
-        items.push(item_from(i, fields, field_from_literal, limits)?);
+        let fields = fields.iter().map(field_from_literal);
+        items.push(item_from(i, fields.len(), fields, limits)?);
     }
     Ok(items)
 }
@@ -291,23 +495,21 @@ fn check_lines(lines: usize, limits: &HwLimits) -> Result<(), String> {
     Ok(())
 }
 
-/// Element `i`: exactly four fields, each a string (within
-/// `limits.max_value`) or a scalar.
-fn item_from<T>(
+/// Element `i`: exactly four fields (`count`, of which `fields` are
+/// the first four as read), each a string (within `limits.max_value`) or a
+/// scalar.
+fn item_from(
     i: usize,
-    fields: &[T],
-    field: impl Fn(&T) -> Result<HwValue, &'static str>,
+    count: usize,
+    fields: impl IntoIterator<Item = Result<HwValue, &'static str>>,
     limits: &HwLimits,
 ) -> Result<Item, String> {
-    if fields.len() != 4 {
-        return Err(format!(
-            "element {i}: expected 4 fields, found {}",
-            fields.len()
-        ));
+    if count != 4 {
+        return Err(format!("element {i}: expected 4 fields, found {count}"));
     }
     let mut item: Item = [HwValue::None, HwValue::None, HwValue::None, HwValue::None];
     for (j, (slot, f)) in item.iter_mut().zip(fields).enumerate() {
-        *slot = field(f).map_err(|what| {
+        *slot = f.map_err(|what| {
             format!("element {i}: field {j} is {what}, expected a string or a number")
         })?;
         if let HwValue::Str(text) = slot {
@@ -376,6 +578,28 @@ pub fn items_value(items: &[Item]) -> Value {
             .map(|item| Value::Tuple(item.iter().map(HwValue::to_value).collect()))
             .collect(),
     )
+}
+
+/// `pformat(items_value(items))`, the text of `<sysname>.hw`, printed
+/// one line at a time: the tree of a large upload costs more than its text.
+pub fn items_text(items: &[Item]) -> Vec<u8> {
+    // The shortest line, `(0, 0, 0, 0)`, has 12 characters: from 6 lines
+    // on, the list is longer than pprint's 80 columns and printed one
+    // element a line (indent 1, allowance 1). Shorter ones are left to it.
+    if items.len() < 6 {
+        return literal::pformat(&items_value(items));
+    }
+    let mut out = Vec::with_capacity(items.len() * 48);
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b",\n ");
+        }
+        let line = Value::Tuple(item.iter().map(HwValue::to_value).collect());
+        literal::format_at(&mut out, &line, 1, 1);
+    }
+    out.extend_from_slice(b"]\n");
+    out
 }
 
 /// The machine's name for its `.hw` file, and its MAC addresses
@@ -621,6 +845,214 @@ mod tests {
             sysname_and_macs(&[serial, mac]),
             ("25-12".into(), vec!["12".to_string()])
         );
+    }
+
+    /// What the reader replaced: the whole document as a
+    /// `serde_json::Value`, then its items. The reader must give the same
+    /// items and the same errors.
+    fn reference(src: &str, limits: &HwLimits) -> Result<Vec<Item>, HwError> {
+        let file = Path::new("/tmp/hw.json");
+        let error = |position, message| HwError {
+            file: file.to_path_buf(),
+            position,
+            message,
+        };
+        let src = drop_non_ascii_escapes(src.as_bytes());
+        let json: serde_json::Value = serde_json::from_slice(&src).map_err(|e| {
+            let position = (e.line() > 0).then(|| (e.line(), e.column()));
+            error(position, format!("invalid JSON: {e}"))
+        })?;
+        let serde_json::Value::Array(elements) = json else {
+            return Err(error(None, "expected a list of hardware lines".into()));
+        };
+        check_lines(elements.len(), limits).map_err(|m| error(None, m))?;
+        let mut items = Vec::new();
+        for (i, element) in elements.iter().enumerate() {
+            let serde_json::Value::Array(fields) = element else {
+                return Err(error(
+                    None,
+                    format!("element {i}: expected a list of 4 fields"),
+                ));
+            };
+            let fields = fields.iter().map(field_from_json);
+            items.push(item_from(i, fields.len(), fields, limits).map_err(|m| error(None, m))?);
+        }
+        Ok(items)
+    }
+
+    fn small_limits() -> HwLimits {
+        HwLimits {
+            max_lines: 3,
+            max_value: 5,
+        }
+    }
+
+    fn parse_small(src: &str) -> Result<Vec<Item>, HwError> {
+        parse_hw_with(Path::new("/tmp/hw.json"), src.as_bytes(), &small_limits())
+    }
+
+    /// The first error of a whole-document reading wins: a syntax error
+    /// anywhere, then the line count, then the first line at fault.
+    #[test]
+    fn error_precedence_is_that_of_a_whole_document() {
+        let msg = |src: &str| parse_small(src).unwrap_err().to_string();
+        let cases = [
+            (
+                r#"[["a","b","c",[1]], 1, 2, 3, 4]"#,
+                "/tmp/hw.json: 5 hardware lines, more than MAXHWLINES (3)",
+            ),
+            (
+                r#"[["a","b","c",[1]], 1, 2, 3, {"a": [[[]]]}, "x"]"#,
+                "/tmp/hw.json: 6 hardware lines, more than MAXHWLINES (3)",
+            ),
+            (
+                r#"[["a","b","c","d"], ["a","b","c","toolong"], ["a"]]"#,
+                "/tmp/hw.json: element 1: field 3 is 7 bytes long, more than MAXHWVALUE (5)",
+            ),
+            (
+                r#"[["a","b","c",[1]], ["a","b"], 2"#,
+                "/tmp/hw.json:1:32: invalid JSON: EOF while parsing a list at line 1 column 32",
+            ),
+            (
+                r#"[["a","b","c",[1]], ["x", "\ud800"]]"#,
+                "/tmp/hw.json: element 0: field 3 is a list, expected a string or a number",
+            ),
+            (
+                "[[\"a\",\"b\",\"c\",[1]], [\"x\", \"\t\"]]",
+                "/tmp/hw.json:1:28: invalid JSON: control character (\\u0000-\\u001F) found \
+                 while parsing a string at line 1 column 28",
+            ),
+            (
+                r#"[["a","b","c","d","e",[[[[]]]],{}]]"#,
+                "/tmp/hw.json: element 0: expected 4 fields, found 7",
+            ),
+            (
+                r#"[["a",1e999999,"c",{}]]"#,
+                "/tmp/hw.json: element 0: field 3 is an object, expected a string or a number",
+            ),
+            (
+                r#""abc""#,
+                "/tmp/hw.json: expected a list of hardware lines",
+            ),
+            (
+                r#"{"a": [1, 2]}"#,
+                "/tmp/hw.json: expected a list of hardware lines",
+            ),
+        ];
+        for (src, expected) in cases {
+            assert_eq!(msg(src), expected, "{src}");
+            assert_eq!(
+                reference(src, &small_limits()).unwrap_err().to_string(),
+                expected,
+                "reference: {src}"
+            );
+        }
+    }
+
+    /// serde_json gives the numbers it cannot give as integers as a map
+    /// with a private key; `serde_json::Value` takes any such map for a
+    /// number, and so does the reader.
+    #[test]
+    fn number_marker_objects_read_as_numbers() {
+        let src = r#"[["a","b",{"$serde_json::private::Number": "1.5"},
+                      {"$serde_json::private::Number": "99999999999999999999"}]]"#;
+        let items = parse(src).unwrap();
+        assert_eq!(items[0][2].to_string(), "1.5");
+        assert_eq!(items[0][3].to_string(), "99999999999999999999L");
+        assert_eq!(items, reference(src, &HwLimits::default()).unwrap());
+        let bad = r#"[["a","b","c",{"$serde_json::private::Number": "x"}]]"#;
+        assert_eq!(
+            parse(bad).unwrap_err().to_string(),
+            reference(bad, &HwLimits::default())
+                .unwrap_err()
+                .to_string()
+        );
+    }
+
+    #[test]
+    fn escapes_are_copied_only_when_dropped() {
+        assert!(matches!(
+            drop_non_ascii_escapes(br#"["a\n\u0041\\u00e9"]"#),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            drop_non_ascii_escapes(br#"["a\u00e9b\ud800", "\u00e9"]"#).as_ref(),
+            br#"["ab", ""]"#
+        );
+        assert_eq!(drop_non_ascii_escapes(br#""\u00e"#).as_ref(), br#""\u00e"#);
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// The `.hw` text printed line by line is pprint's.
+        #[test]
+        fn items_text_is_pformat(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        "[a-z' ]{0,40}".prop_map(HwValue::Str),
+                        proptest::num::i64::ANY.prop_map(HwValue::Int),
+                        (0i64..10).prop_map(HwValue::Int),
+                        proptest::strategy::Just(HwValue::Float(2.5)),
+                        proptest::strategy::Just(HwValue::None),
+                    ],
+                    4,
+                ),
+                0..12,
+            ),
+        ) {
+            let items: Vec<Item> = lines
+                .into_iter()
+                .filter_map(|l| <[HwValue; 4]>::try_from(l).ok())
+                .collect();
+            let (ours, pprint) = (items_text(&items), literal::pformat(&items_value(&items)));
+            proptest::prop_assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&pprint)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Documents built of the pieces hardware lines are made of, often
+        /// wrong: the reader and a whole-document reading agree on the
+        /// items, or on the error.
+        #[test]
+        fn reader_agrees_with_a_whole_document(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        "\"[a-z\\\\é]{0,7}\"",
+                        "-?[0-9]{1,22}(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,3})?",
+                        proptest::strategy::Just("true".to_owned()),
+                        proptest::strategy::Just("null".to_owned()),
+                        proptest::strategy::Just("[1, [\"x\"]]".to_owned()),
+                        proptest::strategy::Just("{\"k\": [1]}".to_owned()),
+                        proptest::strategy::Just("\"\\ud83d\\u00e9\"".to_owned()),
+                        "[\\[\\]{}\",:a0 ]{1,3}",
+                    ],
+                    0..6,
+                ),
+                0..6,
+            ),
+            max_lines in 1usize..6,
+            max_value in 1usize..8,
+        ) {
+            let src = format!(
+                "[{}]",
+                lines.iter().map(|l| format!("[{}]", l.join(","))).collect::<Vec<_>>().join(",")
+            );
+            let limits = HwLimits { max_lines, max_value };
+            let got = parse_hw_with(Path::new("/tmp/hw.json"), src.as_bytes(), &limits);
+            proptest::prop_assert_eq!(got, reference(&src, &limits), "{}", src);
+        }
+
+        #[test]
+        fn reader_agrees_on_arbitrary_text(src in r#"[\[\]{}",:a-z0-9 .eE+\\u-]{0,40}"#) {
+            proptest::prop_assume!(!looks_like_python(src.as_bytes()));
+            proptest::prop_assert_eq!(parse(&src), reference(&src, &HwLimits::default()));
+        }
     }
 
     proptest::proptest! {

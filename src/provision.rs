@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::{self, Item};
-use crate::literal::{self, Dict, Value};
+use crate::literal::{Dict, Value};
 use crate::pxemngr;
 use crate::script;
 use crate::spec::{self, SpecError, Vars};
@@ -184,7 +184,7 @@ pub fn provision(
     // atomically), and pxemngr may be slow. Its name comes from the
     // machine: a link of that name is replaced, never written through.
     let hw_file = cfg.hw_dir.join(hw_file_name(&sysname));
-    let text = literal::pformat(&hw::items_value(items));
+    let text = hw::items_text(items);
     store::replace_file_no_follow(&hw_file, &text).map_err(io_error(&hw_file))?;
     let mut warnings = if cfg.use_pxemngr {
         pxemngr::register(&sysname, &macs)
@@ -333,7 +333,7 @@ fn transaction(
     let Some(matched) = known.still_matched(cfg, &state)? else {
         return Ok(None);
     };
-    let mut found = select_cmdb(&state, matched)?;
+    let mut found = select_cmdb(cfg, &state, matched)?;
     let configure_file = state.profile_file(&found.matched.profile, "configure")?;
     let configure = std::fs::read(&configure_file).map_err(io_error(&configure_file))?;
     state.consume(found.matched.state_index);
@@ -526,10 +526,16 @@ fn try_profile(
 
 /// The legacy `find_match`, second half: the matched profile's CMDB entry,
 /// if it has a CMDB. An error here does not try the next profile.
-fn select_cmdb(state: &State, matched: Matched) -> Result<Found, ProvisionError> {
+fn select_cmdb(cfg: &Config, state: &State, matched: Matched) -> Result<Found, ProvisionError> {
     let cmdb_file = state.profile_file(&matched.profile, "cmdb")?;
     let selection = match read_if_exists(&cmdb_file).map_err(io_error(&cmdb_file))? {
-        Some(src) => cmdb::select(&cmdb_file, &src, &matched.vars, &matched.forced)?,
+        Some(src) => cmdb::select_within(
+            &cmdb_file,
+            &src,
+            &matched.vars,
+            &matched.forced,
+            cfg.max_cmdb_size,
+        )?,
         None => None,
     };
     Ok(match selection {

@@ -1109,3 +1109,65 @@ fn upload_work_is_bounded_by_the_limits() {
     );
     fs::remove_file(&hw).unwrap();
 }
+
+/// A `generate()` model of 2^20 entries of 1 kB (within MAX_ENTRIES) would
+/// expand to a 1.09 GB CMDB: refused at MAXCMDBSIZE, naming the file and
+/// the limit, before anything is written (the CGI runs under a 256 MiB
+/// address-space limit).
+#[test]
+fn upload_generate_is_bounded_by_the_cmdb_size() {
+    let site = Site::new();
+    let config = site.path("data/config");
+    let model = format!(
+        "generate({{'n': '0000001-1048576', 'pad': '{}'}})\n",
+        "x".repeat(1000)
+    );
+    fs::write(config.join("vm.cmdb"), &model).unwrap();
+    let state = fs::read(config.join("state")).unwrap();
+    let o = post(
+        UPLOAD,
+        &site,
+        form(&[("file", Some(b"hw.json"), &hw_json())]),
+    );
+    o.assert_refused(200);
+    let expected = format!(
+        "{}: generate() model expands to a CMDB of more than 16777216 bytes (MAXCMDBSIZE)",
+        config.join("vm.cmdb").display()
+    );
+    assert!(o.body_text().contains(&expected), "{}", o.body_text());
+    assert_eq!(fs::read_to_string(config.join("vm.cmdb")).unwrap(), model);
+    assert_eq!(fs::read(config.join("state")).unwrap(), state);
+    assert!(!config.join("vm.cmdb.orig").exists());
+
+    // The limit is the one of edeploy.conf.
+    fs::write(
+        &site.conf,
+        fs::read_to_string(&site.conf).unwrap() + "MAXCMDBSIZE = 20K\n",
+    )
+    .unwrap();
+    let small = "generate({'n': '001-100', 'pad': 'x'})\n";
+    fs::write(config.join("vm.cmdb"), small).unwrap();
+    let o = post(
+        UPLOAD,
+        &site,
+        form(&[("file", Some(b"hw.json"), &hw_json())]),
+    );
+    assert!(o.body_text().contains("'n': '001'"), "{}", o.body_text());
+    fs::write(
+        config.join("vm.cmdb"),
+        "generate({'n': '001-999', 'pad': 'x'})\n",
+    )
+    .unwrap();
+    let o = post(
+        UPLOAD,
+        &site,
+        form(&[("file", Some(b"hw.json"), &hw_json())]),
+    );
+    o.assert_refused(200);
+    assert!(
+        o.body_text()
+            .contains("more than 20480 bytes (MAXCMDBSIZE)"),
+        "{}",
+        o.body_text()
+    );
+}
