@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::config::{self, Config, ConfigErrorKind};
 use crate::generate;
-use crate::literal::{self, ParseError, Streamed, Value};
+use crate::literal::{self, Dict, ParseError, Streamed, Value};
 use crate::logs::UtcTime;
 use crate::state::{Quota, State};
 use crate::store::Lock;
@@ -319,18 +319,23 @@ impl Counter {
         // As when a machine is given an entry: `used` present means used.
         if entry.get_str("used").is_some() {
             self.used += 1;
-            if self.last_used.len() == USED_SHOWN {
-                self.last_used.pop_front();
-            }
-            let text = |key| entry.get_str(key).map(value_text);
-            self.last_used.push_back(UsedEntry {
-                index,
-                hostname: text("hostname"),
-                ip: text("ip"),
-                mac: text("mac"),
-            });
+            self.show_used(index, &entry);
         }
         Ok(())
+    }
+
+    /// Keeps used entry `index` among the last [`USED_SHOWN`].
+    fn show_used(&mut self, index: usize, entry: &Dict) {
+        if self.last_used.len() == USED_SHOWN {
+            self.last_used.pop_front();
+        }
+        let text = |key| entry.get_str(key).map(value_text);
+        self.last_used.push_back(UsedEntry {
+            index,
+            hostname: text("hostname"),
+            ip: text("ip"),
+            mac: text("mac"),
+        });
     }
 }
 
@@ -376,26 +381,34 @@ fn cmdb_usage(path: &Path) -> Cmdb {
     }
 }
 
-/// Sizes a `generate()` model. Every entry it expands to has every key of
-/// the model, so only a model with a `used` key (odd, but possible) has
-/// used entries, and only then are the entries walked.
+/// Sizes a `generate()` model without expanding it: its length is known
+/// from its ranges and lists, and every entry has every key of the model,
+/// so either all entries are used (a model with a `used` key: odd, but
+/// possible) or none. Only the entries shown are made, from their index:
+/// a view of a 2^20-entry model costs what a 200-entry one does.
 fn generate_usage(path: &Path, model: &Value, counter: &mut Counter) -> Option<String> {
-    let entries = match generate::generate(model) {
+    let mut entries = match generate::generate(model) {
         Ok(entries) => entries,
         Err(e) => return Some(format!("{}: {e}", path.display())),
     };
+    counter.total = entries.len();
     let has_used = matches!(model, Value::Dict(d) if d.get_str("used").is_some());
     if !has_used {
-        counter.total = entries.len();
         return None;
     }
-    for entry in entries {
-        if counter.push(path, entry).is_err() {
+    counter.used = counter.total;
+    let first = counter.total.saturating_sub(USED_SHOWN);
+    if let Some(skipped) = first.checked_sub(1) {
+        entries.nth(skipped);
+    }
+    for (index, entry) in (first..).zip(entries) {
+        let Value::Dict(entry) = entry else {
             return Some(format!(
                 "{}: generate() gave an entry that is not a dict",
                 path.display()
             ));
-        }
+        };
+        counter.show_used(index, &entry);
     }
     None
 }

@@ -529,6 +529,51 @@ fn large_cmdb_is_counted_quickly() {
     );
 }
 
+/// A `generate()` model of 2^20 entries whose entries are all used (it has
+/// a `used` key): the page counts them and shows the last ones without
+/// expanding the model. The status program runs with one second of CPU
+/// (`ulimit -t 1`): expanding a million entries takes several, even
+/// optimised; counting them takes microseconds.
+#[test]
+fn million_entry_model_is_summarised_without_expanding_it() {
+    let site = fleet();
+    site.write(
+        "data/config/hp.cmdb",
+        "generate({'hostname': 'hp0000001-1048576', 'ip': '10.0-15.0-255.0-255', 'used': 1})\n",
+    );
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -t 1; exec \"$0\" --json"])
+        .arg(env!("CARGO_BIN_EXE_status"))
+        .env("EDEPLOY_CONF", site.conf())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &profiles(&j, 0)["hp"]["cmdb"];
+    let n = 1 << 20;
+    assert_eq!(c["error"], Json::Null);
+    assert_eq!(c["generated"], true);
+    assert_eq!(
+        (&c["total"], &c["used"], &c["free"]),
+        (&Json::from(n), &Json::from(n), &Json::from(0))
+    );
+    let shown = c["used_entries"].as_array().unwrap();
+    assert_eq!(shown.len(), USED_SHOWN);
+    assert_eq!(
+        shown[USED_SHOWN - 1],
+        serde_json::json!({"index": n - 1, "hostname": "hp1048576", "ip": "10.15.255.255", "mac": null})
+    );
+    assert_eq!(
+        shown[0],
+        serde_json::json!({"index": n - USED_SHOWN, "hostname": "hp1048377", "ip": "10.15.255.56", "mac": null})
+    );
+}
+
 // ---- End to end: Apache and Chromium ----
 
 const CHROMIUM: &str = "/usr/bin/chromium";
