@@ -22,7 +22,7 @@ use crate::literal::{self, Dict, Value};
 use crate::provision::{read_if_exists, ProvisionError};
 use crate::spec::{self, Spec, SpecError, Vars};
 use crate::state::{Quota, State, StateError};
-use crate::store::Lock;
+use crate::store::{self, Lock};
 
 /// Most near-miss lines listed for a spec no line satisfies.
 const MAX_CLOSEST: usize = 3;
@@ -539,7 +539,7 @@ pub fn explain_config(cfg: &Config, items: &[Item]) -> Result<ConfigReport, Expl
         source,
     })?;
     let state_file = cfg.config_dir.join("state");
-    let src = std::fs::read(&state_file).map_err(|source| ExplainError::Io {
+    let src = store::read_version(&state_file).map_err(|source| ExplainError::Io {
         path: state_file.clone(),
         source,
     })?;

@@ -214,7 +214,7 @@ fn transaction(
     write: bool,
 ) -> Result<(Decided, Option<store::Renamed>), ProvisionError> {
     let state_file = cfg.config_dir.join("state");
-    let src = std::fs::read(&state_file).map_err(io_error(&state_file))?;
+    let src = store::read_version(&state_file).map_err(io_error(&state_file))?;
     let mut state = State::parse(&state_file, &src)?;
 
     if let Some(profile) = failure {
@@ -240,7 +240,7 @@ fn transaction(
     let configure_file = cfg
         .config_dir
         .join(format!("{}.configure", found.matched.profile));
-    let configure = std::fs::read(&configure_file).map_err(io_error(&configure_file))?;
+    let configure = store::read_version(&configure_file).map_err(io_error(&configure_file))?;
     state.consume(found.matched.state_index);
 
     found.vars.insert(
@@ -296,7 +296,7 @@ struct Guess {
 /// `None` on any error (the locked attempt then reports it).
 fn guess_match(cfg: &Config, items: &[Item]) -> Option<Guess> {
     let state_file = cfg.config_dir.join("state");
-    let src = std::fs::read(&state_file).ok()?;
+    let src = store::read_version(&state_file).ok()?;
     let state = State::parse(&state_file, &src).ok()?;
     let matched = match_specs(cfg, &state, items).ok()?;
     Some(Guess {
@@ -401,9 +401,10 @@ fn select_cmdb(cfg: &Config, matched: Matched) -> Result<Found, ProvisionError> 
     })
 }
 
-/// A file's bytes, `None` when it does not exist (optional `.specs`, `.cmdb`).
+/// A file's bytes (one whole version: see [`store::read_version`]), `None`
+/// when it does not exist (optional `.specs`, `.cmdb`).
 pub(crate) fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
+    match store::read_version(path) {
         Ok(src) => Ok(Some(src)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),

@@ -31,7 +31,7 @@ use crate::generate;
 use crate::literal::{self, Dict, ParseError, Streamed, Value};
 use crate::logs::UtcTime;
 use crate::state::{Quota, State};
-use crate::store::Lock;
+use crate::store::{self, Lock};
 
 /// Most hardware files, and most logs, listed per section (the newest).
 pub const FILES_SHOWN: usize = 50;
@@ -227,7 +227,7 @@ fn section(name: &str, cfg: &Config) -> Section {
 /// The profiles of the state file, then those with only a `.specs` file.
 fn profiles(config_dir: &Path, errors: &mut Vec<String>) -> Vec<Profile> {
     let state_path = config_dir.join("state");
-    let state = fs::read(&state_path)
+    let state = store::read_version(&state_path)
         .map_err(|e| format!("{}: {e}", state_path.display()))
         .and_then(|src| State::parse(&state_path, &src).map_err(|e| e.to_string()));
     let mut listed = BTreeSet::new();
@@ -350,7 +350,7 @@ fn value_text(v: &Value) -> String {
 fn cmdb_usage(path: &Path) -> Cmdb {
     let mut counter = Counter::default();
     let mut generated = false;
-    let error = match fs::read(path) {
+    let error = match store::read_version(path) {
         Err(e) => Some(format!("{}: {e}", path.display())),
         Ok(src) => {
             let mut each = |v: Value| counter.push(path, v);

@@ -93,6 +93,45 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Reads the whole of one version of `path`, a file that writers replace
+/// while readers read it without the lock.
+///
+/// A replacement by `rename` alone would make any `read` safe: the old
+/// file is never written again. A spare is ([`prepare_file_locked`]): the
+/// file a reader looked up may be exchanged away, then reused by the next
+/// writer, before the reader's `open` completes (the lease probe only sees
+/// opens that are complete). So the file opened is checked to still be the
+/// one the name gives: then it was the current version when the check was
+/// made, after our open, and no writer reuses it while we hold it open. If
+/// not, it is opened again.
+pub fn read_version(path: &Path) -> io::Result<Vec<u8>> {
+    read_version_with(path, || {})
+}
+
+/// Most tries of [`read_version`]: each failure needs a writer's commit
+/// between the reader's `open` and its check, a few microseconds apart.
+const READ_TRIES: usize = 100;
+
+/// [`read_version`], with `after_open` run between the `open` and the check
+/// (the tests replace the file there).
+fn read_version_with(path: &Path, mut after_open: impl FnMut()) -> io::Result<Vec<u8>> {
+    for _ in 0..READ_TRIES {
+        let mut file = File::open(path)?;
+        after_open();
+        let opened = file.metadata()?;
+        let named = fs::metadata(path)?;
+        if (opened.dev(), opened.ino()) == (named.dev(), named.ino()) {
+            let mut contents = Vec::new();
+            io::Read::read_to_end(&mut file, &mut contents)?;
+            return Ok(contents);
+        }
+    }
+    Err(io::Error::other(format!(
+        "{} was replaced {READ_TRIES} times while being opened",
+        path.display()
+    )))
+}
+
 /// Replaces the content of `path` atomically: readers see the old or the new
 /// content, never a mix, and a crash leaves one of them on disk.
 ///
@@ -705,6 +744,42 @@ mod tests {
         let before = inode(&spare);
         replace_locked(&path, b"last");
         assert_eq!(inode(&path), before);
+    }
+
+    #[test]
+    fn a_reader_never_reads_a_spare_being_rewritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        if spares_unsupported(tmp.path()).is_some() {
+            return;
+        }
+        let path = tmp.path().join("vm.cmdb");
+        let spare = tmp.path().join(".vm.cmdb.spare");
+        fs::write(&path, b"old").unwrap();
+        replace_locked(&path, b"first version");
+        // The race: the reader looked up the name, a writer exchanged the
+        // file away and the next one reused it as its spare, all before the
+        // reader's open completed. Played here after the open: the reader
+        // then holds the spare while a writer is half-way through it.
+        let mut raced = false;
+        let text = read_version_with(&path, || {
+            if !raced {
+                raced = true;
+                replace_locked(&path, b"second version");
+                let mut half = OpenOptions::new().write(true).open(&spare).unwrap();
+                half.write_all(b"THIRD").unwrap();
+            }
+        })
+        .unwrap();
+        assert!(raced);
+        assert_eq!(text, b"second version");
+        // Without the check, the half-written spare would have been read.
+        assert_eq!(fs::read(&spare).unwrap(), b"THIRD version");
+
+        assert_eq!(read_version(&path).unwrap(), b"second version");
+        let err = read_version_with(&path, || replace_locked(&path, b"again")).unwrap_err();
+        assert!(err.to_string().contains("replaced 100 times"), "{err}");
+        let missing = read_version(&tmp.path().join("nope")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
