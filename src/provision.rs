@@ -14,7 +14,8 @@
 //! Requests queue on the lock, so it is held as briefly as possible: the
 //! match is guessed before it is taken (and made again only if the
 //! profiles with quota changed meanwhile), and the directory holding the
-//! new files is flushed after it is released.
+//! new files is flushed after it is released. A dry run takes no lock at
+//! all, so that no reader delays a request (see `store`).
 
 use std::fmt;
 use std::io;
@@ -129,7 +130,7 @@ const PXEMNGR_TIMEOUT: Duration = Duration::from_secs(10);
 /// `failure` is the profile of a failed installation (the initrd's `-F` /
 /// `failure=`): its numeric count is given back and nothing else happens; we
 /// never consume quota on a failure report. With `dry_run`, nothing is
-/// written and no external command is run.
+/// written, no external command is run and no lock is taken.
 pub fn provision(
     cfg: &Config,
     items: &[Item],
@@ -138,7 +139,6 @@ pub fn provision(
 ) -> Result<Outcome, ProvisionError> {
     let (sysname, macs) = hw::sysname_and_macs(items);
     if dry_run {
-        let _lock = Lock::shared_if_exists(&cfg.lock_file).map_err(io_error(&cfg.lock_file))?;
         let (decided, _) = transaction(cfg, items, failure, None, false)?;
         return Ok(decided.finish(sysname, Vec::new()));
     }

@@ -2,12 +2,15 @@
 //! to give (profiles, quotas, CMDB entries) and what came in lately (hardware
 //! files, installation logs), as HTML for people and JSON for scripts.
 //!
-//! It only reads. A section's state and CMDBs are read under the shared lock
-//! so that they are seen at one moment, between two installations (taking
-//! the lock creates a missing lock file, as every reader of the store does;
-//! when the lock cannot be had the files are read anyway and the page says
-//! so). A broken section, state or CMDB shows its error where its data would
-//! be, with file, line and column; the rest of the page is still shown.
+//! It only reads, and takes no lock: under a flood of views, a shared lock
+//! kept provisioning requests waiting for as long as the flood lasted.
+//! Each file is one whole version of it (`store` says why), but the state
+//! and the CMDBs are read one after the other: a CMDB may be seen one or
+//! more installations ahead of the state (more entries used than quota
+//! spent), never behind it. Each figure is true of a moment during the
+//! view, which is all a view needs. A broken section, state or CMDB shows
+//! its error where its data would be, with file, line and column; the rest
+//! of the page is still shown.
 //!
 //! Profile names, CMDB values and file names come from whoever writes the
 //! configuration or sends hardware descriptions: every one of them is
@@ -31,7 +34,7 @@ use crate::generate;
 use crate::literal::{self, Dict, ParseError, Streamed, Value};
 use crate::logs::UtcTime;
 use crate::state::{Quota, State};
-use crate::store::{self, Lock};
+use crate::store;
 
 /// Most hardware files, and most logs, listed per section (the newest).
 pub const FILES_SHOWN: usize = 50;
@@ -66,8 +69,9 @@ pub struct Section {
     pub hw_dir: Option<String>,
     pub log_dir: Option<String>,
     pub lock_file: Option<String>,
-    /// Set when the state and CMDBs were read without the lock: why.
-    pub unlocked: Option<String>,
+    /// Set when `upload.py` cannot take its lock: the directory of the
+    /// lock file does not exist.
+    pub lock_warning: Option<String>,
     /// What could not be read: the section itself, its state file, its
     /// configuration directory.
     pub errors: Vec<String>,
@@ -179,7 +183,7 @@ pub fn gather(conf: &Path, required: bool, script_dir: &Path) -> Status {
                     hw_dir: None,
                     log_dir: None,
                     lock_file: None,
-                    unlocked: None,
+                    lock_warning: None,
                     errors: vec![e.to_string()],
                     profiles: Vec::new(),
                     hw_files: None,
@@ -193,30 +197,24 @@ pub fn gather(conf: &Path, required: bool, script_dir: &Path) -> Status {
 /// The status of one section whose settings were read.
 fn section(name: &str, cfg: &Config) -> Section {
     let mut errors = Vec::new();
-    // A missing lock file is not created: the page writes nothing.
-    let lock = Lock::shared_if_exists(&cfg.lock_file);
-    let unlocked = match &lock {
-        Ok(Some(_)) => None,
-        // No request has created it yet: fine, unless upload.py cannot either.
-        Ok(None) => match cfg.lock_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            Some(dir) if !dir.is_dir() => Some(format!(
-                "read without the lock: directory {} of {} does not exist",
-                dir.display(),
-                cfg.lock_file.display()
-            )),
-            _ => None,
-        },
-        Err(e) => Some(format!("read without the lock: {e}")),
+    // A missing lock file is created by the first request, unless its
+    // directory is missing too: then every request fails.
+    let lock_warning = match cfg.lock_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Some(format!(
+            "upload.py cannot take its lock: directory {} of {} does not exist",
+            dir.display(),
+            cfg.lock_file.display()
+        )),
+        _ => None,
     };
     let profiles = profiles(&cfg.config_dir, &mut errors);
-    drop(lock);
     Section {
         name: name.to_owned(),
         config_dir: Some(cfg.config_dir.display().to_string()),
         hw_dir: Some(cfg.hw_dir.display().to_string()),
         log_dir: Some(cfg.log_dir.display().to_string()),
         lock_file: Some(cfg.lock_file.display().to_string()),
-        unlocked,
+        lock_warning,
         errors,
         profiles,
         hw_files: Some(latest(&cfg.hw_dir, ".hw")),
@@ -575,7 +573,7 @@ fn section_html(h: &mut String, s: &Section) {
         }
         h.push_str("</table>\n");
     }
-    if let Some(why) = &s.unlocked {
+    if let Some(why) = &s.lock_warning {
         let _ = writeln!(h, "<p class=\"warn\">{}</p>", escape_html(why));
     }
     for e in &s.errors {

@@ -7,6 +7,23 @@
 //! blocking every later request; here the lock is `flock(2)` (released by the
 //! kernel when its holder dies) and files are replaced by `rename(2)`, or,
 //! for the files written under the lock, exchanged with a spare.
+//!
+//! Only writers take the lock. Read-only paths (the status page, `edeploy
+//! explain`, `check` and `cmdb-used`, `upload --dry-run`) take none: with
+//! a shared lock, a steady stream of them kept a provisioning request out
+//! for as long as the stream lasted, since some reader always held it.
+//! They need none, because no file is ever written in place: each file a
+//! reader reads ([`read_version`]) is one whole version of it, the one
+//! before or after any commit. What a reader can see is several files from
+//! different moments: a request commits its CMDB, then the state, so a
+//! reader of the state and then of a CMDB may see that CMDB one or more
+//! installations ahead of the state (an entry used whose quota the state
+//! has not yet spent; never the reverse), and two CMDBs from two moments.
+//! That is harmless for a view: every figure is true of a moment during
+//! the view and nothing is decided from it; the next view catches up. A
+//! dry run may likewise predict from a state that a request committing
+//! meanwhile has already changed, as it could the instant after a locked
+//! read; the real request reads everything again under the lock.
 
 use std::ffi::OsString;
 use std::fs::{self, File, FileTimes, OpenOptions};
@@ -15,8 +32,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A held `flock(2)` on the lock file, released when dropped (or when the
-/// process dies, however it dies).
+/// A held exclusive `flock(2)` on the lock file, released when dropped (or
+/// when the process dies, however it dies).
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
@@ -27,27 +44,6 @@ impl Lock {
     pub fn exclusive(path: &Path) -> io::Result<Lock> {
         let file = open_lock_file(path)?;
         file.lock().map_err(|e| context(e, "cannot lock", path))?;
-        Ok(Lock { _file: file })
-    }
-
-    /// Like [`Lock::shared`], but only when the lock file exists: a reader
-    /// that must write nothing (a dry run) does not create it.
-    pub fn shared_if_exists(path: &Path) -> io::Result<Option<Lock>> {
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(context(e, "cannot open lock file", path)),
-        };
-        file.lock_shared()
-            .map_err(|e| context(e, "cannot lock", path))?;
-        Ok(Some(Lock { _file: file }))
-    }
-
-    /// Waits for and takes the lock for reading: only other readers.
-    pub fn shared(path: &Path) -> io::Result<Lock> {
-        let file = open_lock_file(path)?;
-        file.lock_shared()
-            .map_err(|e| context(e, "cannot lock", path))?;
         Ok(Lock { _file: file })
     }
 }
@@ -988,21 +984,6 @@ mod tests {
         io::stdout().flush().unwrap();
         // Parked until the parent kills us; bounded in case the parent died.
         std::thread::sleep(Duration::from_secs(60));
-    }
-
-    #[test]
-    fn shared_locks_coexist_and_exclude_writers() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("edeploy.lock");
-        let a = Lock::shared(&path).unwrap();
-        let b = Lock::shared(&path).unwrap();
-        let probe = File::open(&path).unwrap();
-        assert!(matches!(
-            probe.try_lock(),
-            Err(fs::TryLockError::WouldBlock)
-        ));
-        drop((a, b));
-        assert!(probe.try_lock().is_ok());
     }
 
     #[test]

@@ -130,7 +130,7 @@ fn quotas_and_cmdb_usage() {
     let s = &j["sections"][0];
     assert_eq!(s["name"], "SERVER");
     assert_eq!(s["errors"], serde_json::json!([]));
-    assert_eq!(s["unlocked"], Json::Null);
+    assert_eq!(s["lock_warning"], Json::Null);
     let names: Vec<&str> = s["profiles"]
         .as_array()
         .unwrap()
@@ -362,10 +362,13 @@ fn errors_are_shown_inline_per_section() {
     );
 
     let lab = &j["sections"][2];
-    let unlocked = lab["unlocked"].as_str().unwrap();
-    assert!(
-        unlocked.starts_with("read without the lock: ") && unlocked.contains("/no/such/dir"),
-        "{unlocked}"
+    let warning = lab["lock_warning"].as_str().unwrap();
+    assert_eq!(
+        warning,
+        format!(
+            "upload.py cannot take its lock: directory {root}/no/such/dir \
+             of {root}/no/such/dir/lock does not exist"
+        )
     );
     let e = lab["errors"][0].as_str().unwrap();
     assert!(
@@ -385,7 +388,7 @@ fn errors_are_shown_inline_per_section() {
         "{html}"
     );
     assert!(
-        html.contains("<p class=\"warn\">read without the lock: "),
+        html.contains("<p class=\"warn\">upload.py cannot take its lock: "),
         "{html}"
     );
     assert!(
@@ -470,7 +473,7 @@ fn writes_nothing() {
     let before = snapshot(site.dir.path());
     let html = status::to_html(&site.gather());
     assert!(html.contains("<td class=\"num total\">100</td>"), "{html}");
-    // Not even the lock file: a missing one means no writer to wait for.
+    // Not even the lock file: readers take no lock.
     assert!(!site.path("data/lock/edeploy.lock").exists());
     assert_eq!(snapshot(site.dir.path()), before);
     assert!(!site.path("data/config/hp.cmdb.orig").exists());
@@ -735,7 +738,7 @@ fn status_page_through_apache_and_chromium() {
     assert_eq!(entry["hostname"], HOSTILE_HOST);
     assert_eq!(entry["ip"], HOSTILE_ATTR);
     assert_eq!(entry["mac"], "52:54:12:34:00:03");
-    assert_eq!(j["sections"][0]["unlocked"], Json::Null);
+    assert_eq!(j["sections"][0]["lock_warning"], Json::Null);
     assert_eq!(j["sections"][1]["name"], "lab");
 
     let (code, head, _) = fetch(&url, &["-X", "POST", "-d", "x=1"]);
