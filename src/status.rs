@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::config::{self, Config, ConfigErrorKind};
 use crate::generate;
-use crate::literal::{self, Dict, ParseError, Streamed, Value};
+use crate::literal::{self, Dict, FlatDict, ListSink, ParseError, Plain, Streamed, Value};
 use crate::logs::UtcTime;
 use crate::state::{Quota, State};
 use crate::store;
@@ -324,16 +324,59 @@ impl Counter {
 
     /// Keeps used entry `index` among the last [`USED_SHOWN`].
     fn show_used(&mut self, index: usize, entry: &Dict) {
-        if self.last_used.len() == USED_SHOWN {
-            self.last_used.pop_front();
-        }
         let text = |key| entry.get_str(key).map(value_text);
-        self.last_used.push_back(UsedEntry {
+        self.remember(UsedEntry {
             index,
             hostname: text("hostname"),
             ip: text("ip"),
             mac: text("mac"),
         });
+    }
+
+    fn remember(&mut self, entry: UsedEntry) {
+        if self.last_used.len() == USED_SHOWN {
+            self.last_used.pop_front();
+        }
+        self.last_used.push_back(entry);
+    }
+}
+
+/// A [`Counter`] fed by the streaming parser. Flat entries (every entry of
+/// a CMDB written by either server: plain strings and ints) are counted
+/// from the source text, without building a `Dict` for each: most of the
+/// cost of a view of a large CMDB was making and freeing them.
+struct Sink<'c> {
+    file: &'c Path,
+    counter: &'c mut Counter,
+}
+
+impl ListSink for Sink<'_> {
+    fn flat(&mut self, entry: &FlatDict<'_, '_>) -> bool {
+        let c = &mut *self.counter;
+        let index = c.total;
+        c.total += 1;
+        if entry.get(b"used").is_some() {
+            c.used += 1;
+            let text = |key: &[u8]| {
+                entry.get(key).map(|v| {
+                    value_text(&match v {
+                        Plain::Str(s) => Value::Str(s.to_vec()),
+                        Plain::Int(i) => Value::Int(i),
+                    })
+                })
+            };
+            c.remember(UsedEntry {
+                index,
+                hostname: text(b"hostname"),
+                ip: text(b"ip"),
+                mac: text(b"mac"),
+            });
+        }
+        true
+    }
+
+    fn value(&mut self, value: Value) -> Result<(), ParseError> {
+        self.counter.push(self.file, value)
     }
 }
 
@@ -351,8 +394,11 @@ fn cmdb_usage(path: &Path) -> Cmdb {
     let error = match store::read_version(path) {
         Err(e) => Some(format!("{}: {e}", path.display())),
         Ok(src) => {
-            let mut each = |v: Value| counter.push(path, v);
-            match literal::parse_list_streaming(path, &src, &mut each) {
+            let mut sink = Sink {
+                file: path,
+                counter: &mut counter,
+            };
+            match literal::parse_list_streaming_flat(path, &src, &mut sink) {
                 Ok(Streamed::List) => None,
                 Ok(Streamed::Generate(model)) => {
                     generated = true;
@@ -770,6 +816,59 @@ mod tests {
         assert_eq!(last.index, n - 2);
         assert_eq!(last.hostname, Some(format!("h{}", n - 2)));
         assert_eq!(last.ip, None);
+    }
+
+    #[test]
+    fn flat_entries_are_counted_as_parsed_ones() {
+        // Flat entries (plain strings and ints) and entries the general
+        // parser takes (escapes, unicode, nested values, repeated keys).
+        let src = br#"[{'hostname': 'a', 'ip': '10.0.0.1', 'used': 1},
+ {'hostname': 'b'},
+ {'hostname': 'c\x41', 'mac': u'52:54', 'used': 1},
+ {'hostname': 'd', 'ip': 7, 'mac': ['x'], 'used': 0},
+ {'used': 1, 'used': 1, 'hostname': "e"},
+ {'ip': '@', 'used': 'yes'},
+ {}]"#;
+        // A string that is not UTF-8, in a flat entry.
+        let src: Vec<u8> = src
+            .iter()
+            .map(|&b| if b == b'@' { 0xff } else { b })
+            .collect();
+        let src = &src[..];
+        let file = Path::new("x.cmdb");
+        let mut flat = Counter::default();
+        let mut sink = Sink {
+            file,
+            counter: &mut flat,
+        };
+        literal::parse_list_streaming_flat(file, src, &mut sink).unwrap();
+        let mut parsed = Counter::default();
+        literal::parse_list_streaming(file, src, &mut |v| parsed.push(file, v)).unwrap();
+        assert_eq!((flat.total, flat.used), (7, 5));
+        assert_eq!((parsed.total, parsed.used), (7, 5));
+        assert_eq!(flat.last_used, parsed.last_used);
+        let shown: Vec<_> = flat
+            .last_used
+            .iter()
+            .map(|e| {
+                (
+                    e.index,
+                    e.hostname.as_deref(),
+                    e.ip.as_deref(),
+                    e.mac.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (0, Some("a"), Some("10.0.0.1"), None),
+                (2, Some("cA"), None, Some("52:54")),
+                (3, Some("d"), Some("7"), Some("['x']")),
+                (4, Some("e"), None, None),
+                (5, None, Some("'\\xff'"), None),
+            ]
+        );
     }
 
     #[test]
