@@ -101,6 +101,14 @@ fn parent_dir(path: &Path) -> &Path {
 /// made, after our open, and no writer reuses it while we hold it open. If
 /// not, it is opened again.
 pub fn read_version(path: &Path) -> io::Result<Vec<u8>> {
+    read_version_with(path, || {}).map(|(contents, _)| contents)
+}
+
+/// [`read_version`], with the metadata of the version read: its inode,
+/// size and times identify it. `None` when the file changed while it was
+/// read (written in place by someone else than our writers), so that the
+/// content may not be that version's.
+pub fn read_version_and_metadata(path: &Path) -> io::Result<(Vec<u8>, Option<fs::Metadata>)> {
     read_version_with(path, || {})
 }
 
@@ -110,7 +118,10 @@ const READ_TRIES: usize = 100;
 
 /// [`read_version`], with `after_open` run between the `open` and the check
 /// (the tests replace the file there).
-fn read_version_with(path: &Path, mut after_open: impl FnMut()) -> io::Result<Vec<u8>> {
+fn read_version_with(
+    path: &Path,
+    mut after_open: impl FnMut(),
+) -> io::Result<(Vec<u8>, Option<fs::Metadata>)> {
     for _ in 0..READ_TRIES {
         let mut file = File::open(path)?;
         after_open();
@@ -119,13 +130,46 @@ fn read_version_with(path: &Path, mut after_open: impl FnMut()) -> io::Result<Ve
         if (opened.dev(), opened.ino()) == (named.dev(), named.ino()) {
             let mut contents = Vec::new();
             io::Read::read_to_end(&mut file, &mut contents)?;
-            return Ok(contents);
+            let after = file.metadata()?;
+            let times = |m: &fs::Metadata| {
+                (
+                    m.size(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                )
+            };
+            let unchanged = times(&opened) == times(&after);
+            return Ok((contents, unchanged.then_some(after)));
         }
     }
     Err(io::Error::other(format!(
         "{} was replaced {READ_TRIES} times while being opened",
         path.display()
     )))
+}
+
+/// Replaces `path` by a new file holding `contents`, for a cache: atomically
+/// (readers see the old or the new file, and concurrent writers each write
+/// a whole file of their own: the last rename wins), but not durably, so
+/// that a cache costs no disk flush; after a crash it may be empty or
+/// missing, which its readers must take as a miss. A symbolic link at
+/// `path` is replaced, never followed.
+pub fn replace_cache_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let (tmp_path, file) = create_temp(path)?;
+    let mut prepared = Prepared {
+        tmp_path,
+        target: path.to_path_buf(),
+        file,
+        exchange: false,
+        committed: false,
+    };
+    prepared
+        .file
+        .write_all(contents)
+        .map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
+    prepared.rename()
 }
 
 /// Replaces the content of `path` atomically: readers see the old or the new
@@ -194,7 +238,7 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
     let Some(old) = metadata_if_exists(&target)? else {
         return prepare_replacing(&target, None, contents);
     };
-    let Some((tmp_path, file, spare_len)) = open_spare(&target, &old) else {
+    let Some((tmp_path, file, spare)) = open_spare(&target, &old) else {
         return prepare_replacing(&target, Some(&old), contents);
     };
     let mut prepared = Prepared {
@@ -212,21 +256,36 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
         .file
         .write_all(contents)
         .and_then(|()| {
-            if spare_len > len {
+            if spare.len() > len {
                 prepared.file.set_len(len)
             } else {
                 Ok(())
             }
         })
+        .and_then(|()| new_modification_time(&prepared.file, &spare))
         .map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
     start_writeback(&prepared.file);
     Ok(prepared)
 }
 
+/// Makes sure that `file`, just rewritten in place, has a modification
+/// time other than `before`'s. Readers recognise a version of a file by
+/// its inode, size and times (the status page's cache), and a spare
+/// rewritten within one tick of the clock the kernel stamps files with
+/// could otherwise keep them all.
+fn new_modification_time(file: &File, before: &fs::Metadata) -> io::Result<()> {
+    let now = file.metadata()?;
+    if (now.mtime(), now.mtime_nsec()) != (before.mtime(), before.mtime_nsec()) {
+        return Ok(());
+    }
+    let later = before.modified()? + std::time::Duration::from_nanos(1);
+    file.set_modified(later)
+}
+
 /// The spare of `target` (whose metadata is `old`), opened for writing if
 /// no one else has it open, and given the target's owner and mode, with
-/// its current length; `None` if it cannot be used that way.
-fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File, u64)> {
+/// its metadata before that; `None` if it cannot be used that way.
+fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File, fs::Metadata)> {
     let path = hidden_sibling(target, ".spare")?;
     let file = OpenOptions::new()
         .write(true)
@@ -247,7 +306,7 @@ fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File, u64)>
     if (meta.uid(), meta.gid(), meta.mode()) != (old.uid(), old.gid(), old.mode()) {
         same_owner_and_mode(&file, old).ok()?;
     }
-    Some((path, file, meta.len()))
+    Some((path, file, meta))
 }
 
 /// Whether no other open file refers to `file`: the kernel grants a write
@@ -757,7 +816,7 @@ mod tests {
         // reader's open completed. Played here after the open: the reader
         // then holds the spare while a writer is half-way through it.
         let mut raced = false;
-        let text = read_version_with(&path, || {
+        let (text, _) = read_version_with(&path, || {
             if !raced {
                 raced = true;
                 replace_locked(&path, b"second version");
@@ -776,6 +835,51 @@ mod tests {
         assert!(err.to_string().contains("replaced 100 times"), "{err}");
         let missing = read_version(&tmp.path().join("nope")).unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_rewritten_spare_never_keeps_its_modification_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vm.cmdb");
+        fs::write(&path, b"x").unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        // Written within the clock tick of the previous version: moved on.
+        let before = file.metadata().unwrap();
+        new_modification_time(&file, &before).unwrap();
+        let after = file.metadata().unwrap();
+        assert_eq!(
+            after.modified().unwrap(),
+            before.modified().unwrap() + Duration::from_nanos(1)
+        );
+        // Already another time: left as it is.
+        new_modification_time(&file, &before).unwrap();
+        assert_eq!(
+            file.metadata().unwrap().modified().unwrap(),
+            after.modified().unwrap()
+        );
+    }
+
+    #[test]
+    fn cache_files_are_replaced_whole_and_never_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(".vm.cmdb.status");
+        replace_cache_file(&path, b"first").unwrap();
+        replace_cache_file(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        replace_cache_file(&path, b"third").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(fs::read(&path).unwrap(), b"third");
+        // Where it cannot be renamed, the temporary file goes too.
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("x"), b"").unwrap();
+        assert!(replace_cache_file(&path, b"fourth").is_err());
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
     }
 
     #[test]
