@@ -2,8 +2,8 @@
 //! to give (profiles, quotas, CMDB entries) and what came in lately (hardware
 //! files, installation logs), as HTML for people and JSON for scripts.
 //!
-//! It only reads, and takes no lock: under a flood of views, a shared lock
-//! kept provisioning requests waiting for as long as the flood lasted.
+//! It changes nothing, and takes no lock: under a flood of views, a shared
+//! lock kept provisioning requests waiting for as long as the flood lasted.
 //! Each file is one whole version of it (`store` says why), but the state
 //! and the CMDBs are read one after the other: a CMDB may be seen one or
 //! more installations ahead of the state (more entries used than quota
@@ -12,13 +12,18 @@
 //! its error where its data would be, with file, line and column; the rest
 //! of the page is still shown.
 //!
+//! The only files it writes are its cache of CMDB summaries, hidden next to
+//! each CMDB (`.<profile>.cmdb.status`, see [`cache`]): a view of an
+//! unchanged CMDB then costs the same whatever its size.
+//!
 //! Profile names, CMDB values and file names come from whoever writes the
 //! configuration or sends hardware descriptions: every one of them is
 //! escaped in the HTML ([`escape_html`]).
 //!
 //! A CMDB of tens of thousands of entries is counted while it is streamed,
-//! keeping only the last [`USED_SHOWN`] used entries; a `generate()` model
-//! not yet expanded is sized without expanding it.
+//! from its text (no value is built for a flat entry), keeping only the
+//! last [`USED_SHOWN`] used entries; a `generate()` model not yet expanded
+//! is sized, and its last entries made, without expanding it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
@@ -27,7 +32,7 @@ use std::io;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Config, ConfigErrorKind};
 use crate::generate;
@@ -35,6 +40,8 @@ use crate::literal::{self, Dict, FlatDict, ListSink, ParseError, Plain, Streamed
 use crate::logs::UtcTime;
 use crate::state::{Quota, State};
 use crate::store;
+
+pub mod cache;
 
 /// Most hardware files, and most logs, listed per section (the newest).
 pub const FILES_SHOWN: usize = 50;
@@ -100,7 +107,7 @@ pub struct Profile {
 }
 
 /// How much of a CMDB is used, and by whom.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cmdb {
     pub file: String,
     /// A `generate()` model: the first installation will expand it.
@@ -116,7 +123,7 @@ pub struct Cmdb {
 }
 
 /// A used CMDB entry: which machine got which settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsedEntry {
     /// 0-based position in the (expanded) CMDB.
     pub index: usize,
@@ -287,7 +294,7 @@ fn profile(
         remaining,
         specs: file("specs").is_file(),
         configure: file("configure").is_file(),
-        cmdb: cmdb_path.exists().then(|| cmdb_usage(&cmdb_path)),
+        cmdb: cmdb_path.exists().then(|| cache::cmdb_usage(&cmdb_path)),
     }
 }
 
@@ -388,17 +395,18 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-fn cmdb_usage(path: &Path) -> Cmdb {
+/// The summary of the CMDB `path` whose content is `src`.
+fn summarize(path: &Path, src: io::Result<&[u8]>) -> Cmdb {
     let mut counter = Counter::default();
     let mut generated = false;
-    let error = match store::read_version(path) {
+    let error = match src {
         Err(e) => Some(format!("{}: {e}", path.display())),
         Ok(src) => {
             let mut sink = Sink {
                 file: path,
                 counter: &mut counter,
             };
-            match literal::parse_list_streaming_flat(path, &src, &mut sink) {
+            match literal::parse_list_streaming_flat(path, src, &mut sink) {
                 Ok(Streamed::List) => None,
                 Ok(Streamed::Generate(model)) => {
                     generated = true;

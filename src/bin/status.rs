@@ -3,7 +3,8 @@
 //! Run by the web server as a CGI program (GATEWAY_INTERFACE set), it answers
 //! a GET with the HTML page, or with JSON for `?format=json`. Run by hand it
 //! prints the same (`status [--json]`). It reads the same configuration as
-//! `upload.py` and writes nothing; see `edeploy::status`.
+//! `upload.py` and writes nothing but its cache of CMDB summaries (see
+//! `edeploy::status`).
 
 use std::io::Write;
 use std::process::ExitCode;
