@@ -242,3 +242,70 @@ fn readers_answer_while_a_writer_holds_the_lock() {
     assert_eq!(after, before, "a reader wrote something");
     drop(lock);
 }
+
+/// The nice value of process `pid` (field 19 of /proc/<pid>/stat).
+fn nice_of(pid: u32) -> Option<i64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces, start at 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19 - 3)?.parse().ok()
+}
+
+/// status.py, as a CGI, takes the lowest CPU priority before it reads
+/// anything: seen while it waits to read its configuration from a FIFO,
+/// which this test then feeds.
+#[test]
+fn the_status_page_yields_the_cpu_to_provisioning() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let site = Site::new();
+    let conf = fs::read(site.path("edeploy.conf")).unwrap();
+    let fifo = site.path("fifo.conf");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let child = Command::new(env!("CARGO_BIN_EXE_status"))
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", "GET")
+        .env("QUERY_STRING", "format=json")
+        .env("EDEPLOY_CONF", &fifo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Blocked opening the FIFO (until a writer opens it): nothing has been
+    // read yet.
+    let waiting = |pid| {
+        fs::read_to_string(format!("/proc/{pid}/wchan"))
+            .is_ok_and(|w| w == "wait_for_partner" || w.contains("fifo"))
+    };
+    while !waiting(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "status.py never opened its configuration"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let nice = nice_of(pid);
+    // Its open completes with ours; later reads find a plain file there.
+    let mut writer = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let plain = site.path("plain.conf");
+    fs::write(&plain, &conf).unwrap();
+    fs::rename(&plain, &fifo).unwrap();
+    writer.write_all(&conf).unwrap();
+    drop(writer);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(nice, Some(19));
+    let page = text(&out.stdout);
+    assert!(
+        page.starts_with("Content-Type: application/json") && page.contains("\"kvm-test\""),
+        "{page}{}",
+        text(&out.stderr)
+    );
+}

@@ -3,8 +3,8 @@
 //! Run by the web server as a CGI program (GATEWAY_INTERFACE set), it answers
 //! a GET with the HTML page, or with JSON for `?format=json`. Run by hand it
 //! prints the same (`status [--json]`). It reads the same configuration as
-//! `upload.py` and writes nothing but its cache of CMDB summaries (see
-//! `edeploy::status`).
+//! `upload.py`, writes nothing but its cache of CMDB summaries (see
+//! `edeploy::status`) and, as a CGI, runs at the lowest CPU priority.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -115,7 +115,20 @@ fn serve_cgi() -> Answer {
     }
 }
 
+/// A view is for people, and provisioning requests must not wait for it:
+/// under a flood of views (a dashboard refreshing, a script in a loop),
+/// views at the normal priority took the CPU the uploads needed. At the
+/// lowest priority they take what the uploads leave.
+fn yield_to_provisioning() {
+    // SAFETY: setpriority on this process, with integer arguments. A
+    // failure (it cannot fail for a lower priority) leaves the priority.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
 fn cgi_main() -> ExitCode {
+    yield_to_provisioning();
     // A bug must still produce an answer; the panic message goes to stderr
     // (the error log).
     let answer = std::panic::catch_unwind(serve_cgi).unwrap_or_else(|_| {
