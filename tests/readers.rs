@@ -243,12 +243,14 @@ fn readers_answer_while_a_writer_holds_the_lock() {
     drop(lock);
 }
 
-/// The nice value of process `pid` (field 19 of /proc/<pid>/stat).
-fn nice_of(pid: u32) -> Option<i64> {
+/// The nice value and scheduling policy of process `pid` (fields 19 and
+/// 41 of /proc/<pid>/stat).
+fn priority_of(pid: u32) -> Option<(i64, i64)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which may hold spaces, start at 3.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19 - 3)?.parse().ok()
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3)?.parse().ok();
+    Some((field(19)?, field(41)?))
 }
 
 /// status.py, as a CGI, takes the lowest CPU priority before it reads
@@ -288,7 +290,7 @@ fn the_status_page_yields_the_cpu_to_provisioning() {
         );
         thread::sleep(Duration::from_millis(5));
     }
-    let nice = nice_of(pid);
+    let priority = priority_of(pid);
     // Its open completes with ours; later reads find a plain file there.
     let mut writer = fs::OpenOptions::new()
         .write(true)
@@ -301,7 +303,7 @@ fn the_status_page_yields_the_cpu_to_provisioning() {
     writer.write_all(&conf).unwrap();
     drop(writer);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(nice, Some(19));
+    assert_eq!(priority, Some((19, i64::from(libc::SCHED_IDLE))));
     let page = text(&out.stdout);
     assert!(
         page.starts_with("Content-Type: application/json") && page.contains("\"kvm-test\""),
