@@ -155,9 +155,10 @@ fn read_version_with(
 /// a whole file of their own: the last rename wins), but not durably, so
 /// that a cache costs no disk flush; after a crash it may be empty or
 /// missing, which its readers must take as a miss. A symbolic link at
-/// `path` is replaced, never followed.
+/// `path` is replaced, never followed. The file is readable by its owner
+/// only: a cache may hold what the file it summarises shows only to some.
 pub fn replace_cache_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let (tmp_path, file) = create_temp(path)?;
+    let (tmp_path, file) = create_temp(path, 0o600)?;
     let mut prepared = Prepared {
         tmp_path,
         target: path.to_path_buf(),
@@ -409,8 +410,9 @@ fn hidden_sibling(target: &Path, suffix: &str) -> Option<PathBuf> {
 }
 
 /// Creates a new temporary file next to `target` (`O_EXCL`: never an
-/// existing file, nor a symbolic link planted by someone else).
-fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
+/// existing file, nor a symbolic link planted by someone else), with the
+/// permission bits `mode` less the umask.
+fn create_temp(target: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
     let dir = parent_dir(target);
     let mut last_error = None;
     for _ in 0..100 {
@@ -425,7 +427,7 @@ fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
         match OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o666)
+            .mode(mode)
             .open(&tmp_path)
         {
             Ok(file) => return Ok((tmp_path, file)),
@@ -591,7 +593,7 @@ fn prepare_with(
     target: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<Prepared> {
-    let (tmp_path, file) = create_temp(target)?;
+    let (tmp_path, file) = create_temp(target, 0o666)?;
     let mut prepared = Prepared {
         tmp_path,
         target: target.to_path_buf(),
@@ -866,6 +868,7 @@ mod tests {
         replace_cache_file(&path, b"first").unwrap();
         replace_cache_file(&path, b"second").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(mode(&path), 0o600);
         let victim = tmp.path().join("victim");
         fs::write(&victim, b"keep").unwrap();
         fs::remove_file(&path).unwrap();
