@@ -23,32 +23,14 @@ mod apache;
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use apache::{Apache, APACHE};
+use common::http::{exchange, port, request};
 use common::{ms, Summary, PROFILE};
-
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const BOUNDARY: &str = "------------------------bench0123456789abcdef";
-
-/// Builds the null CGI with rustc (`$RUSTC`, else `rustc`) into `out`.
-fn build_null_cgi(out: &Path) {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-    let status = Command::new(&rustc)
-        .args(["-O", "--edition", "2021", "-o"])
-        .arg(out)
-        .arg(Path::new(ROOT).join("bench/null_cgi.rs"))
-        .status()
-        .unwrap_or_else(|e| panic!("{rustc}: {e}"));
-    assert!(status.success(), "building the null CGI failed");
-}
 
 /// Starts Apache and installs the benchmark's CGIs (`upload.py`, the
 /// binary measured; `null.py`) and profile (`quota` installations, `cmdb`)
@@ -57,101 +39,11 @@ fn start_apache(quota: usize, cmdb: &str) -> Apache {
     let apache = Apache::start("event", "cgid");
     let cgi_dir = apache.root.join("cgi-bin/edeploy");
     fs::copy(common::upload_binary(), cgi_dir.join("upload.py")).expect("install upload.py");
-    build_null_cgi(&cgi_dir.join("null.py"));
-    fs::set_permissions(cgi_dir.join("null.py"), fs::Permissions::from_mode(0o755))
-        .expect("chmod null.py");
+    common::install_null_cgi(&cgi_dir.join("null.py"));
     let profile = tempfile::tempdir().expect("temporary directory");
     common::write_profile(profile.path(), Some(quota), Some(cmdb.as_bytes()));
     apache.set_config(profile.path());
     apache
-}
-
-/// The port `apache` listens on, from its URLs.
-fn port(apache: &Apache) -> u16 {
-    let url = apache.url("");
-    url.strip_prefix("http://127.0.0.1:")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {url}"))
-}
-
-/// The request `curl -s -S -F section=SERVER -F file=@hw.json URL` sends
-/// (without `Expect: 100-continue`), asking to close the connection after.
-fn request(port: u16, script: &str, hw: &str) -> Vec<u8> {
-    let body = format!(
-        "--{BOUNDARY}\r\n\
-         Content-Disposition: form-data; name=\"section\"\r\n\r\n\
-         SERVER\r\n\
-         --{BOUNDARY}\r\n\
-         Content-Disposition: form-data; name=\"file\"; filename=\"hw.json\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n\
-         {hw}\r\n\
-         --{BOUNDARY}--\r\n"
-    );
-    format!(
-        "POST //cgi-bin/edeploy//{script} HTTP/1.1\r\n\
-         Host: 127.0.0.1:{port}\r\n\
-         User-Agent: curl/7.88.1\r\n\
-         Accept: */*\r\n\
-         Connection: close\r\n\
-         Content-Length: {}\r\n\
-         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n\
-         {body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// Sends one request on a new connection; returns the status and body.
-fn exchange(port: u16, request: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| e.to_string())?;
-    stream.write_all(request).map_err(|e| e.to_string())?;
-    let _ = stream.shutdown(Shutdown::Write);
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).map_err(|e| e.to_string())?;
-    let end = reply
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = String::from_utf8_lossy(&reply[..end]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    let body = &reply[end + 4..];
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("bad chunk")?;
-        let size = std::str::from_utf8(&body[..eol])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
-            .ok_or("bad chunk size")?;
-        if size == 0 {
-            return Ok(out);
-        }
-        let data = body.get(eol + 2..eol + 2 + size).ok_or("short chunk")?;
-        out.extend_from_slice(data);
-        body = body.get(eol + 4 + size..).ok_or("short chunk")?;
-    }
 }
 
 /// What one load phase measured.
@@ -269,7 +161,7 @@ fn main() {
     let cmdb = common::cmdb_model(entries);
 
     let apache = start_apache(entries, &cmdb);
-    let port = port(&apache);
+    let port = port(&apache.url(""));
     let hw: Vec<String> = (0..machines).map(common::hw_json).collect();
     let null: Vec<Vec<u8>> = hw.iter().map(|h| request(port, "null.py", h)).collect();
     let upload: Vec<Vec<u8>> = hw.iter().map(|h| request(port, "upload.py", h)).collect();

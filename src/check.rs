@@ -182,7 +182,7 @@ fn check_commit_record(path: &Path, report: &mut Report) {
 /// Reads a file for checking; `None` (and an error finding) when it cannot.
 fn read(path: &Path, report: &mut Report) -> Option<Vec<u8>> {
     report.files += 1;
-    match std::fs::read(path) {
+    match crate::store::read_version(path) {
         Ok(src) => Some(src),
         Err(e) => {
             report.add(path, None, Severity::Error, format!("cannot read: {e}"));

@@ -87,7 +87,7 @@ pub struct Config {
     /// `HEALTHDIR`: where `upload-health` saves its results (default
     /// `<script dir>/../health`, as the legacy `upload-health.py`).
     pub health_dir: PathBuf,
-    /// `LOCKFILE`: serialises every reader and writer of CONFIGDIR.
+    /// `LOCKFILE`: serialises the writers of CONFIGDIR (readers take no lock).
     pub lock_file: PathBuf,
     /// `USEPXEMNGR`: register machines with `pxemngr`.
     pub use_pxemngr: bool,

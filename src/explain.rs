@@ -9,7 +9,8 @@
 //! `match_all` rejects, and each field of a hardware line is judged by
 //! `match_spec` on a one-line input where the other fields are wildcards.
 //! `explain_config` replays the server's profile loop (`provision`) without
-//! writing anything.
+//! writing anything, and without the lock (see `store` for why none is
+//! needed and what a reader may see).
 
 use std::fmt;
 use std::io;
@@ -22,7 +23,7 @@ use crate::literal::{self, Dict, Value};
 use crate::provision::{read_if_exists, ProvisionError};
 use crate::spec::{self, Spec, SpecError, Vars};
 use crate::state::{Quota, State, StateError};
-use crate::store::Lock;
+use crate::store;
 
 /// Most near-miss lines listed for a spec no line satisfies.
 const MAX_CLOSEST: usize = 3;
@@ -543,15 +544,10 @@ impl std::error::Error for ExplainError {}
 
 /// Replays the server's choice of a profile for `items` (LEGACY-SEMANTICS
 /// §4, as `provision` does it) without writing anything, and says for each
-/// profile what happened. A shared lock is taken only when the lock file
-/// already exists, so that nothing is created either.
+/// profile what happened. No lock is taken: a writer never waits for it.
 pub fn explain_config(cfg: &Config, items: &[Item]) -> Result<ConfigReport, ExplainError> {
-    let _lock = Lock::shared_if_exists(&cfg.lock_file).map_err(|source| ExplainError::Io {
-        path: cfg.lock_file.clone(),
-        source,
-    })?;
     let state_file = cfg.config_dir.join("state");
-    let src = std::fs::read(&state_file).map_err(|source| ExplainError::Io {
+    let src = store::read_version(&state_file).map_err(|source| ExplainError::Io {
         path: state_file.clone(),
         source,
     })?;

@@ -91,6 +91,23 @@ impl Iterator for Generated {
         let n = self.count - self.next;
         (n, Some(n))
     }
+
+    /// Skips `n` entries without making them: each entry is computed from
+    /// its index, so the last entries of a 2^20-entry model (`skip`, `last`)
+    /// cost no more than the first.
+    fn nth(&mut self, n: usize) -> Option<Value> {
+        if self.whole.is_some() && n > 0 {
+            self.whole = None;
+            self.next = self.count;
+        }
+        self.next = self.next.saturating_add(n).min(self.count);
+        self.next()
+    }
+
+    fn last(mut self) -> Option<Value> {
+        let left = self.len();
+        left.checked_sub(1).and_then(|n| self.nth(n))
+    }
 }
 
 impl ExactSizeIterator for Generated {}
@@ -589,6 +606,59 @@ mod tests {
         let last = g.last().unwrap();
         let Value::Dict(d) = last else { panic!() };
         assert_eq!(d.get_str("ip"), Some(&s("10.255.255.1")));
+    }
+
+    #[test]
+    fn skipping_gives_the_entries_iterating_gives() {
+        let m = model(&[
+            ("ip", s("10.0.0-3.1-5")),
+            ("host", s("h01-20")),
+            ("tag", Value::List((0..30).map(Value::Int).collect())),
+        ]);
+        let all: Vec<Value> = generate(&m).unwrap().collect();
+        assert_eq!(all.len(), 20);
+        for n in 0..=21 {
+            let mut g = generate(&m).unwrap();
+            assert_eq!(g.nth(n), all.get(n).cloned(), "nth({n})");
+            assert_eq!(
+                g.len(),
+                all.len().saturating_sub(n + 1),
+                "left after nth({n})"
+            );
+            assert_eq!(g.next(), all.get(n + 1).cloned(), "next after nth({n})");
+        }
+        let mut g = generate(&m).unwrap();
+        assert_eq!(g.nth(3), all.get(3).cloned());
+        assert_eq!(g.nth(2), all.get(6).cloned());
+        assert_eq!(
+            generate(&m).unwrap().skip(18).collect::<Vec<_>>(),
+            all[18..]
+        );
+        assert_eq!(generate(&m).unwrap().last(), all.last().cloned());
+
+        let plain = model(&[("a", s("b"))]);
+        for (n, entry) in [(0, Some(plain.clone())), (1, None)] {
+            let mut g = generate(&plain).unwrap();
+            assert_eq!(g.nth(n), entry);
+            assert_eq!((g.len(), g.next()), (0, None));
+        }
+        assert_eq!(generate(&plain).unwrap().last(), Some(plain));
+        assert_eq!(generate(&m).unwrap().nth(usize::MAX), None);
+    }
+
+    #[test]
+    fn the_last_of_a_million_entries_is_made_directly() {
+        let m = model(&[("ip", s("10.0-15.0-255.0-255")), ("n", s("1-1048576"))]);
+        let last = generate(&m).unwrap().last().unwrap();
+        let Value::Dict(d) = last else { panic!() };
+        assert_eq!(d.get_str("ip"), Some(&s("10.15.255.255")));
+        assert_eq!(d.get_str("n"), Some(&s("1048576")));
+        let mut g = generate(&m).unwrap();
+        let Some(Value::Dict(d)) = g.nth(MAX_ENTRIES - 200) else {
+            panic!()
+        };
+        assert_eq!(d.get_str("n"), Some(&s("1048377")));
+        assert_eq!(g.len(), 199);
     }
 
     #[test]

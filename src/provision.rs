@@ -24,6 +24,8 @@
 //! `.specs` text; otherwise the lock is released, the missing profiles are
 //! matched, and the request tries again. The directory holding the new
 //! files is flushed after the lock is released.
+//! A dry run takes no lock at all, so that no reader delays a request
+//! (see `store`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -156,7 +158,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ProvisionError + '_ {
 /// `failure` is the profile of a failed installation (the initrd's `-F` /
 /// `failure=`): its numeric count is given back and nothing else happens; we
 /// never consume quota on a failure report. With `dry_run`, nothing is
-/// written and no external command is run.
+/// written, no external command is run and no lock is taken.
 pub fn provision(
     cfg: &Config,
     items: &[Item],
@@ -166,7 +168,6 @@ pub fn provision(
     let (sysname, macs) = hw::sysname_and_macs(items);
     let mut known = Known::default();
     if dry_run {
-        let _lock = Lock::shared_if_exists(&cfg.lock_file).map_err(io_error(&cfg.lock_file))?;
         for _ in 0..MAX_ROUNDS {
             if failure.is_none() {
                 known.match_profiles(cfg, items)?;
@@ -310,7 +311,7 @@ fn transaction(
 ) -> Result<Option<Committed>, ProvisionError> {
     let state_file = cfg.config_dir.join("state");
     let record = cfg.config_dir.join(store::COMMIT_RECORD);
-    let src = std::fs::read(&state_file).map_err(io_error(&state_file))?;
+    let src = store::read_version(&state_file).map_err(io_error(&state_file))?;
     let mut state = State::parse(&state_file, &src)?;
 
     if let Some(profile) = failure {
@@ -335,7 +336,7 @@ fn transaction(
     };
     let mut found = select_cmdb(cfg, &state, matched)?;
     let configure_file = state.profile_file(&found.matched.profile, "configure")?;
-    let configure = std::fs::read(&configure_file).map_err(io_error(&configure_file))?;
+    let configure = store::read_version(&configure_file).map_err(io_error(&configure_file))?;
     state.consume(found.matched.state_index);
 
     found.vars.insert(
@@ -428,7 +429,7 @@ impl Known {
     /// Errors when none matches: the machine is answered without the lock.
     fn match_profiles(&mut self, cfg: &Config, items: &[Item]) -> Result<(), ProvisionError> {
         let state_file = cfg.config_dir.join("state");
-        let src = std::fs::read(&state_file).map_err(io_error(&state_file))?;
+        let src = store::read_version(&state_file).map_err(io_error(&state_file))?;
         let state = State::parse(&state_file, &src)?;
         for entry in state.entries().iter().filter(|e| e.quota.available()) {
             if !self.profiles.contains_key(&entry.profile) {
@@ -555,9 +556,10 @@ fn select_cmdb(cfg: &Config, state: &State, matched: Matched) -> Result<Found, P
     })
 }
 
-/// A file's bytes, `None` when it does not exist (optional `.specs`, `.cmdb`).
+/// A file's bytes (one whole version: see [`store::read_version`]), `None`
+/// when it does not exist (optional `.specs`, `.cmdb`).
 pub(crate) fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
+    match store::read_version(path) {
         Ok(src) => Ok(Some(src)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),

@@ -2,20 +2,28 @@
 //! to give (profiles, quotas, CMDB entries) and what came in lately (hardware
 //! files, installation logs), as HTML for people and JSON for scripts.
 //!
-//! It only reads. A section's state and CMDBs are read under the shared lock
-//! so that they are seen at one moment, between two installations (taking
-//! the lock creates a missing lock file, as every reader of the store does;
-//! when the lock cannot be had the files are read anyway and the page says
-//! so). A broken section, state or CMDB shows its error where its data would
-//! be, with file, line and column; the rest of the page is still shown.
+//! It changes nothing, and takes no lock: under a flood of views, a shared
+//! lock kept provisioning requests waiting for as long as the flood lasted.
+//! Each file is one whole version of it (`store` says why), but the state
+//! and the CMDBs are read one after the other: a CMDB may be seen one or
+//! more installations ahead of the state (more entries used than quota
+//! spent), never behind it. Each figure is true of a moment during the
+//! view, which is all a view needs. A broken section, state or CMDB shows
+//! its error where its data would be, with file, line and column; the rest
+//! of the page is still shown.
+//!
+//! The only files it writes are its cache of CMDB summaries, hidden next to
+//! each CMDB (`.<profile>.cmdb.status`, see [`cache`]): a view of an
+//! unchanged CMDB then costs the same whatever its size.
 //!
 //! Profile names, CMDB values and file names come from whoever writes the
 //! configuration or sends hardware descriptions: every one of them is
 //! escaped in the HTML ([`escape_html`]).
 //!
 //! A CMDB of tens of thousands of entries is counted while it is streamed,
-//! keeping only the last [`USED_SHOWN`] used entries; a `generate()` model
-//! not yet expanded is sized without expanding it.
+//! from its text (no value is built for a flat entry), keeping only the
+//! last [`USED_SHOWN`] used entries; a `generate()` model not yet expanded
+//! is sized, and its last entries made, without expanding it.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Write as _;
@@ -24,14 +32,16 @@ use std::io;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{self, Config, ConfigErrorKind};
 use crate::generate;
-use crate::literal::{self, ParseError, Streamed, Value};
+use crate::literal::{self, Dict, FlatDict, ListSink, ParseError, Plain, Streamed, Value};
 use crate::logs::UtcTime;
 use crate::state::{Quota, State};
-use crate::store::Lock;
+use crate::store;
+
+pub mod cache;
 
 /// Most hardware files, and most logs, listed per section (the newest).
 pub const FILES_SHOWN: usize = 50;
@@ -66,8 +76,9 @@ pub struct Section {
     pub hw_dir: Option<String>,
     pub log_dir: Option<String>,
     pub lock_file: Option<String>,
-    /// Set when the state and CMDBs were read without the lock: why.
-    pub unlocked: Option<String>,
+    /// Set when `upload.py` cannot take its lock: the directory of the
+    /// lock file does not exist.
+    pub lock_warning: Option<String>,
     /// What could not be read: the section itself, its state file, its
     /// configuration directory.
     pub errors: Vec<String>,
@@ -96,7 +107,7 @@ pub struct Profile {
 }
 
 /// How much of a CMDB is used, and by whom.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cmdb {
     pub file: String,
     /// A `generate()` model: the first installation will expand it.
@@ -112,7 +123,7 @@ pub struct Cmdb {
 }
 
 /// A used CMDB entry: which machine got which settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsedEntry {
     /// 0-based position in the (expanded) CMDB.
     pub index: usize,
@@ -179,7 +190,7 @@ pub fn gather(conf: &Path, required: bool, script_dir: &Path) -> Status {
                     hw_dir: None,
                     log_dir: None,
                     lock_file: None,
-                    unlocked: None,
+                    lock_warning: None,
                     errors: vec![e.to_string()],
                     profiles: Vec::new(),
                     hw_files: None,
@@ -193,30 +204,24 @@ pub fn gather(conf: &Path, required: bool, script_dir: &Path) -> Status {
 /// The status of one section whose settings were read.
 fn section(name: &str, cfg: &Config) -> Section {
     let mut errors = Vec::new();
-    // A missing lock file is not created: the page writes nothing.
-    let lock = Lock::shared_if_exists(&cfg.lock_file);
-    let unlocked = match &lock {
-        Ok(Some(_)) => None,
-        // No request has created it yet: fine, unless upload.py cannot either.
-        Ok(None) => match cfg.lock_file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            Some(dir) if !dir.is_dir() => Some(format!(
-                "read without the lock: directory {} of {} does not exist",
-                dir.display(),
-                cfg.lock_file.display()
-            )),
-            _ => None,
-        },
-        Err(e) => Some(format!("read without the lock: {e}")),
+    // A missing lock file is created by the first request, unless its
+    // directory is missing too: then every request fails.
+    let lock_warning = match cfg.lock_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Some(format!(
+            "upload.py cannot take its lock: directory {} of {} does not exist",
+            dir.display(),
+            cfg.lock_file.display()
+        )),
+        _ => None,
     };
     let profiles = profiles(&cfg.config_dir, &mut errors);
-    drop(lock);
     Section {
         name: name.to_owned(),
         config_dir: Some(cfg.config_dir.display().to_string()),
         hw_dir: Some(cfg.hw_dir.display().to_string()),
         log_dir: Some(cfg.log_dir.display().to_string()),
         lock_file: Some(cfg.lock_file.display().to_string()),
-        unlocked,
+        lock_warning,
         errors,
         profiles,
         hw_files: Some(latest(&cfg.hw_dir, ".hw")),
@@ -227,7 +232,7 @@ fn section(name: &str, cfg: &Config) -> Section {
 /// The profiles of the state file, then those with only a `.specs` file.
 fn profiles(config_dir: &Path, errors: &mut Vec<String>) -> Vec<Profile> {
     let state_path = config_dir.join("state");
-    let state = fs::read(&state_path)
+    let state = store::read_version(&state_path)
         .map_err(|e| format!("{}: {e}", state_path.display()))
         .and_then(|src| State::parse(&state_path, &src).map_err(|e| e.to_string()));
     let mut listed = BTreeSet::new();
@@ -303,7 +308,7 @@ fn profile(
         remaining,
         specs: file("specs").is_file(),
         configure: file("configure").is_file(),
-        cmdb: cmdb_path.exists().then(|| cmdb_usage(&cmdb_path)),
+        cmdb: cmdb_path.exists().then(|| cache::cmdb_usage(&cmdb_path)),
     }
 }
 
@@ -333,18 +338,66 @@ impl Counter {
         // As when a machine is given an entry: `used` present means used.
         if entry.get_str("used").is_some() {
             self.used += 1;
-            if self.last_used.len() == USED_SHOWN {
-                self.last_used.pop_front();
-            }
-            let text = |key| entry.get_str(key).map(value_text);
-            self.last_used.push_back(UsedEntry {
-                index,
-                hostname: text("hostname"),
-                ip: text("ip"),
-                mac: text("mac"),
-            });
+            self.show_used(index, &entry);
         }
         Ok(())
+    }
+
+    /// Keeps used entry `index` among the last [`USED_SHOWN`].
+    fn show_used(&mut self, index: usize, entry: &Dict) {
+        let text = |key| entry.get_str(key).map(value_text);
+        self.remember(UsedEntry {
+            index,
+            hostname: text("hostname"),
+            ip: text("ip"),
+            mac: text("mac"),
+        });
+    }
+
+    fn remember(&mut self, entry: UsedEntry) {
+        if self.last_used.len() == USED_SHOWN {
+            self.last_used.pop_front();
+        }
+        self.last_used.push_back(entry);
+    }
+}
+
+/// A [`Counter`] fed by the streaming parser. Flat entries (every entry of
+/// a CMDB written by either server: plain strings and ints) are counted
+/// from the source text, without building a `Dict` for each: most of the
+/// cost of a view of a large CMDB was making and freeing them.
+struct Sink<'c> {
+    file: &'c Path,
+    counter: &'c mut Counter,
+}
+
+impl ListSink for Sink<'_> {
+    fn flat(&mut self, entry: &FlatDict<'_, '_>) -> bool {
+        let c = &mut *self.counter;
+        let index = c.total;
+        c.total += 1;
+        if entry.get(b"used").is_some() {
+            c.used += 1;
+            let text = |key: &[u8]| {
+                entry.get(key).map(|v| {
+                    value_text(&match v {
+                        Plain::Str(s) => Value::Str(s.to_vec()),
+                        Plain::Int(i) => Value::Int(i),
+                    })
+                })
+            };
+            c.remember(UsedEntry {
+                index,
+                hostname: text(b"hostname"),
+                ip: text(b"ip"),
+                mac: text(b"mac"),
+            });
+        }
+        true
+    }
+
+    fn value(&mut self, value: Value) -> Result<(), ParseError> {
+        self.counter.push(self.file, value)
     }
 }
 
@@ -356,14 +409,18 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-fn cmdb_usage(path: &Path) -> Cmdb {
+/// The summary of the CMDB `path` whose content is `src`.
+fn summarize(path: &Path, src: io::Result<&[u8]>) -> Cmdb {
     let mut counter = Counter::default();
     let mut generated = false;
-    let error = match fs::read(path) {
+    let error = match src {
         Err(e) => Some(format!("{}: {e}", path.display())),
         Ok(src) => {
-            let mut each = |v: Value| counter.push(path, v);
-            match literal::parse_list_streaming(path, &src, &mut each) {
+            let mut sink = Sink {
+                file: path,
+                counter: &mut counter,
+            };
+            match literal::parse_list_streaming_flat(path, src, &mut sink) {
                 Ok(Streamed::List) => None,
                 Ok(Streamed::Generate(model)) => {
                     generated = true;
@@ -390,26 +447,34 @@ fn cmdb_usage(path: &Path) -> Cmdb {
     }
 }
 
-/// Sizes a `generate()` model. Every entry it expands to has every key of
-/// the model, so only a model with a `used` key (odd, but possible) has
-/// used entries, and only then are the entries walked.
+/// Sizes a `generate()` model without expanding it: its length is known
+/// from its ranges and lists, and every entry has every key of the model,
+/// so either all entries are used (a model with a `used` key: odd, but
+/// possible) or none. Only the entries shown are made, from their index:
+/// a view of a 2^20-entry model costs what a 200-entry one does.
 fn generate_usage(path: &Path, model: &Value, counter: &mut Counter) -> Option<String> {
-    let entries = match generate::generate(model) {
+    let mut entries = match generate::generate(model) {
         Ok(entries) => entries,
         Err(e) => return Some(format!("{}: {e}", path.display())),
     };
+    counter.total = entries.len();
     let has_used = matches!(model, Value::Dict(d) if d.get_str("used").is_some());
     if !has_used {
-        counter.total = entries.len();
         return None;
     }
-    for entry in entries {
-        if counter.push(path, entry).is_err() {
+    counter.used = counter.total;
+    let first = counter.total.saturating_sub(USED_SHOWN);
+    if let Some(skipped) = first.checked_sub(1) {
+        entries.nth(skipped);
+    }
+    for (index, entry) in (first..).zip(entries) {
+        let Value::Dict(entry) = entry else {
             return Some(format!(
                 "{}: generate() gave an entry that is not a dict",
                 path.display()
             ));
-        }
+        };
+        counter.show_used(index, &entry);
     }
     None
 }
@@ -576,7 +641,7 @@ fn section_html(h: &mut String, s: &Section) {
         }
         h.push_str("</table>\n");
     }
-    if let Some(why) = &s.unlocked {
+    if let Some(why) = &s.lock_warning {
         let _ = writeln!(h, "<p class=\"warn\">{}</p>", escape_html(why));
     }
     for e in &s.errors {
@@ -773,6 +838,59 @@ mod tests {
         assert_eq!(last.index, n - 2);
         assert_eq!(last.hostname, Some(format!("h{}", n - 2)));
         assert_eq!(last.ip, None);
+    }
+
+    #[test]
+    fn flat_entries_are_counted_as_parsed_ones() {
+        // Flat entries (plain strings and ints) and entries the general
+        // parser takes (escapes, unicode, nested values, repeated keys).
+        let src = br#"[{'hostname': 'a', 'ip': '10.0.0.1', 'used': 1},
+ {'hostname': 'b'},
+ {'hostname': 'c\x41', 'mac': u'52:54', 'used': 1},
+ {'hostname': 'd', 'ip': 7, 'mac': ['x'], 'used': 0},
+ {'used': 1, 'used': 1, 'hostname': "e"},
+ {'ip': '@', 'used': 'yes'},
+ {}]"#;
+        // A string that is not UTF-8, in a flat entry.
+        let src: Vec<u8> = src
+            .iter()
+            .map(|&b| if b == b'@' { 0xff } else { b })
+            .collect();
+        let src = &src[..];
+        let file = Path::new("x.cmdb");
+        let mut flat = Counter::default();
+        let mut sink = Sink {
+            file,
+            counter: &mut flat,
+        };
+        literal::parse_list_streaming_flat(file, src, &mut sink).unwrap();
+        let mut parsed = Counter::default();
+        literal::parse_list_streaming(file, src, &mut |v| parsed.push(file, v)).unwrap();
+        assert_eq!((flat.total, flat.used), (7, 5));
+        assert_eq!((parsed.total, parsed.used), (7, 5));
+        assert_eq!(flat.last_used, parsed.last_used);
+        let shown: Vec<_> = flat
+            .last_used
+            .iter()
+            .map(|e| {
+                (
+                    e.index,
+                    e.hostname.as_deref(),
+                    e.ip.as_deref(),
+                    e.mac.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (0, Some("a"), Some("10.0.0.1"), None),
+                (2, Some("cA"), None, Some("52:54")),
+                (3, Some("d"), Some("7"), Some("['x']")),
+                (4, Some("e"), None, None),
+                (5, None, Some("'\\xff'"), None),
+            ]
+        );
     }
 
     #[test]

@@ -45,6 +45,25 @@
 //! `.<name>.<pid>.<n>.tmp`. [`sweep_now_and_then`] removes those of dead
 //! processes, at most once per [`SWEEP_INTERVAL`], so that no request has
 //! to read a directory of many thousands of `.hw` files each time.
+//!
+//! # Readers
+//!
+//! Only writers take the lock. Read-only paths (the status page, `edeploy
+//! explain`, `check` and `cmdb-used`, `upload --dry-run`) take none: with
+//! a shared lock, a steady stream of them kept a provisioning request out
+//! for as long as the stream lasted, since some reader always held it.
+//! They need none, because no file is ever written in place: each file a
+//! reader reads ([`read_version`]) is one whole version of it, the one
+//! before or after any commit. What a reader can see is several files from
+//! different moments: a request commits its CMDB, then the state, so a
+//! reader of the state and then of a CMDB may see that CMDB one or more
+//! installations ahead of the state (an entry used whose quota the state
+//! has not yet spent; never the reverse), and two CMDBs from two moments.
+//! That is harmless for a view: every figure is true of a moment during
+//! the view and nothing is decided from it; the next view catches up. A
+//! dry run may likewise predict from a state that a request committing
+//! meanwhile has already changed, as it could the instant after a locked
+//! read; the real request reads everything again under the lock.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, FileTimes, OpenOptions};
@@ -53,8 +72,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A held `flock(2)` on the lock file, released when dropped (or when the
-/// process dies, however it dies).
+/// A held exclusive `flock(2)` on the lock file, released when dropped (or
+/// when the process dies, however it dies).
 #[derive(Debug)]
 pub struct Lock {
     _file: File,
@@ -65,27 +84,6 @@ impl Lock {
     pub fn exclusive(path: &Path) -> io::Result<Lock> {
         let file = open_lock_file(path)?;
         file.lock().map_err(|e| context(e, "cannot lock", path))?;
-        Ok(Lock { _file: file })
-    }
-
-    /// Like [`Lock::shared`], but only when the lock file exists: a reader
-    /// that must write nothing (a dry run) does not create it.
-    pub fn shared_if_exists(path: &Path) -> io::Result<Option<Lock>> {
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(context(e, "cannot open lock file", path)),
-        };
-        file.lock_shared()
-            .map_err(|e| context(e, "cannot lock", path))?;
-        Ok(Some(Lock { _file: file }))
-    }
-
-    /// Waits for and takes the lock for reading: only other readers.
-    pub fn shared(path: &Path) -> io::Result<Lock> {
-        let file = open_lock_file(path)?;
-        file.lock_shared()
-            .map_err(|e| context(e, "cannot lock", path))?;
         Ok(Lock { _file: file })
     }
 }
@@ -158,6 +156,90 @@ pub fn crash_point(what: &str, path: &Path) {
 #[inline(always)]
 pub fn crash_point(_what: &str, _path: &Path) {}
 
+/// Reads the whole of one version of `path`, a file that writers replace
+/// while readers read it without the lock.
+///
+/// A replacement by `rename` alone would make any `read` safe: the old
+/// file is never written again. A spare is ([`prepare_file_locked`]): the
+/// file a reader looked up may be exchanged away, then reused by the next
+/// writer, before the reader's `open` completes (the lease probe only sees
+/// opens that are complete). So the file opened is checked to still be the
+/// one the name gives: then it was the current version when the check was
+/// made, after our open, and no writer reuses it while we hold it open. If
+/// not, it is opened again.
+pub fn read_version(path: &Path) -> io::Result<Vec<u8>> {
+    read_version_with(path, || {}).map(|(contents, _)| contents)
+}
+
+/// [`read_version`], with the metadata of the version read: its inode,
+/// size and times identify it. `None` when the file changed while it was
+/// read (written in place by someone else than our writers), so that the
+/// content may not be that version's.
+pub fn read_version_and_metadata(path: &Path) -> io::Result<(Vec<u8>, Option<fs::Metadata>)> {
+    read_version_with(path, || {})
+}
+
+/// Most tries of [`read_version`]: each failure needs a writer's commit
+/// between the reader's `open` and its check, a few microseconds apart.
+const READ_TRIES: usize = 100;
+
+/// [`read_version`], with `after_open` run between the `open` and the check
+/// (the tests replace the file there).
+fn read_version_with(
+    path: &Path,
+    mut after_open: impl FnMut(),
+) -> io::Result<(Vec<u8>, Option<fs::Metadata>)> {
+    for _ in 0..READ_TRIES {
+        let mut file = File::open(path)?;
+        after_open();
+        let opened = file.metadata()?;
+        let named = fs::metadata(path)?;
+        if (opened.dev(), opened.ino()) == (named.dev(), named.ino()) {
+            let mut contents = Vec::new();
+            io::Read::read_to_end(&mut file, &mut contents)?;
+            let after = file.metadata()?;
+            let times = |m: &fs::Metadata| {
+                (
+                    m.size(),
+                    m.mtime(),
+                    m.mtime_nsec(),
+                    m.ctime(),
+                    m.ctime_nsec(),
+                )
+            };
+            let unchanged = times(&opened) == times(&after);
+            return Ok((contents, unchanged.then_some(after)));
+        }
+    }
+    Err(io::Error::other(format!(
+        "{} was replaced {READ_TRIES} times while being opened",
+        path.display()
+    )))
+}
+
+/// Replaces `path` by a new file holding `contents`, for a cache: atomically
+/// (readers see the old or the new file, and concurrent writers each write
+/// a whole file of their own: the last rename wins), but not durably, so
+/// that a cache costs no disk flush; after a crash it may be empty or
+/// missing, which its readers must take as a miss. A symbolic link at
+/// `path` is replaced, never followed. The file is readable by its owner
+/// only: a cache may hold what the file it summarises shows only to some.
+pub fn replace_cache_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let (tmp_path, file) = create_temp(path, 0o600)?;
+    let mut prepared = Prepared {
+        tmp_path,
+        target: path.to_path_buf(),
+        file,
+        exchange: false,
+        committed: false,
+    };
+    prepared
+        .file
+        .write_all(contents)
+        .map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
+    prepared.rename()
+}
+
 /// Replaces the content of `path` atomically: readers see the old or the new
 /// content, never a mix, and a crash leaves one of them on disk.
 ///
@@ -224,7 +306,7 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
     let Some(old) = metadata_if_exists(&target)? else {
         return prepare_replacing(&target, None, contents);
     };
-    let Some((tmp_path, file, spare_len)) = open_spare(&target, &old) else {
+    let Some((tmp_path, file, spare)) = open_spare(&target, &old) else {
         return prepare_replacing(&target, Some(&old), contents);
     };
     let mut prepared = Prepared {
@@ -243,22 +325,37 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
         .file
         .write_all(contents)
         .and_then(|()| {
-            if spare_len > len {
+            if spare.len() > len {
                 crash_point("cut", &prepared.tmp_path);
                 prepared.file.set_len(len)
             } else {
                 Ok(())
             }
         })
+        .and_then(|()| new_modification_time(&prepared.file, &spare))
         .map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
     start_writeback(&prepared.file);
     Ok(prepared)
 }
 
+/// Makes sure that `file`, just rewritten in place, has a modification
+/// time other than `before`'s. Readers recognise a version of a file by
+/// its inode, size and times (the status page's cache), and a spare
+/// rewritten within one tick of the clock the kernel stamps files with
+/// could otherwise keep them all.
+fn new_modification_time(file: &File, before: &fs::Metadata) -> io::Result<()> {
+    let now = file.metadata()?;
+    if (now.mtime(), now.mtime_nsec()) != (before.mtime(), before.mtime_nsec()) {
+        return Ok(());
+    }
+    let later = before.modified()? + std::time::Duration::from_nanos(1);
+    file.set_modified(later)
+}
+
 /// The spare of `target` (whose metadata is `old`), opened for writing if
 /// no one else has it open, and given the target's owner and mode, with
-/// its current length; `None` if it cannot be used that way.
-fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File, u64)> {
+/// its metadata before that; `None` if it cannot be used that way.
+fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File, fs::Metadata)> {
     let path = hidden_sibling(target, ".spare")?;
     let file = OpenOptions::new()
         .write(true)
@@ -279,7 +376,7 @@ fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File, u64)>
     if (meta.uid(), meta.gid(), meta.mode()) != (old.uid(), old.gid(), old.mode()) {
         same_owner_and_mode(&file, old).ok()?;
     }
-    Some((path, file, meta.len()))
+    Some((path, file, meta))
 }
 
 /// Whether no other open file refers to `file`: the kernel grants a write
@@ -394,8 +491,9 @@ fn temp_suffix() -> String {
 }
 
 /// Creates a new temporary file next to `target` (`O_EXCL`: never an
-/// existing file, nor a symbolic link planted by someone else).
-fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
+/// existing file, nor a symbolic link planted by someone else), with the
+/// permission bits `mode` less the umask.
+fn create_temp(target: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
     let dir = parent_dir(target);
     let mut last_error = None;
     for _ in 0..100 {
@@ -408,7 +506,7 @@ fn create_temp(target: &Path) -> io::Result<(PathBuf, File)> {
         match OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o666)
+            .mode(mode)
             .open(&tmp_path)
         {
             Ok(file) => return Ok((tmp_path, file)),
@@ -1143,7 +1241,7 @@ fn prepare_with(
     target: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<Prepared> {
-    let (tmp_path, file) = create_temp(target)?;
+    let (tmp_path, file) = create_temp(target, 0o666)?;
     let mut prepared = Prepared {
         tmp_path,
         target: target.to_path_buf(),
@@ -1880,6 +1978,88 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_never_reads_a_spare_being_rewritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        if spares_unsupported(tmp.path()).is_some() {
+            return;
+        }
+        let path = tmp.path().join("vm.cmdb");
+        let spare = tmp.path().join(".vm.cmdb.spare");
+        fs::write(&path, b"old").unwrap();
+        replace_locked(&path, b"first version");
+        // The race: the reader looked up the name, a writer exchanged the
+        // file away and the next one reused it as its spare, all before the
+        // reader's open completed. Played here after the open: the reader
+        // then holds the spare while a writer is half-way through it.
+        let mut raced = false;
+        let (text, _) = read_version_with(&path, || {
+            if !raced {
+                raced = true;
+                replace_locked(&path, b"second version");
+                let mut half = OpenOptions::new().write(true).open(&spare).unwrap();
+                half.write_all(b"THIRD").unwrap();
+            }
+        })
+        .unwrap();
+        assert!(raced);
+        assert_eq!(text, b"second version");
+        // Without the check, the half-written spare would have been read.
+        assert_eq!(fs::read(&spare).unwrap(), b"THIRD version");
+
+        assert_eq!(read_version(&path).unwrap(), b"second version");
+        let err = read_version_with(&path, || replace_locked(&path, b"again")).unwrap_err();
+        assert!(err.to_string().contains("replaced 100 times"), "{err}");
+        let missing = read_version(&tmp.path().join("nope")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_rewritten_spare_never_keeps_its_modification_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vm.cmdb");
+        fs::write(&path, b"x").unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        // Written within the clock tick of the previous version: moved on.
+        let before = file.metadata().unwrap();
+        new_modification_time(&file, &before).unwrap();
+        let after = file.metadata().unwrap();
+        assert_eq!(
+            after.modified().unwrap(),
+            before.modified().unwrap() + Duration::from_nanos(1)
+        );
+        // Already another time: left as it is.
+        new_modification_time(&file, &before).unwrap();
+        assert_eq!(
+            file.metadata().unwrap().modified().unwrap(),
+            after.modified().unwrap()
+        );
+    }
+
+    #[test]
+    fn cache_files_are_replaced_whole_and_never_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(".vm.cmdb.status");
+        replace_cache_file(&path, b"first").unwrap();
+        replace_cache_file(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(mode(&path), 0o600);
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        replace_cache_file(&path, b"third").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(fs::read(&path).unwrap(), b"third");
+        // Where it cannot be renamed, the temporary file goes too.
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("x"), b"").unwrap();
+        assert!(replace_cache_file(&path, b"fourth").is_err());
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    }
+
+    #[test]
     fn a_spare_that_is_a_link_is_never_written_through() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("state");
@@ -2085,21 +2265,6 @@ mod tests {
         io::stdout().flush().unwrap();
         // Parked until the parent kills us; bounded in case the parent died.
         std::thread::sleep(Duration::from_secs(60));
-    }
-
-    #[test]
-    fn shared_locks_coexist_and_exclude_writers() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("edeploy.lock");
-        let a = Lock::shared(&path).unwrap();
-        let b = Lock::shared(&path).unwrap();
-        let probe = File::open(&path).unwrap();
-        assert!(matches!(
-            probe.try_lock(),
-            Err(fs::TryLockError::WouldBlock)
-        ));
-        drop((a, b));
-        assert!(probe.try_lock().is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, FileTimes};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -130,7 +131,7 @@ fn quotas_and_cmdb_usage() {
     let s = &j["sections"][0];
     assert_eq!(s["name"], "SERVER");
     assert_eq!(s["errors"], serde_json::json!([]));
-    assert_eq!(s["unlocked"], Json::Null);
+    assert_eq!(s["lock_warning"], Json::Null);
     let names: Vec<&str> = s["profiles"]
         .as_array()
         .unwrap()
@@ -362,10 +363,13 @@ fn errors_are_shown_inline_per_section() {
     );
 
     let lab = &j["sections"][2];
-    let unlocked = lab["unlocked"].as_str().unwrap();
-    assert!(
-        unlocked.starts_with("read without the lock: ") && unlocked.contains("/no/such/dir"),
-        "{unlocked}"
+    let warning = lab["lock_warning"].as_str().unwrap();
+    assert_eq!(
+        warning,
+        format!(
+            "upload.py cannot take its lock: directory {root}/no/such/dir \
+             of {root}/no/such/dir/lock does not exist"
+        )
     );
     let e = lab["errors"][0].as_str().unwrap();
     assert!(
@@ -385,7 +389,7 @@ fn errors_are_shown_inline_per_section() {
         "{html}"
     );
     assert!(
-        html.contains("<p class=\"warn\">read without the lock: "),
+        html.contains("<p class=\"warn\">upload.py cannot take its lock: "),
         "{html}"
     );
     assert!(
@@ -474,8 +478,11 @@ fn whole_configuration_problems() {
     assert!(html.contains("(missing: legacy defaults shown)"), "{html}");
 }
 
-/// Every file under `dir`: its bytes and modification time.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
+/// Files with their bytes and modification time.
+type Snapshot = BTreeMap<PathBuf, (Vec<u8>, SystemTime)>;
+
+/// Every file under `dir`.
+fn snapshot(dir: &Path) -> Snapshot {
     let mut out = BTreeMap::new();
     for e in fs::read_dir(dir).unwrap() {
         let path = e.unwrap().path();
@@ -489,22 +496,248 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
     out
 }
 
+/// `snapshot` without the status page's cache files, and their names.
+fn without_cache(mut files: Snapshot) -> (Snapshot, Vec<String>) {
+    let cache: Vec<PathBuf> = files
+        .keys()
+        .filter(|p| p.to_string_lossy().ends_with(".cmdb.status"))
+        .cloned()
+        .collect();
+    let names = cache
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for p in cache {
+        files.remove(&p);
+    }
+    (files, names)
+}
+
 #[test]
-fn writes_nothing() {
+fn writes_nothing_but_its_cache() {
     let site = fleet();
     site.write("data/hw/a.hw", "[]\n");
     let before = snapshot(site.dir.path());
     let html = status::to_html(&site.gather());
     assert!(html.contains("<td class=\"num total\">100</td>"), "{html}");
-    // Not even the lock file: a missing one means no writer to wait for.
+    // Not even the lock file: readers take no lock.
     assert!(!site.path("data/lock/edeploy.lock").exists());
-    assert_eq!(snapshot(site.dir.path()), before);
+    let (after, cache) = without_cache(snapshot(site.dir.path()));
+    assert_eq!(after, before);
+    assert_eq!(cache, [".hp.cmdb.status", ".vm.cmdb.status"]);
     assert!(!site.path("data/config/hp.cmdb.orig").exists());
-    // With the lock file present, nothing changes either.
+    // With the lock file present, nothing changes either; the cache is
+    // used as it is.
     site.write("data/lock/edeploy.lock", "");
     let with_lock = snapshot(site.dir.path());
     site.gather();
     assert_eq!(snapshot(site.dir.path()), with_lock);
+}
+
+/// The summary of `vm.cmdb` in a view of `site`: (total, used, free, the
+/// indices of the used entries shown).
+fn vm_usage(site: &Site) -> (u64, u64, u64, Vec<u64>) {
+    let j = json(&site.gather());
+    let c = &profiles(&j, 0)["vm"]["cmdb"];
+    assert_eq!(c["error"], Json::Null, "{c}");
+    let shown = c["used_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    let n = |k: &str| c[k].as_u64().unwrap();
+    (n("total"), n("used"), n("free"), shown)
+}
+
+/// A `vm.cmdb` of `total` entries whose first `used` are used.
+fn vm_cmdb(total: usize, used: usize) -> String {
+    let entries: Vec<String> = (0..total)
+        .map(|i| {
+            let mark = if i < used { ", 'used': 1" } else { "" };
+            format!("{{'hostname': 'node{i}', 'ip': '10.0.0.{i}'{mark}}}")
+        })
+        .collect();
+    format!("[{}]\n", entries.join(",\n "))
+}
+
+/// Waits until the coarse clock files are stamped with is past the
+/// modification time of `meta`.
+fn wait_for_the_clock_to_pass(meta: &fs::Metadata) {
+    loop {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) };
+        if (now.tv_sec, now.tv_nsec) > (meta.mtime(), meta.mtime_nsec()) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_cached_summary_serves_until_the_cmdb_changes() {
+    let site = fleet();
+    let cmdb = site.path("data/config/vm.cmdb");
+    let cache = status::cache::cache_file(&cmdb).unwrap();
+    assert_eq!(cache, site.path("data/config/.vm.cmdb.status"));
+    assert_eq!(vm_usage(&site), (5, 2, 3, vec![0, 2]));
+
+    // A doctored summary of the same version is shown as it is: the view
+    // did not read the CMDB.
+    let mut cached: Json = serde_json::from_slice(&fs::read(&cache).unwrap()).unwrap();
+    assert_eq!(cached["format"], 1);
+    cached["cmdb"]["used"] = Json::from(1);
+    cached["cmdb"]["free"] = Json::from(4);
+    cached["cmdb"]["used_entries"] =
+        serde_json::json!([{"index": 4, "hostname": null, "ip": null, "mac": null}]);
+    fs::write(&cache, serde_json::to_vec(&cached).unwrap()).unwrap();
+    assert_eq!(vm_usage(&site), (5, 1, 4, vec![4]));
+
+    // A new version, as upload.py writes it (exchanged with a spare), then
+    // as an editor rewrites it in place (same inode, same size).
+    let prepared = edeploy::store::prepare_file_locked(&cmdb, vm_cmdb(6, 3).as_bytes()).unwrap();
+    prepared.commit().unwrap();
+    assert_eq!(vm_usage(&site), (6, 3, 3, vec![0, 1, 2]));
+    let inode = fs::metadata(&cmdb).unwrap().ino();
+    let in_place = vm_cmdb(6, 3).replace(
+        "{'hostname': 'node5', 'ip': '10.0.0.5'}",
+        "{'used': 1, 'ip': '10.0.0.5', 'h': 'x'}",
+    );
+    assert_eq!(in_place.len(), vm_cmdb(6, 3).len());
+    // Kernels before 6.13 stamp files with a clock that ticks every few
+    // milliseconds: an edit within the same tick would keep the file's
+    // identity (the cache module says so). Edits are not that fast.
+    wait_for_the_clock_to_pass(&fs::metadata(&cmdb).unwrap());
+    fs::write(&cmdb, &in_place).unwrap();
+    assert_eq!(fs::metadata(&cmdb).unwrap().ino(), inode);
+    assert_eq!(vm_usage(&site), (6, 4, 2, vec![0, 1, 2, 5]));
+}
+
+#[test]
+fn broken_cache_files_are_recomputed_and_replaced() {
+    let site = fleet();
+    let cmdb = site.path("data/config/vm.cmdb");
+    let cache = status::cache::cache_file(&cmdb).unwrap();
+    let expected = vm_usage(&site);
+    assert_eq!(expected, (5, 2, 3, vec![0, 2]));
+    let good: Json = serde_json::from_slice(&fs::read(&cache).unwrap()).unwrap();
+    let altered = |path: &[&str], value: Json| {
+        let mut j = good.clone();
+        let mut at = &mut j;
+        for k in path {
+            at = &mut at[*k];
+        }
+        *at = value;
+        serde_json::to_vec(&j).unwrap()
+    };
+    let mut padded = serde_json::to_vec(&good).unwrap();
+    padded.resize(status::cache::MAX_SIZE as usize + 1, b' ');
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("truncated", fs::read(&cache).unwrap()[..40].to_vec()),
+        ("not JSON", b"\x00\xffgarbage".to_vec()),
+        ("another format", altered(&["format"], Json::from(2))),
+        ("another version", altered(&["key", "ino"], Json::from(1))),
+        (
+            "another file",
+            altered(&["cmdb", "file"], Json::from("/etc/passwd")),
+        ),
+        (
+            "more used than entries",
+            altered(&["cmdb", "used"], Json::from(9)),
+        ),
+        (
+            "inconsistent free",
+            altered(&["cmdb", "free"], Json::from(1)),
+        ),
+        (
+            "negative count",
+            altered(&["cmdb", "total"], Json::from(-1)),
+        ),
+        ("too large", padded),
+    ];
+    for (what, text) in cases {
+        // The doctored counts would show if the file were taken.
+        fs::write(&cache, &text).unwrap();
+        assert_eq!(vm_usage(&site), expected, "{what}");
+        let now: Json = serde_json::from_slice(&fs::read(&cache).unwrap())
+            .unwrap_or_else(|e| panic!("{what}: not replaced: {e}"));
+        assert_eq!(now, good, "{what}");
+    }
+
+    // A link planted there is replaced, never written through.
+    let victim = site.path("victim");
+    fs::write(&victim, "keep").unwrap();
+    fs::remove_file(&cache).unwrap();
+    std::os::unix::fs::symlink(&victim, &cache).unwrap();
+    assert_eq!(vm_usage(&site), expected);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+    assert!(fs::symlink_metadata(&cache).unwrap().is_file());
+
+    // A cache that cannot be written: the view is made all the same.
+    fs::remove_file(&cache).unwrap();
+    fs::create_dir(&cache).unwrap();
+    fs::write(cache.join("x"), "").unwrap();
+    assert_eq!(vm_usage(&site), expected);
+    let left: Vec<_> = fs::read_dir(site.path("data/config"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Views while upload-like writers replace the CMDB: every view shows one
+/// version whole (version `k` has its first `k` entries used), never a
+/// mix of a summary and another version, and the last view the last one.
+#[test]
+fn concurrent_views_and_writers_agree() {
+    const VERSIONS: usize = 60;
+    const TOTAL: usize = 80;
+    let site = fleet();
+    let cmdb = site.path("data/config/vm.cmdb");
+    fs::write(&cmdb, vm_cmdb(TOTAL, 0)).unwrap();
+    let lock = site.path("data/lock/edeploy.lock");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for k in 1..=VERSIONS {
+                let _lock = edeploy::store::Lock::exclusive(&lock).unwrap();
+                let prepared =
+                    edeploy::store::prepare_file_locked(&cmdb, vm_cmdb(TOTAL, k).as_bytes())
+                        .unwrap();
+                prepared.commit().unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let viewers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut seen = 0;
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        let (total, used, free, shown) = vm_usage(&site);
+                        assert_eq!((total, free), (TOTAL as u64, total - used));
+                        assert_eq!(shown, (0..used).collect::<Vec<_>>());
+                        assert!(used >= seen, "a view went back from {seen} to {used}");
+                        seen = used;
+                    }
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for v in viewers {
+            v.join().unwrap();
+        }
+    });
+    let last = VERSIONS as u64;
+    assert_eq!(
+        vm_usage(&site),
+        (TOTAL as u64, last, TOTAL as u64 - last, (0..last).collect())
+    );
 }
 
 #[test]
@@ -552,6 +785,51 @@ fn large_cmdb_is_counted_quickly() {
         html.contains(&format!("The last {USED_SHOWN} of {used} used entries")),
         "{}",
         &html[..2000]
+    );
+}
+
+/// A `generate()` model of 2^20 entries whose entries are all used (it has
+/// a `used` key): the page counts them and shows the last ones without
+/// expanding the model. The status program runs with one second of CPU
+/// (`ulimit -t 1`): expanding a million entries takes several, even
+/// optimised; counting them takes microseconds.
+#[test]
+fn million_entry_model_is_summarised_without_expanding_it() {
+    let site = fleet();
+    site.write(
+        "data/config/hp.cmdb",
+        "generate({'hostname': 'hp0000001-1048576', 'ip': '10.0-15.0-255.0-255', 'used': 1})\n",
+    );
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -t 1; exec \"$0\" --json"])
+        .arg(env!("CARGO_BIN_EXE_status"))
+        .env("EDEPLOY_CONF", site.conf())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &profiles(&j, 0)["hp"]["cmdb"];
+    let n = 1 << 20;
+    assert_eq!(c["error"], Json::Null);
+    assert_eq!(c["generated"], true);
+    assert_eq!(
+        (&c["total"], &c["used"], &c["free"]),
+        (&Json::from(n), &Json::from(n), &Json::from(0))
+    );
+    let shown = c["used_entries"].as_array().unwrap();
+    assert_eq!(shown.len(), USED_SHOWN);
+    assert_eq!(
+        shown[USED_SHOWN - 1],
+        serde_json::json!({"index": n - 1, "hostname": "hp1048576", "ip": "10.15.255.255", "mac": null})
+    );
+    assert_eq!(
+        shown[0],
+        serde_json::json!({"index": n - USED_SHOWN, "hostname": "hp1048377", "ip": "10.15.255.56", "mac": null})
     );
 }
 
@@ -716,7 +994,7 @@ fn status_page_through_apache_and_chromium() {
     assert_eq!(entry["hostname"], HOSTILE_HOST);
     assert_eq!(entry["ip"], HOSTILE_ATTR);
     assert_eq!(entry["mac"], "52:54:12:34:00:03");
-    assert_eq!(j["sections"][0]["unlocked"], Json::Null);
+    assert_eq!(j["sections"][0]["lock_warning"], Json::Null);
     assert_eq!(j["sections"][1]["name"], "lab");
 
     let (code, head, _) = fetch(&url, &["-X", "POST", "-d", "x=1"]);

@@ -15,6 +15,8 @@ use std::time::Duration;
 use edeploy::generate;
 use edeploy::literal::{self, Dict, Value};
 
+pub mod http;
+
 /// Name of the profile every benchmark request matches.
 pub const PROFILE: &str = "bench";
 
@@ -45,6 +47,22 @@ pub fn upload_binary() -> PathBuf {
     std::env::var_os("EDEPLOY_BENCH_UPLOAD")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_upload")))
+}
+
+/// Builds the null CGI (bench/null_cgi.rs: reads the body, prints a fixed
+/// answer) with rustc (`$RUSTC`, else `rustc`) as the executable `out`.
+pub fn install_null_cgi(out: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/null_cgi.rs");
+    let status = std::process::Command::new(&rustc)
+        .args(["-O", "--edition", "2021", "-o"])
+        .arg(out)
+        .arg(source)
+        .status()
+        .unwrap_or_else(|e| panic!("{rustc}: {e}"));
+    assert!(status.success(), "building the null CGI failed");
+    fs::set_permissions(out, fs::Permissions::from_mode(0o755)).expect("chmod null CGI");
 }
 
 /// Where scratch trees go: `$EDEPLOY_BENCH_DIR`, else the system temporary

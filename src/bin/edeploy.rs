@@ -20,6 +20,7 @@ use edeploy::hw::{self, Item};
 use edeploy::literal::{self, Document, ParseError, Streamed, Value};
 use edeploy::spec;
 use edeploy::state::Quota;
+use edeploy::store;
 
 const USAGE: &str = "usage: edeploy COMMAND [ARGS...]
 
@@ -357,7 +358,8 @@ fn cmdb_used(args: &[String], out: &mut dyn Write) -> Answer {
     let mut unused = Vec::new();
     for file in files {
         let path = Path::new(file);
-        let src = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let src =
+            store::read_version(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut found = None;
         let mut index = 0;
         let mut each = |entry: Value| {

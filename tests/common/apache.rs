@@ -79,6 +79,12 @@ impl Apache {
     /// Starts Apache with `mpm` (`event`, `prefork`) and `cgi` (`cgid`,
     /// `cgi`), our CGIs and the fixtures' configuration directory.
     pub fn start(mpm: &str, cgi: &str) -> Apache {
+        Apache::start_with(mpm, cgi, "")
+    }
+
+    /// [`Apache::start`], with `directives` appended to httpd.conf (they
+    /// override the template's: a benchmark's worker pool).
+    pub fn start_with(mpm: &str, cgi: &str, directives: &str) -> Apache {
         let dir = tempfile::Builder::new()
             .prefix("edeploy-apache-")
             .tempdir()
@@ -144,7 +150,7 @@ impl Apache {
                     ("USER", user),
                     ("GROUP", user),
                 ],
-            ),
+            ) + directives,
         )
         .unwrap();
         // Its own process group: at shutdown, prefork signals its whole
