@@ -137,13 +137,6 @@ fn check_commit_record(path: &Path, report: &mut Report) {
             return;
         }
     };
-    let names = |paths: &[PathBuf]| {
-        paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     if !found.completed.is_empty() {
         report.add(
             path,
@@ -152,7 +145,7 @@ fn check_commit_record(path: &Path, report: &mut Report) {
             format!(
                 "a request was killed while committing: {} not yet replaced by its new \
                  content, so the state and CMDB disagree; the next request completes it",
-                names(&found.completed)
+                store::path_list(&found.completed)
             ),
         );
     }
@@ -163,7 +156,7 @@ fn check_commit_record(path: &Path, report: &mut Report) {
             Severity::Warning,
             format!(
                 "the interrupted commit will leave {} as is: changed by someone else since",
-                names(&found.changed)
+                store::path_list(&found.changed)
             ),
         );
     }

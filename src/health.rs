@@ -246,24 +246,6 @@ mod tests {
         assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     }
 
-    /// Swaps two names atomically (`renameat2(RENAME_EXCHANGE)`).
-    fn exchange(a: &Path, b: &Path) {
-        use std::os::unix::ffi::OsStrExt;
-        let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
-        let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
-        // SAFETY: two NUL-terminated paths that outlive the call.
-        let done = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                a.as_ptr(),
-                libc::AT_FDCWD,
-                b.as_ptr(),
-                libc::RENAME_EXCHANGE,
-            )
-        };
-        assert_eq!(done, 0, "{}", io::Error::last_os_error());
-    }
-
     /// The session directory is swapped with a symlink to the outside while
     /// results are stored: every result lands inside HEALTHDIR or is
     /// refused, and nothing is ever created outside. (Checking the path
@@ -290,7 +272,7 @@ mod tests {
         let outcomes = std::thread::scope(|s| {
             s.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
-                    exchange(&health.join("evil"), &health.join("spare"));
+                    crate::store::exchange(&health.join("evil"), &health.join("spare")).unwrap();
                 }
             });
             let _stop = Stop(&stop);

@@ -229,24 +229,17 @@ pub fn provision(
 
 /// Log lines for what [`store::recover`] did, if anything.
 fn describe_recovery(recovery: &store::Recovery) -> Vec<String> {
-    let names = |paths: &[PathBuf]| {
-        paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let mut lines = Vec::new();
     if !recovery.completed.is_empty() {
         lines.push(format!(
             "completed the commit of an interrupted request: {}",
-            names(&recovery.completed)
+            store::path_list(&recovery.completed)
         ));
     }
     if !recovery.changed.is_empty() {
         lines.push(format!(
             "interrupted commit: changed by someone else since, left as is: {}",
-            names(&recovery.changed)
+            store::path_list(&recovery.changed)
         ));
     }
     if recovery.damaged {

@@ -911,7 +911,7 @@ impl Renamed {
 }
 
 /// Swaps the files named `a` and `b`, atomically.
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let a = std::ffi::CString::new(a.as_os_str().as_bytes())?;
     let b = std::ffi::CString::new(b.as_os_str().as_bytes())?;
@@ -1150,6 +1150,12 @@ pub struct Recovery {
     pub changed: Vec<PathBuf>,
     /// The record was torn: its commit had renamed nothing, nothing to do.
     pub damaged: bool,
+}
+
+/// Paths as the log and `edeploy check` name them: `a, b`.
+pub fn path_list(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
 }
 
 impl Recovery {
