@@ -21,7 +21,8 @@
 //! Prints the uploads' p50/p99/max latency in each phase, the pages per
 //! second of each flood, and the ratio of the status flood's p50 and p99
 //! to those of the two unloaded phases together. Target: at most 2. Then
-//! checks that no update was lost and that every page got a 200.
+//! checks that no update was lost; views answered "busy" (503, see
+//! `edeploy::status::pace`) are counted.
 //!
 //! `EDEPLOY_BENCH_CONNECTIONS` (default 32) sets wrk's connections.
 //! `EDEPLOY_BENCH_UPLOAD` and `EDEPLOY_BENCH_STATUS` measure other builds
@@ -190,20 +191,18 @@ fn flood(
     let out = wrk.wait_with_output().expect("wrk");
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "wrk: {report}");
-    assert!(
-        wrk_line(&report, "Non-2xx or 3xx responses:").is_none(),
-        "{script} failed: {report}"
-    );
     (phase, report)
 }
 
 /// One line about a flood: pages per second and their latency.
 fn flood_line(script: &str, report: &str) -> String {
     format!(
-        "{script} flood: {} pages/s, latency p50 {}, p99 {}; socket errors: {}",
+        "{script} flood: {} pages/s, latency p50 {}, p99 {}; answered busy (503): {}; \
+         socket errors: {}",
         wrk_line(report, "Requests/sec:").unwrap_or("?"),
         wrk_line(report, "50%").unwrap_or("?"),
         wrk_line(report, "99%").unwrap_or("?"),
+        wrk_line(report, "Non-2xx or 3xx responses:").unwrap_or("0"),
         wrk_line(report, "Socket errors:").unwrap_or("none"),
     )
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::cmdb::DEFAULT_MAX_CMDB_SIZE;
 use crate::generate::{self, GenerateError};
 use crate::literal::{self, Dict, Document, Value};
 use crate::spec::{self, SpecError};
@@ -343,6 +344,18 @@ fn check_cmdb(path: &Path, in_use: bool, report: &mut Report) {
     let Some(src) = read(path, report) else {
         return;
     };
+    if src.len() as u64 > DEFAULT_MAX_CMDB_SIZE {
+        report.add(
+            path,
+            None,
+            Severity::Warning,
+            format!(
+                "{} bytes, more than the default MAXCMDBSIZE ({DEFAULT_MAX_CMDB_SIZE} bytes): \
+                 the server refuses it unless edeploy.conf sets a larger MAXCMDBSIZE",
+                src.len()
+            ),
+        );
+    }
     let document = match literal::parse(path, &src) {
         Ok(d) => d,
         Err(e) => {
@@ -761,6 +774,31 @@ mod tests {
         assert!(none[0].ends_with(
             "state: error: no state file: the server answers every machine with an error"
         ));
+    }
+
+    #[test]
+    fn a_cmdb_the_server_would_refuse_is_flagged() {
+        let profile = [
+            ("state", "[('a', 1)]"),
+            ("a.specs", "[('system', 'product', 'vendor', 'HP')]"),
+            ("a.configure", "pass"),
+        ];
+        let pad = DEFAULT_MAX_CMDB_SIZE as usize - "[{'pad': ''}]\n".len();
+        let at_limit = format!("[{{'pad': '{}'}}]\n", "x".repeat(pad));
+        assert_eq!(
+            findings(&[profile[0], profile[1], profile[2], ("a.cmdb", &at_limit)]),
+            Vec::<String>::new()
+        );
+        let over = format!("[{{'pad': '{}'}}]\n", "x".repeat(pad + 1));
+        assert_eq!(
+            findings(&[profile[0], profile[1], profile[2], ("a.cmdb", &over)]),
+            [format!(
+                "a.cmdb: warning: {} bytes, more than the default MAXCMDBSIZE \
+                 ({DEFAULT_MAX_CMDB_SIZE} bytes): the server refuses it unless edeploy.conf \
+                 sets a larger MAXCMDBSIZE",
+                DEFAULT_MAX_CMDB_SIZE + 1
+            )]
+        );
     }
 
     #[test]

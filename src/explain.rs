@@ -20,7 +20,7 @@ use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::{HwValue, Item};
 use crate::literal::{self, Dict, Value};
-use crate::provision::{read_if_exists, ProvisionError};
+use crate::provision::{read_cmdb, read_if_exists, ProvisionError};
 use crate::spec::{self, Spec, SpecError, Vars};
 use crate::state::{Quota, State, StateError};
 use crate::store;
@@ -630,7 +630,7 @@ fn try_profile(cfg: &Config, state: &State, profile: &str, items: &[Item]) -> Pr
     };
     let vars = spec::vars_dict(&vars);
     let forced = spec::vars_dict(&forced);
-    let (mut vars, cmdb) = match read_if_exists(&cmdb_file) {
+    let (mut vars, cmdb) = match read_cmdb(cfg, &cmdb_file) {
         Ok(Some(src)) => {
             match cmdb::select_within(&cmdb_file, &src, &vars, &forced, cfg.max_cmdb_size) {
                 Ok(Some(selection)) => (selection.vars, Some((cmdb_file, selection.index))),

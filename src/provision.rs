@@ -522,7 +522,7 @@ fn try_profile(
 /// if it has a CMDB. An error here does not try the next profile.
 fn select_cmdb(cfg: &Config, state: &State, matched: Matched) -> Result<Found, ProvisionError> {
     let cmdb_file = state.profile_file(&matched.profile, "cmdb")?;
-    let selection = match read_if_exists(&cmdb_file).map_err(io_error(&cmdb_file))? {
+    let selection = match read_cmdb(cfg, &cmdb_file).map_err(io_error(&cmdb_file))? {
         Some(src) => cmdb::select_within(
             &cmdb_file,
             &src,
@@ -553,6 +553,17 @@ fn select_cmdb(cfg: &Config, state: &State, matched: Matched) -> Result<Found, P
 /// when it does not exist (optional `.specs`, `.cmdb`).
 pub(crate) fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match store::read_version(path) {
+        Ok(src) => Ok(Some(src)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A CMDB's bytes, `None` when it does not exist. One larger than
+/// `MAXCMDBSIZE` is refused before it is read: each request holds it
+/// twice (read and rewritten).
+pub(crate) fn read_cmdb(cfg: &Config, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match store::read_version_within(path, cfg.max_cmdb_size, "MAXCMDBSIZE") {
         Ok(src) => Ok(Some(src)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
@@ -664,5 +675,29 @@ mod tests {
             matches!(answer, Err(ProvisionError::NoMatch { ref profiles, .. }) if profiles == &["first", "second"]),
             "{answer:?}"
         );
+    }
+
+    /// A CMDB larger than MAXCMDBSIZE is refused before it is read, naming
+    /// the file and the limit; nothing is written.
+    #[test]
+    fn a_cmdb_over_maxcmdbsize_is_refused() {
+        let (tmp, mut cfg, items) = site();
+        let cmdb = tmp.path().join("first.cmdb");
+        let src = "[{'ip': '10.0.0.1'}]\n";
+        std::fs::write(&cmdb, src).unwrap();
+        cfg.max_cmdb_size = src.len() as u64 - 1;
+        let err = provision(&cfg, &items, None, false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: larger than MAXCMDBSIZE ({} bytes)",
+                cmdb.display(),
+                src.len() - 1
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&cmdb).unwrap(), src);
+        cfg.max_cmdb_size = src.len() as u64;
+        let outcome = provision(&cfg, &items, None, false).unwrap();
+        assert!(matches!(outcome, Outcome::Configured(_)), "{outcome:?}");
     }
 }

@@ -168,7 +168,21 @@ pub fn crash_point(_what: &str, _path: &Path) {}
 /// made, after our open, and no writer reuses it while we hold it open. If
 /// not, it is opened again.
 pub fn read_version(path: &Path) -> io::Result<Vec<u8>> {
-    read_version_with(path, || {}).map(|(contents, _)| contents)
+    read_version_with(path, u64::MAX, || {}).map(|(contents, _)| contents)
+}
+
+/// [`read_version`] of a file of at most `limit` bytes: a larger one is an
+/// error of kind [`io::ErrorKind::FileTooLarge`] naming the limit and what
+/// sets it (`setting`), found before it is read.
+pub fn read_version_within(path: &Path, limit: u64, setting: &str) -> io::Result<Vec<u8>> {
+    read_version_with(path, limit, || {})
+        .map(|(contents, _)| contents)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::FileTooLarge => {
+                io::Error::new(e.kind(), format!("larger than {setting} ({limit} bytes)"))
+            }
+            _ => e,
+        })
 }
 
 /// [`read_version`], with the metadata of the version read: its inode,
@@ -176,7 +190,7 @@ pub fn read_version(path: &Path) -> io::Result<Vec<u8>> {
 /// read (written in place by someone else than our writers), so that the
 /// content may not be that version's.
 pub fn read_version_and_metadata(path: &Path) -> io::Result<(Vec<u8>, Option<fs::Metadata>)> {
-    read_version_with(path, || {})
+    read_version_with(path, u64::MAX, || {})
 }
 
 /// Most tries of [`read_version`]: each failure needs a writer's commit
@@ -187,16 +201,27 @@ const READ_TRIES: usize = 100;
 /// (the tests replace the file there).
 fn read_version_with(
     path: &Path,
+    limit: u64,
     mut after_open: impl FnMut(),
 ) -> io::Result<(Vec<u8>, Option<fs::Metadata>)> {
+    let too_large = || io::Error::from(io::ErrorKind::FileTooLarge);
     for _ in 0..READ_TRIES {
-        let mut file = File::open(path)?;
+        let file = File::open(path)?;
         after_open();
         let opened = file.metadata()?;
         let named = fs::metadata(path)?;
         if (opened.dev(), opened.ino()) == (named.dev(), named.ino()) {
+            if opened.size() > limit {
+                return Err(too_large());
+            }
             let mut contents = Vec::new();
+            // Written in place by someone else meanwhile, it may have grown.
+            let mut file = io::Read::take(file, limit.saturating_add(1));
             io::Read::read_to_end(&mut file, &mut contents)?;
+            if contents.len() as u64 > limit {
+                return Err(too_large());
+            }
+            let file = file.into_inner();
             let after = file.metadata()?;
             let times = |m: &fs::Metadata| {
                 (
@@ -1998,7 +2023,7 @@ mod tests {
         // reader's open completed. Played here after the open: the reader
         // then holds the spare while a writer is half-way through it.
         let mut raced = false;
-        let (text, _) = read_version_with(&path, || {
+        let (text, _) = read_version_with(&path, u64::MAX, || {
             if !raced {
                 raced = true;
                 replace_locked(&path, b"second version");
@@ -2013,7 +2038,8 @@ mod tests {
         assert_eq!(fs::read(&spare).unwrap(), b"THIRD version");
 
         assert_eq!(read_version(&path).unwrap(), b"second version");
-        let err = read_version_with(&path, || replace_locked(&path, b"again")).unwrap_err();
+        let err =
+            read_version_with(&path, u64::MAX, || replace_locked(&path, b"again")).unwrap_err();
         assert!(err.to_string().contains("replaced 100 times"), "{err}");
         let missing = read_version(&tmp.path().join("nope")).unwrap_err();
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);

@@ -5,13 +5,15 @@
 //! prints the same (`status [--json]`). It reads the same configuration as
 //! `upload.py`, writes nothing but its cache of CMDB summaries (see
 //! `edeploy::status`) and, as a CGI, runs at the lowest CPU priority
-//! (`SCHED_IDLE`).
+//! (`SCHED_IDLE`) and takes turns with the other views
+//! (`edeploy::status::pace`).
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use edeploy::cgi::{self, Limits};
+use edeploy::status::pace::{self, Turn};
 use edeploy::{config, status};
 
 const PROGRAM: &str = "status";
@@ -135,17 +137,41 @@ fn yield_to_provisioning() {
     }
 }
 
+/// Lets Apache end the exchange now: the answer is complete once the
+/// program's output is closed, even though the program goes on (keeping
+/// its turn for the spacing of views).
+fn close_output() {
+    // SAFETY: plain system calls on descriptors this process owns; the
+    // standard streams are flushed and not written again.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+        if null >= 0 {
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            libc::close(null);
+        }
+    }
+}
+
 fn cgi_main() -> ExitCode {
     yield_to_provisioning();
+    let turn = Turn::take(pace::MAX_WAIT).ok();
     // A bug must still produce an answer; the panic message goes to stderr
     // (the error log).
-    let answer = std::panic::catch_unwind(serve_cgi).unwrap_or_else(|_| {
-        plain(
-            "500 Internal Server Error",
-            "",
-            "internal error in status.py, see the server log",
-        )
-    });
+    let answer = match turn {
+        Some(_) => std::panic::catch_unwind(serve_cgi).unwrap_or_else(|_| {
+            plain(
+                "500 Internal Server Error",
+                "",
+                "internal error in status.py, see the server log",
+            )
+        }),
+        None => plain(
+            "503 Service Unavailable",
+            "Retry-After: 10\n",
+            "too many status views at once, try again later",
+        ),
+    };
     let mut head = String::new();
     if answer.status != "200 OK" {
         head.push_str(&format!("Status: {}\n", answer.status));
@@ -160,7 +186,14 @@ fn cgi_main() -> ExitCode {
         .and_then(|()| out.write_all(&answer.body))
         .and_then(|()| out.flush())
     {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            drop(out);
+            if let Some(turn) = turn {
+                close_output();
+                turn.finish();
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             cgi::log_event(PROGRAM, "error", "-", &format!("cannot answer: {e}"));
             ExitCode::FAILURE

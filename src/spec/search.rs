@@ -145,6 +145,20 @@ pub(super) fn run(
     budget: &mut Budget,
     prune: bool,
 ) -> Result<bool, SpecError> {
+    run_to_level(lines, specs, vars, forced, budget, prune, MAX_LEVEL)
+}
+
+/// [`run`], the recursion of the legacy search stopped at `max_level`
+/// instead of [`MAX_LEVEL`]: the tests use small limits to reach them.
+fn run_to_level(
+    lines: &[Item],
+    specs: &[Spec],
+    vars: &mut Vars,
+    forced: &mut Vars,
+    budget: &mut Budget,
+    prune: bool,
+    max_level: usize,
+) -> Result<bool, SpecError> {
     let mut dict = PyDict::new();
     for (k, v) in vars.iter() {
         dict.insert(k, v);
@@ -178,6 +192,7 @@ pub(super) fn run(
         prune,
         backtracking: false,
         failed: HashMap::new(),
+        max_level,
     };
     let ok = m.match_all((0..lines.len()).collect(), 0, &mut dict, 0);
     budget.left = m.left;
@@ -215,6 +230,8 @@ struct Matcher<'s, 'f> {
     backtracking: bool,
     /// Calls that failed, with the lowest level at which each did.
     failed: HashMap<CallKey, usize>,
+    /// The legacy's recursion limit ([`MAX_LEVEL`]).
+    max_level: usize,
 }
 
 /// What a call of the legacy `match_all` depends on: its lines in order,
@@ -311,7 +328,7 @@ impl Matcher<'_, '_> {
         vars: &mut PyDict,
         level: usize,
     ) -> Result<bool, SpecError> {
-        if level == MAX_LEVEL {
+        if level == self.max_level {
             return Ok(false);
         }
         if !(self.prune && self.backtracking) {
@@ -610,8 +627,44 @@ mod tests {
             Ok(())
         }
 
+        /// [`agrees_with_reference`] with the recursion stopped at
+        /// `max_level`: a call that failed deep, for lack of levels, may
+        /// succeed higher up, so the memory of failed calls must not cut it.
+        fn agrees_at_level(
+            lines: &[Item],
+            specs: &[Spec],
+            max_level: usize,
+        ) -> Result<(), TestCaseError> {
+            let run = |prune, v: &mut Vars, f: &mut Vars| {
+                let budget = &mut Budget::new(REFERENCE_BUDGET);
+                run_to_level(lines, specs, v, f, budget, prune, max_level)
+            };
+            let (mut v, mut f) = (Vars::new(), Vars::new());
+            let reference = run(false, &mut v, &mut f);
+            let too_long = Err(SpecError::TooComplex {
+                budget: REFERENCE_BUDGET,
+            });
+            prop_assume!(reference != too_long);
+            let (mut pv, mut pf) = (Vars::new(), Vars::new());
+            prop_assert_eq!(&run(true, &mut pv, &mut pf), &reference);
+            if reference == Ok(true) {
+                prop_assert_eq!(pv, v);
+                prop_assert_eq!(pf, f);
+            }
+            Ok(())
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn pruned_search_gives_the_legacy_answer_at_any_level_limit(
+                lines in disks(),
+                specs in prop::collection::vec(disk_spec(), 1..8),
+                max_level in 1..6usize,
+            ) {
+                agrees_at_level(&lines, &specs, max_level)?;
+            }
+
             #[test]
             fn pruned_search_gives_the_legacy_answer_on_disks(
                 lines in disks(),
