@@ -73,10 +73,17 @@ impl Site {
 /// Whether process `pid` is waiting for a `flock` (a `->` line of
 /// /proc/locks: `1: -> FLOCK ADVISORY READ <pid> <dev:inode> 0 EOF`).
 fn waits_for_a_lock(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // Status views wait for each other's turn (an flock on the program,
+    // see edeploy::status::pace), never for a writer: that one is allowed.
+    let turn = fs::metadata(env!("CARGO_BIN_EXE_status")).unwrap().ino();
     let locks = fs::read_to_string("/proc/locks").expect("/proc/locks");
     locks.lines().any(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.get(1) == Some(&"->") && fields.get(5) == Some(&pid.to_string().as_str())
+        let inode = fields.get(6).and_then(|f| f.rsplit(':').next());
+        fields.get(1) == Some(&"->")
+            && fields.get(5) == Some(&pid.to_string().as_str())
+            && inode != Some(turn.to_string().as_str())
     })
 }
 
