@@ -236,7 +236,7 @@ pub fn match_all_within(
     forced: &mut Vars,
     budget: &mut Budget,
 ) -> Result<bool, SpecError> {
-    search::run(lines, specs, vars, forced, budget, true)
+    search::run(lines, specs, vars, forced, budget, true, search::MAX_LEVEL)
 }
 
 /// The legacy search step by step, without pruning: as slow as the legacy
@@ -250,7 +250,15 @@ pub fn match_all_unpruned(
     forced: &mut Vars,
     budget: u64,
 ) -> Result<bool, SpecError> {
-    search::run(lines, specs, vars, forced, &mut Budget::new(budget), false)
+    search::run(
+        lines,
+        specs,
+        vars,
+        forced,
+        &mut Budget::new(budget),
+        false,
+        search::MAX_LEVEL,
+    )
 }
 
 #[cfg(test)]

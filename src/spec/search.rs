@@ -19,7 +19,7 @@ use crate::hw::{HwValue, Item};
 use crate::pydict::PyDict;
 
 /// Depth of the legacy recursion, after which a branch fails.
-const MAX_LEVEL: usize = 50;
+pub(super) const MAX_LEVEL: usize = 50;
 
 /// A spec field, read once: what a line's field must be for the spec to
 /// take the line (in the pass after the exact one).
@@ -137,20 +137,10 @@ pub(super) fn find_line<'s, 'l, 'a, T>(
     Some((pos, binds(&checks, item(&lines[pos]))))
 }
 
+/// The legacy search (pruned when `prune`), its recursion stopped at
+/// `max_level` ([`MAX_LEVEL`], the legacy's; the tests use small limits to
+/// reach them).
 pub(super) fn run(
-    lines: &[Item],
-    specs: &[Spec],
-    vars: &mut Vars,
-    forced: &mut Vars,
-    budget: &mut Budget,
-    prune: bool,
-) -> Result<bool, SpecError> {
-    run_to_level(lines, specs, vars, forced, budget, prune, MAX_LEVEL)
-}
-
-/// [`run`], the recursion of the legacy search stopped at `max_level`
-/// instead of [`MAX_LEVEL`]: the tests use small limits to reach them.
-fn run_to_level(
     lines: &[Item],
     specs: &[Spec],
     vars: &mut Vars,
@@ -637,7 +627,7 @@ mod tests {
         ) -> Result<(), TestCaseError> {
             let run = |prune, v: &mut Vars, f: &mut Vars| {
                 let budget = &mut Budget::new(REFERENCE_BUDGET);
-                run_to_level(lines, specs, v, f, budget, prune, max_level)
+                run(lines, specs, v, f, budget, prune, max_level)
             };
             let (mut v, mut f) = (Vars::new(), Vars::new());
             let reference = run(false, &mut v, &mut f);
