@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Whether the program runs as a CGI: then its arguments are not parsed.
 pub fn is_cgi() -> bool {
@@ -112,9 +112,6 @@ pub enum Command {
     Explain(Explain),
     Check(Check),
     CmdbUsed(CmdbUsed),
-    /// Write the man pages and shell completions into OUTDIR (for packaging)
-    #[command(hide = true)]
-    GenDocs(GenDocs),
 }
 
 /// Does the machine match the specs? If not, why
@@ -193,17 +190,47 @@ pub struct CmdbUsed {
     pub cmdb: Vec<PathBuf>,
 }
 
-/// `edeploy gen-docs OUTDIR`.
+/// `edeploy gen-docs OUTDIR`: a hidden command for the packages, kept out
+/// of [`Edeploy`] so that the completions and the man page do not offer it.
 #[derive(Debug, Args)]
 pub struct GenDocs {
     /// Where man/ and completions/ are written
     pub outdir: PathBuf,
 }
 
+/// What the `edeploy` command line asks for.
+#[derive(Debug)]
+pub enum EdeployRun {
+    /// An operator tool.
+    Tool(Command),
+    /// `gen-docs OUTDIR`.
+    GenDocs(GenDocs),
+}
+
+/// The `edeploy` command line: [`Edeploy`] and the hidden `gen-docs`.
+/// Exits as clap does (status 2) on a usage error, 0 after `--help`.
+pub fn parse_edeploy() -> EdeployRun {
+    parse_edeploy_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+fn parse_edeploy_from(
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<EdeployRun, clap::Error> {
+    let gen_docs = GenDocs::augment_args(clap::Command::new("gen-docs"))
+        .about("Write the man pages and shell completions into OUTDIR (for packaging)")
+        .hide(true);
+    let matches = Edeploy::command()
+        .subcommand(gen_docs)
+        .try_get_matches_from(args)?;
+    Ok(match matches.subcommand() {
+        Some(("gen-docs", sub)) => EdeployRun::GenDocs(GenDocs::from_arg_matches(sub)?),
+        _ => EdeployRun::Tool(Edeploy::from_arg_matches(&matches)?.command),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn definitions_are_consistent() {
@@ -227,12 +254,17 @@ mod tests {
     }
 
     #[test]
-    fn gen_docs_is_hidden() {
-        let cmd = Edeploy::command();
-        let gen = cmd.find_subcommand("gen-docs").unwrap();
-        assert!(gen.is_hide_set());
-        let help = Edeploy::command().render_help().to_string();
-        assert!(!help.contains("gen-docs"), "{help}");
-        assert!(help.contains("try-match"), "{help}");
+    fn gen_docs_is_parsed_but_not_offered() {
+        assert!(Edeploy::command().find_subcommand("gen-docs").is_none());
+        match parse_edeploy_from(["edeploy", "gen-docs", "/tmp/x"]).unwrap() {
+            EdeployRun::GenDocs(g) => assert_eq!(g.outdir, PathBuf::from("/tmp/x")),
+            other => panic!("{other:?}"),
+        }
+        match parse_edeploy_from(["edeploy", "check", "--strict"]).unwrap() {
+            EdeployRun::Tool(Command::Check(c)) => assert!(c.strict && c.config_dir.is_none()),
+            other => panic!("{other:?}"),
+        }
+        let e = parse_edeploy_from(["edeploy", "gen-docs"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 }

@@ -111,6 +111,55 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 // ---------------------------------------------------------------- try-match
 
+/// Swapped arguments are named as such, not as a syntax error of the
+/// specs read as hardware.
+#[test]
+fn try_match_names_swapped_arguments() {
+    let hw = legacy("hw/kvm-test.json");
+    let specs = legacy("kvm-test.specs");
+    let r = edeploy(&["try-match", s(&specs), s(&hw)], None);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "edeploy: error: the arguments are swapped: {} is the hardware description and \
+             {} the specs (usage: edeploy try-match HW_FILE SPECS_FILE)\n",
+            hw.display(),
+            specs.display()
+        )
+    );
+}
+
+/// A specs entry of the wrong shape is located as `check` locates it.
+#[test]
+fn try_match_locates_shape_errors_like_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let specs = tmp.path().join("bad.specs");
+    fs::write(
+        &specs,
+        "# comment\n[\n    ('disk', '$disk', 'size', 'gt(4)'),\n    ('system', 'product'),\n]\n",
+    )
+    .unwrap();
+    let r = edeploy(
+        &["try-match", s(&legacy("hw/kvm-test.json")), s(&specs)],
+        None,
+    );
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    let place = format!("{}:4:5: ", specs.display());
+    assert_eq!(
+        r.stderr,
+        format!("edeploy: error: {place}entry 1: expected 4 fields, found 2\n")
+    );
+    fs::write(tmp.path().join("state"), "[('bad', 1)]\n").unwrap();
+    let r = edeploy(&["check", s(tmp.path())], None);
+    assert!(
+        r.stdout
+            .contains(&format!("{place}error: expected 4 fields")),
+        "{}",
+        r.stdout
+    );
+}
+
 #[test]
 fn try_match_prints_the_variables() {
     let r = edeploy(

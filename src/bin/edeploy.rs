@@ -12,13 +12,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Parser;
 use edeploy::check::{self, Positions, Severity};
-use edeploy::cli::{Check, CmdbUsed, Command, Edeploy, Explain, GenDocs, TryMatch};
+use edeploy::cli::{self, Check, CmdbUsed, Command, EdeployRun, Explain, GenDocs, TryMatch};
 use edeploy::config::{self, Config};
 use edeploy::explain::{self, ConfigReport, Failure, ProfileOutcome, Verdict};
 use edeploy::hw::{self, Item};
-use edeploy::literal::{self, Document, ParseError, Streamed, Value};
+use edeploy::literal::{self, Streamed, Value};
+use edeploy::spec::SpecError;
 use edeploy::state::Quota;
 use edeploy::{docs, generate, spec, store};
 
@@ -44,22 +44,27 @@ fn read_hw(path: &Path, max_size: u64, limits: &hw::HwLimits) -> Result<Vec<Item
     Ok(hw::parse_hw_with(path, &src, limits)?)
 }
 
-/// A specs file read as the server reads it, with its text.
+/// A specs file read as the server reads it, with its text. An entry of
+/// the wrong shape is located as `edeploy check` locates it.
 fn read_specs(path: &Path) -> Result<(Vec<spec::Spec>, Vec<u8>)> {
     let src = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let value = match literal::parse(path, &src)? {
-        Document::Literal(v) => v,
-        Document::Generate(_) => {
-            return Err(ParseError {
-                file: path.to_path_buf(),
-                line: 1,
-                column: 1,
-                message: "generate() is only allowed in CMDB files".into(),
+    match spec::parse_specs(path, &src) {
+        Ok(specs) => Ok((specs, src)),
+        Err(SpecError::Invalid { index, message, .. }) => {
+            let positions = Positions::new(&src);
+            let (at, entry) = match index {
+                Some(i) => (positions.at(&[0, i]), format!("entry {i}: ")),
+                None => (positions.at(&[0]), String::new()),
+            };
+            match at {
+                Some((line, column)) => {
+                    bail!("{}:{line}:{column}: {entry}{message}", path.display())
+                }
+                None => bail!("{}: {entry}{message}", path.display()),
             }
-            .into())
         }
-    };
-    Ok((spec::specs_from_value(path, &value)?, src))
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `path:line:col: ` for spec `index` of a specs file.
@@ -76,9 +81,21 @@ fn failure_text(path: &Path, src: &[u8], failure: &Failure) -> String {
 
 fn try_match(args: &TryMatch, out: &mut dyn Write) -> Answer {
     let limits = hw::HwLimits::default();
-    let items = read_hw(&args.hw_file, config::DEFAULT_MAX_HW_SIZE, &limits)?;
+    let read_hw = |path| read_hw(path, config::DEFAULT_MAX_HW_SIZE, &limits);
     let specs_file = args.specs_file.as_path();
-    let (specs, src) = read_specs(specs_file)?;
+    let read = read_hw(&args.hw_file).and_then(|items| Ok((items, read_specs(specs_file)?)));
+    let (items, (specs, src)) = match read {
+        Ok(read) => read,
+        // Arguments in the wrong order only make one of the files look
+        // unreadable: say what is wrong instead.
+        Err(_) if read_hw(specs_file).is_ok() && read_specs(&args.hw_file).is_ok() => bail!(
+            "the arguments are swapped: {} is the hardware description and {} the specs \
+             (usage: edeploy try-match HW_FILE SPECS_FILE)",
+            specs_file.display(),
+            args.hw_file.display()
+        ),
+        Err(e) => return Err(e),
+    };
     match explain::explain_specs(&items, &specs)? {
         Verdict::Match { vars, forced } => {
             out.write_all(&literal::pformat(&Value::Dict(spec::vars_dict(&vars))))?;
@@ -246,20 +263,20 @@ fn gen_docs(args: &GenDocs, out: &mut dyn Write) -> Answer {
     Ok(true)
 }
 
-fn run(command: &Command, out: &mut dyn Write) -> Answer {
-    match command {
-        Command::TryMatch(args) => try_match(args, out),
-        Command::Explain(args) => explain_cmd(args, out),
-        Command::Check(args) => check_cmd(args, out),
-        Command::CmdbUsed(args) => cmdb_used(args, out),
-        Command::GenDocs(args) => gen_docs(args, out),
+fn run(run: &EdeployRun, out: &mut dyn Write) -> Answer {
+    match run {
+        EdeployRun::Tool(Command::TryMatch(args)) => try_match(args, out),
+        EdeployRun::Tool(Command::Explain(args)) => explain_cmd(args, out),
+        EdeployRun::Tool(Command::Check(args)) => check_cmd(args, out),
+        EdeployRun::Tool(Command::CmdbUsed(args)) => cmdb_used(args, out),
+        EdeployRun::GenDocs(args) => gen_docs(args, out),
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Edeploy::parse();
+    let invocation = cli::parse_edeploy();
     let mut stdout = io::stdout().lock();
-    let result = run(&cli.command, &mut stdout);
+    let result = run(&invocation, &mut stdout);
     let _ = stdout.flush();
     match result {
         Ok(true) => ExitCode::SUCCESS,
