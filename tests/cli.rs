@@ -211,17 +211,18 @@ fn upload_logs_the_configuration_used() {
     );
 }
 
+/// The README's first command runs on the bundled legacy-config/ whatever
+/// the host's configuration, and says so.
 #[test]
 fn readme_first_command_uses_the_bundled_config() {
+    let readme = fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let command = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("cargo run --release --bin upload -- "))
+        .expect("the README's first command");
     let out = Command::new(UPLOAD)
         .current_dir(ROOT)
-        .args([
-            "--dry-run",
-            "--config-dir",
-            "legacy-config",
-            "-f",
-            "legacy-config/hw/kvm-test.json",
-        ])
+        .args(command.split_whitespace())
         .env("EDEPLOY_CONF", "/nonexistent/edeploy.conf")
         .env_remove("GATEWAY_INTERFACE")
         .output()
