@@ -839,11 +839,46 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Logs one event on stderr as one line in the style of Apache's error log:
-/// `[time] [program:level] [pid N] [client ADDR] message`. Control
-/// characters in the message are escaped so hostile input cannot forge lines.
+/// Where our stderr goes, which decides what a log line must say itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Straight into the error log (mod_cgid, or a terminal): the line
+    /// carries the date, the program and level, our pid and the client.
+    ErrorLog,
+    /// A pipe that Apache reads (mod_cgi), which logs each line as
+    /// `[date] [cgi:error] [pid N] [client ADDR:PORT] AH01215: stderr from
+    /// …/upload.py: LINE`: the line then leaves out the date and the
+    /// client, which Apache adds.
+    Apache,
+}
+
+impl LogTarget {
+    /// The target of this process's stderr: a pipe is Apache's mod_cgi.
+    /// (mod_cgid gives the program the error log file itself; a piped
+    /// `ErrorLog` under mod_cgid would be mistaken for mod_cgi, which only
+    /// shortens its lines.)
+    pub fn of_stderr() -> LogTarget {
+        // SAFETY: fstat fills the zeroed struct it is given; a failure
+        // leaves it zeroed, which is no pipe.
+        let is_pipe = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(libc::STDERR_FILENO, &mut st) == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFIFO
+        };
+        if is_pipe {
+            LogTarget::Apache
+        } else {
+            LogTarget::ErrorLog
+        }
+    }
+}
+
+/// Logs one event on stderr as one line in the style of Apache's error log
+/// (see [`format_log_line`]). Control characters in the message are escaped
+/// so hostile input cannot forge lines.
 pub fn log_event(program: &str, level: &str, remote_addr: &str, message: &str) {
     let line = format_log_line(
+        LogTarget::of_stderr(),
         SystemTime::now(),
         program,
         level,
@@ -855,8 +890,11 @@ pub fn log_event(program: &str, level: &str, remote_addr: &str, message: &str) {
     let _ = io::stderr().write_all(line.as_bytes());
 }
 
-/// The line [`log_event`] writes, newline included.
+/// The line [`log_event`] writes, newline included: `[time]
+/// [program:level] [pid N] [client ADDR] message` into the error log,
+/// `[program:level] [pid N] message` for Apache's mod_cgi.
 pub fn format_log_line(
+    target: LogTarget,
     now: SystemTime,
     program: &str,
     level: &str,
@@ -864,10 +902,14 @@ pub fn format_log_line(
     remote_addr: &str,
     message: &str,
 ) -> String {
+    let message = escape_controls(message);
+    if target == LogTarget::Apache {
+        return format!("[{program}:{level}] [pid {pid}] {message}\n");
+    }
     let t = UtcTime::from_system_time(now);
     format!(
         "[{} {} {:02} {:02}:{:02}:{:02}.{:06} {}] [{program}:{level}] [pid {pid}] \
-         [client {}] {}\n",
+         [client {}] {message}\n",
         t.weekday_name(),
         t.month_name(),
         t.day,
@@ -877,7 +919,6 @@ pub fn format_log_line(
         t.micros,
         t.year,
         escape_controls(remote_addr),
-        escape_controls(message),
     )
 }
 
@@ -1039,11 +1080,25 @@ mod tests {
     #[test]
     fn log_line_is_one_apache_style_line() {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_123_456);
-        let line = format_log_line(t, "upload", "error", 42, "10.0.0.1", "bad\nname\x1b");
+        let line = |target| {
+            format_log_line(
+                target,
+                t,
+                "upload",
+                "error",
+                42,
+                "10.0.0.1",
+                "bad\nname\x1b",
+            )
+        };
         assert_eq!(
-            line,
+            line(LogTarget::ErrorLog),
             "[Tue Nov 14 22:13:20.123456 2023] [upload:error] [pid 42] [client 10.0.0.1] \
              bad\\nname\\u{1b}\n"
+        );
+        assert_eq!(
+            line(LogTarget::Apache),
+            "[upload:error] [pid 42] bad\\nname\\u{1b}\n"
         );
     }
 }

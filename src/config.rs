@@ -57,6 +57,91 @@ pub const DEFAULT_MAX_LOG_SIZE: u64 = 64 << 20;
 /// Default `LOCKFILE` when the configuration file does not name one.
 pub const DEFAULT_LOCK_FILE: &str = "/var/run/httpd/edeploy.lock";
 
+/// One key of the configuration file, as the reference documents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDoc {
+    pub name: &'static str,
+    /// The default, in Markdown (`code` in backquotes).
+    pub default: &'static str,
+    /// What the key does, in Markdown.
+    pub meaning: &'static str,
+}
+
+/// The reference of the keys: the README's table and edeploy.conf(5) are
+/// made from it (a test checks that the README's table is this one).
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        name: "CONFIGDIR",
+        default: "`<dir of the CGI>/../config`",
+        meaning: "`state`, `*.specs`, `*.configure`, `*.cmdb`",
+    },
+    KeyDoc {
+        name: "HWDIR",
+        default: "`CONFIGDIR`",
+        meaning: "where `<sysname>.hw` is saved",
+    },
+    KeyDoc {
+        name: "LOGDIR",
+        default: "`CONFIGDIR`",
+        meaning: "uploaded `*.log.gz`",
+    },
+    KeyDoc {
+        name: "HEALTHDIR",
+        default: "`<dir of the CGI>/../health`",
+        meaning: "upload-health results",
+    },
+    KeyDoc {
+        name: "LOCKFILE",
+        default: "`/var/run/httpd/edeploy.lock`",
+        meaning: "the lock serialising requests",
+    },
+    KeyDoc {
+        name: "USEPXEMNGR",
+        default: "off",
+        meaning: "`True` (any ConfigParser boolean) runs `pxemngr addsystem <sysname> <macs>` \
+                  (no `--`: pxemngr's `addsystem` reads its arguments itself and would take it \
+                  for the name)",
+    },
+    KeyDoc {
+        name: "PXEMNGRURL",
+        default: "—",
+        meaning: "with USEPXEMNGR, appended to `/vars` as `PXEMNGR_URL=`",
+    },
+    KeyDoc {
+        name: "METADATAURL",
+        default: "—",
+        meaning: "appended to `/vars` as `METADATA_URL=`",
+    },
+    KeyDoc {
+        name: "MAXHWSIZE",
+        default: "4 MiB",
+        meaning: "largest hardware upload, bytes (`K`/`M`/`G` suffixes)",
+    },
+    KeyDoc {
+        name: "MAXLOGSIZE",
+        default: "64 MiB",
+        meaning: "largest `.log.gz` upload",
+    },
+    KeyDoc {
+        name: "MAXHWLINES",
+        default: "20000",
+        meaning: "most lines in a hardware description",
+    },
+    KeyDoc {
+        name: "MAXHWVALUE",
+        default: "4096",
+        meaning: "longest value of a hardware line, bytes",
+    },
+    KeyDoc {
+        name: "MAXCMDBSIZE",
+        default: "16 MiB",
+        meaning: "largest CMDB a `generate()` model may expand to, bytes (`K`/`M`/`G`); a \
+                  larger one is refused naming the file. Each request holds the CMDB twice \
+                  (read, rewritten), so 16 MiB keeps it under 64 MiB of RSS; raise it only \
+                  with the memory to match",
+    },
+];
+
 /// Interpolation levels followed before giving up, as in `ConfigParser`.
 const MAX_INTERPOLATION_DEPTH: usize = 10;
 /// Bound on an interpolated value: ten levels could otherwise grow it
@@ -194,12 +279,30 @@ pub fn load_default(
     script_dir: &Path,
     fallback: impl FnOnce() -> Config,
 ) -> Result<Config, ConfigError> {
+    load_default_from(section, script_dir, fallback).map(|(cfg, _)| cfg)
+}
+
+/// [`load_default`], with the file read: `None` when `fallback` was used.
+pub fn load_default_from(
+    section: &str,
+    script_dir: &Path,
+    fallback: impl FnOnce() -> Config,
+) -> Result<(Config, Option<PathBuf>), ConfigError> {
     let (path, explicit) = default_path();
+    if explicit && path.as_os_str().is_empty() {
+        return Err(ConfigError {
+            file: PathBuf::from("$EDEPLOY_CONF"),
+            line: None,
+            kind: ConfigErrorKind::Io(io::ErrorKind::InvalidInput),
+            message: "set but empty: name a configuration file, or unset it".into(),
+        });
+    }
     match Config::load(&path, section, script_dir) {
+        Ok(cfg) => Ok((cfg, Some(path))),
         Err(e) if !explicit && e.kind == ConfigErrorKind::Io(io::ErrorKind::NotFound) => {
-            Ok(fallback())
+            Ok((fallback(), None))
         }
-        other => other,
+        Err(e) => Err(e),
     }
 }
 
@@ -656,6 +759,42 @@ fn dir_path(value: &[u8]) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's reference table is [`KEYS`], row for row.
+    #[test]
+    fn readme_table_is_the_key_table() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let section = readme
+            .split("\n## edeploy.conf reference\n")
+            .nth(1)
+            .expect("an edeploy.conf reference section");
+        let rows: Vec<&str> = section
+            .lines()
+            .skip_while(|l| !l.starts_with("| key |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        let expected: Vec<String> = KEYS
+            .iter()
+            .map(|k| format!("| `{}` | {} | {} |", k.name, k.default, k.meaning))
+            .collect();
+        assert_eq!(rows, expected);
+    }
+
+    /// Every documented key is one the parser reads.
+    #[test]
+    fn key_table_names_the_keys_read() {
+        let src = include_str!("config.rs");
+        let code = src.split("\n#[cfg(test)]").next().unwrap();
+        for key in KEYS {
+            assert!(
+                code.contains(&format!("(\"{}\"", key.name)),
+                "{} is not read",
+                key.name
+            );
+        }
+    }
 
     fn parse(src: &str) -> Parsed<'_> {
         Parsed::new(Path::new("/etc/edeploy.conf"), src.as_bytes()).unwrap()

@@ -189,10 +189,7 @@ pub fn parse_hw_with(file: &Path, src: &[u8], limits: &HwLimits) -> Result<Vec<I
         return items_from_literal(&value, limits).map_err(|m| error(None, m));
     }
     let src = drop_non_ascii_escapes(src);
-    let syntax = |e: serde_json::Error| {
-        let position = (e.line() > 0).then(|| (e.line(), e.column()));
-        error(position, format!("invalid JSON: {e}"))
-    };
+    let syntax = |e| json_error(file, &e);
     // As serde_json::from_slice, but into items directly: a tree of the
     // whole upload costs up to 30 times its size (a list of 2 million
     // zeros is 4 MiB of JSON and 140 MB of `serde_json::Value`s).
@@ -207,6 +204,22 @@ pub fn parse_hw_with(file: &Path, src: &[u8], limits: &HwLimits) -> Result<Vec<I
 }
 
 /// The saved `.hw` form: `[('disk', ...` or `[u'...` / `['...`.
+/// A JSON syntax error. serde_json repeats the place in its message, and
+/// counts the column 0 at the end of a line (an end of file after a newline
+/// is "line 2 column 0"): the place once, columns from 1.
+fn json_error(file: &Path, e: &serde_json::Error) -> HwError {
+    let text = e.to_string();
+    let place = format!(" at line {} column {}", e.line(), e.column());
+    HwError {
+        file: file.to_path_buf(),
+        position: (e.line() > 0).then(|| (e.line(), e.column().max(1))),
+        message: format!(
+            "invalid JSON: {}",
+            text.strip_suffix(&place).unwrap_or(&text)
+        ),
+    }
+}
+
 fn looks_like_python(src: &[u8]) -> bool {
     let mut rest = src.iter().skip_while(|b| b.is_ascii_whitespace());
     if rest.next() != Some(&b'[') {
@@ -858,10 +871,8 @@ mod tests {
             message,
         };
         let src = drop_non_ascii_escapes(src.as_bytes());
-        let json: serde_json::Value = serde_json::from_slice(&src).map_err(|e| {
-            let position = (e.line() > 0).then(|| (e.line(), e.column()));
-            error(position, format!("invalid JSON: {e}"))
-        })?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&src).map_err(|e| json_error(file, &e))?;
         let serde_json::Value::Array(elements) = json else {
             return Err(error(None, "expected a list of hardware lines".into()));
         };
@@ -911,7 +922,11 @@ mod tests {
             ),
             (
                 r#"[["a","b","c",[1]], ["a","b"], 2"#,
-                "/tmp/hw.json:1:32: invalid JSON: EOF while parsing a list at line 1 column 32",
+                "/tmp/hw.json:1:32: invalid JSON: EOF while parsing a list",
+            ),
+            (
+                "[[\"a\",\"b\",\"c\",\"d\"],\n\n",
+                "/tmp/hw.json:3:1: invalid JSON: EOF while parsing a value",
             ),
             (
                 r#"[["a","b","c",[1]], ["x", "\ud800"]]"#,
@@ -920,7 +935,7 @@ mod tests {
             (
                 "[[\"a\",\"b\",\"c\",[1]], [\"x\", \"\t\"]]",
                 "/tmp/hw.json:1:28: invalid JSON: control character (\\u0000-\\u001F) found \
-                 while parsing a string at line 1 column 28",
+                 while parsing a string",
             ),
             (
                 r#"[["a","b","c","d","e",[[[[]]]],{}]]"#,

@@ -5,8 +5,10 @@
 
 pub mod cgi;
 pub mod check;
+pub mod cli;
 pub mod cmdb;
 pub mod config;
+pub mod docs;
 pub mod explain;
 pub mod generate;
 pub mod health;

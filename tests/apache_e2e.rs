@@ -178,8 +178,8 @@ fn health_and_logs(mpm: &str, cgi: &str) {
     let log = apache.read_log("error.log");
     assert!(
         log.lines().any(|l| l.contains("[upload-health:info]")
-            && l.contains("[client 127.0.0.1]")
-            && l.contains("health result saved")),
+            && l.contains("[client 127.0.0.1")
+            && l.contains(&format!("{SYSNAME}: health result saved"))),
         "{log}"
     );
     assert!(log.contains("refused (413)"), "{log}");
@@ -240,13 +240,13 @@ fn health_and_logs_prefork_mpm_mod_cgi() {
     health_and_logs("prefork", "cgi");
 }
 
-/// `upload.py`, against the CLI/CGI contract of the lead's engine.
-#[test]
-fn upload_py_initrd_session() {
+/// `upload.py`, against the CLI/CGI contract of the lead's engine, and the
+/// log lines of its decisions under `cgi` (mod_cgid or mod_cgi).
+fn upload_py_initrd_session(mpm: &str, cgi: &str) {
     if !apache_available() {
         return;
     }
-    let apache = Apache::start("event", "cgid");
+    let apache = Apache::start(mpm, cgi);
     let initrd = initrd();
     let dir = initrd.path();
     let url = apache.url("upload.py");
@@ -329,10 +329,55 @@ fn upload_py_initrd_session() {
     assert_eq!(r.status, 200);
     assert!(String::from_utf8_lossy(&r.stdout).contains("No file passed to the CGI"));
 
+    // A machine that matches no profile (its disk is too small).
+    let hw = fs::read_to_string(dir.join("hw.json")).unwrap();
+    let small = hw.replace(
+        r#"["disk", "vda", "size", "20"]"#,
+        r#"["disk", "vda", "size", "5"]"#,
+    );
+    assert_ne!(small, hw);
+    fs::write(dir.join("small.json"), small).unwrap();
+    let r = curl(dir, &["-s", "-S", "-F", "file=@small.json", &url]);
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.stdout).contains("Unable to match"));
+
     let mut buf = String::new();
     fs::File::open(apache.root.join("logs/error.log"))
         .unwrap()
         .read_to_string(&mut buf)
         .unwrap();
     assert!(!buf.contains("panicked"), "{buf}");
+    // Every decision names the machine; each line names the client once
+    // and carries one date: ours under mod_cgid, Apache's under mod_cgi.
+    let ours: Vec<&str> = buf.lines().filter(|l| l.contains("[upload:")).collect();
+    for decision in [
+        "[upload:info] [pid ".to_owned(),
+        format!("{SYSNAME}: profile vm matched"),
+        format!("{SYSNAME}: failure reported for profile vm: one installation given back"),
+        format!("{SYSNAME}: Unable to match requirements"),
+    ] {
+        assert!(
+            ours.iter().any(|l| l.contains(&decision)),
+            "{decision}\n{buf}"
+        );
+    }
+    let date = regex::Regex::new(r"\d\d:\d\d:\d\d\.\d{6} \d{4}\]").unwrap();
+    for line in &ours {
+        assert_eq!(line.matches("[client 127.0.0.1").count(), 1, "{line}");
+        assert_eq!(date.find_iter(line).count(), 1, "{line}");
+        match cgi {
+            "cgid" => assert!(line.starts_with('[') && line.contains("] [upload:")),
+            _ => assert!(line.contains("upload.py: [upload:"), "{line}"),
+        }
+    }
+}
+
+#[test]
+fn upload_py_initrd_session_event_mpm_mod_cgid() {
+    upload_py_initrd_session("event", "cgid");
+}
+
+#[test]
+fn upload_py_initrd_session_prefork_mpm_mod_cgi() {
+    upload_py_initrd_session("prefork", "cgi");
 }

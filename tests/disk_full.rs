@@ -5,7 +5,9 @@
 //!
 //! CONFIGDIR and HWDIR live on a 256 KiB tmpfs mounted for the test (we run
 //! as root); where mounting is not permitted the tests are skipped with the
-//! reason printed.
+//! reason printed, except on CI (`CI` set), where they fail.
+
+mod common;
 
 #[path = "fixtures/robust/support.rs"]
 mod support;
@@ -79,7 +81,7 @@ impl SmallDisk {
         let mount = match Mount::tmpfs(&data) {
             Ok(m) => m,
             Err(why) => {
-                eprintln!("skipped: {why}");
+                common::feature_missing(&why);
                 return None;
             }
         };

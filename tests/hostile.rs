@@ -10,7 +10,7 @@
 //! contract of COMMON.md; the `health_*` tests drive `upload-health`.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
@@ -204,6 +204,7 @@ fn run_cgi(bin: &str, site: &Site, vars: &[(&str, &str)], body: Body) -> Outcome
         Some(dir) => format!("{}:/usr/bin:/bin", dir.path().display()),
         None => "/usr/bin:/bin".to_owned(),
     };
+    let mut err_file = tempfile::tempfile().unwrap();
     let mut child = Command::new("sh")
         .args(["-c", "ulimit -v 262144 && exec \"$0\"", bin])
         .env_clear()
@@ -215,7 +216,9 @@ fn run_cgi(bin: &str, site: &Site, vars: &[(&str, &str)], body: Body) -> Outcome
         .envs(vars.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        // A file, as mod_cgid gives: the lines are then complete (see
+        // `edeploy::cgi::LogTarget`).
+        .stderr(err_file.try_clone().unwrap())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -250,12 +253,6 @@ fn run_cgi(bin: &str, site: &Site, vars: &[(&str, &str)], body: Body) -> Outcome
         let _ = stdout.read_to_end(&mut v);
         v
     });
-    let mut stderr = child.stderr.take().unwrap();
-    let err_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
     let deadline = start + Duration::from_secs(60);
     let exit = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -271,7 +268,9 @@ fn run_cgi(bin: &str, site: &Site, vars: &[(&str, &str)], body: Body) -> Outcome
     let elapsed = start.elapsed();
     let written = writer.join().unwrap();
     let out = out_reader.join().unwrap();
-    let stderr = err_reader.join().unwrap();
+    let mut stderr = String::new();
+    err_file.seek(SeekFrom::Start(0)).unwrap();
+    err_file.read_to_string(&mut stderr).unwrap();
     let split = out
         .windows(2)
         .position(|w| w == b"\n\n")

@@ -6,6 +6,8 @@
 //!
 //! Tests whose script holds a `var = ...` block need `literal::pformat`.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -104,8 +106,8 @@ fn can_unshare() -> bool {
             .output()
             .is_ok_and(|o| o.status.success());
         if !ok {
-            eprintln!(
-                "SKIPPED: `unshare --mount` is not permitted here (needs root): scripts not run"
+            common::feature_missing(
+                "`unshare --mount` is not permitted here (needs root): scripts not run",
             );
         }
         ok

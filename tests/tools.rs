@@ -111,6 +111,55 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 // ---------------------------------------------------------------- try-match
 
+/// Swapped arguments are named as such, not as a syntax error of the
+/// specs read as hardware.
+#[test]
+fn try_match_names_swapped_arguments() {
+    let hw = legacy("hw/kvm-test.json");
+    let specs = legacy("kvm-test.specs");
+    let r = edeploy(&["try-match", s(&specs), s(&hw)], None);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "edeploy: error: the arguments are swapped: {} is the hardware description and \
+             {} the specs (usage: edeploy try-match HW_FILE SPECS_FILE)\n",
+            hw.display(),
+            specs.display()
+        )
+    );
+}
+
+/// A specs entry of the wrong shape is located as `check` locates it.
+#[test]
+fn try_match_locates_shape_errors_like_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let specs = tmp.path().join("bad.specs");
+    fs::write(
+        &specs,
+        "# comment\n[\n    ('disk', '$disk', 'size', 'gt(4)'),\n    ('system', 'product'),\n]\n",
+    )
+    .unwrap();
+    let r = edeploy(
+        &["try-match", s(&legacy("hw/kvm-test.json")), s(&specs)],
+        None,
+    );
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    let place = format!("{}:4:5: ", specs.display());
+    assert_eq!(
+        r.stderr,
+        format!("edeploy: error: {place}entry 1: expected 4 fields, found 2\n")
+    );
+    fs::write(tmp.path().join("state"), "[('bad', 1)]\n").unwrap();
+    let r = edeploy(&["check", s(tmp.path())], None);
+    assert!(
+        r.stdout
+            .contains(&format!("{place}error: expected 4 fields")),
+        "{}",
+        r.stdout
+    );
+}
+
 #[test]
 fn try_match_prints_the_variables() {
     let r = edeploy(
@@ -693,7 +742,12 @@ fn cmdb_used_finds_used_entries_only() {
 fn cmdb_used_errors() {
     let r = edeploy(&["cmdb-used", "hostname", "node1"], None);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("expected at least one CMDB file"));
+    assert!(
+        r.stderr
+            .contains("required arguments were not provided:\n  <CMDB>..."),
+        "{}",
+        r.stderr
+    );
     let r = edeploy(
         &[
             "cmdb-used",
@@ -713,45 +767,82 @@ fn cmdb_used_errors() {
 fn help_and_usage_errors() {
     for args in [&["--help"][..], &["help"], &["-h"]] {
         let r = edeploy(args, None);
-        assert_eq!(r.code, 0);
-        assert!(r.stdout.starts_with("usage: edeploy COMMAND [ARGS...]\n"));
-        assert!(r.stdout.contains("  cmdb-used KEY VALUE CMDB..."));
+        assert_eq!(r.code, 0, "{args:?}");
+        assert!(
+            r.stdout.contains("Usage: edeploy <COMMAND>\n"),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("  cmdb-used "), "{}", r.stdout);
+        assert!(r.stdout.contains("Exit status: 0 for yes"), "{}", r.stdout);
+        assert!(!r.stdout.contains("gen-docs"), "{}", r.stdout);
     }
-    for (command, head) in [
-        ("try-match", "usage: edeploy try-match HW_FILE SPECS_FILE\n"),
+    for (command, usage) in [
+        (
+            "try-match",
+            "Usage: edeploy try-match <HW_FILE> <SPECS_FILE>\n",
+        ),
         (
             "explain",
-            "usage: edeploy explain [--section NAME] HW_FILE [CONFIG]\n",
+            "Usage: edeploy explain [OPTIONS] <HW_FILE> [CONFIG]\n",
         ),
-        ("check", "usage: edeploy check [--strict] [CONFIGDIR]\n"),
-        ("cmdb-used", "usage: edeploy cmdb-used KEY VALUE CMDB...\n"),
+        ("check", "Usage: edeploy check [OPTIONS] [CONFIGDIR]\n"),
+        (
+            "cmdb-used",
+            "Usage: edeploy cmdb-used <KEY> <VALUE> <CMDB>...\n",
+        ),
     ] {
         let r = edeploy(&[command, "--help"], None);
         assert_eq!(
-            (r.code, r.stdout.starts_with(head)),
+            (r.code, r.stdout.contains(usage)),
             (0, true),
             "{}",
             r.stdout
         );
         assert_eq!(edeploy(&["help", command], None).stdout, r.stdout);
     }
+    let r = edeploy(&["explain", "--help"], None);
+    assert!(r.stdout.contains("--section <NAME>"), "{}", r.stdout);
     let r = edeploy(&["frobnicate"], None);
     assert_eq!(r.code, 2);
     assert!(r.stdout.is_empty());
-    assert!(r
-        .stderr
-        .starts_with("edeploy: unknown command 'frobnicate'\n\nusage: edeploy COMMAND"));
+    assert!(
+        r.stderr
+            .starts_with("error: unrecognized subcommand 'frobnicate'\n"),
+        "{}",
+        r.stderr
+    );
     let r = edeploy(&[], None);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("no command given"));
+    assert!(
+        r.stderr.contains("Usage: edeploy <COMMAND>"),
+        "{}",
+        r.stderr
+    );
     let r = edeploy(&["try-match", "only-one"], None);
     assert_eq!(r.code, 2);
-    assert!(r
-        .stderr
-        .contains("expected HW_FILE and SPECS_FILE\n\nusage: edeploy try-match"));
+    assert!(
+        r.stderr
+            .contains("required arguments were not provided:\n  <SPECS_FILE>"),
+        "{}",
+        r.stderr
+    );
     let r = edeploy(&["check", "--bogus"], None);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("unknown option '--bogus'"));
+    assert!(
+        r.stderr.contains("unexpected argument '--bogus'"),
+        "{}",
+        r.stderr
+    );
+    // A directory that cannot be read is an input error, as --help says.
+    let r = edeploy(&["check", "/nonexistent"], None);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("edeploy: error: cannot read /nonexistent: No such file"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// The real HP machine, whose detection sent integers, with its profile in

@@ -11,18 +11,14 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use clap::Parser;
 use edeploy::cgi::{self, Limits};
+use edeploy::cli::{self, Status};
 use edeploy::status::pace::{self, Turn};
 use edeploy::{config, status};
 
 const PROGRAM: &str = "status";
-
-const USAGE: &str = "usage: status [--json]
-
-Prints the eDeploy status page (profiles, quotas, CMDB usage, latest
-hardware files and logs of every section) as HTML, or as JSON with --json.
-The configuration file is $EDEPLOY_CONF, else /etc/edeploy.conf.";
 
 /// Headers every answer carries. The page needs no script, image, font or
 /// form, so the policy allows none: even a value that escaped escaping
@@ -201,32 +197,14 @@ fn cgi_main() -> ExitCode {
     }
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Format>> {
-    let mut format = Format::Html;
-    for arg in args {
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--json" => format = Format::Json,
-            other => bail!("unexpected argument '{other}'\n\n{USAGE}"),
-        }
-    }
-    Ok(Some(format))
-}
-
 fn main() -> ExitCode {
-    if std::env::var_os("GATEWAY_INTERFACE").is_some() {
+    if cli::is_cgi() {
         return cgi_main();
     }
-    let format = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(format)) => format,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("status: {e:#}");
-            return ExitCode::from(2);
-        }
+    let format = if Status::parse().json {
+        Format::Json
+    } else {
+        Format::Html
     };
     match render(format) {
         Ok((_, body)) => {

@@ -10,20 +10,34 @@
 //! The initrd never executes this answer (it does not save it), so failures
 //! get meaningful statuses: 400 for a bad request or hardware file, 500 for a
 //! server-side problem, each with an error script as body like `upload.py`.
+//!
+//! Run by hand (GATEWAY_INTERFACE unset) it only answers `--help` and
+//! `--version`.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
+use clap::Parser;
 use edeploy::cgi::{self, Answer, Limits, Request};
+use edeploy::cli::{self, UploadHealth};
 use edeploy::config::{self, Config};
 use edeploy::{health, hw, literal};
 
 const PROGRAM: &str = "upload-health";
 
 fn main() -> ExitCode {
-    cgi::respond(PROGRAM, serve)
+    if cli::is_cgi() {
+        return cgi::respond(PROGRAM, serve);
+    }
+    // Only --help and --version: anything else is a usage error (exit 2).
+    UploadHealth::parse();
+    eprintln!(
+        "upload-health: a CGI program, run by the web server (GATEWAY_INTERFACE is not set); \
+         see --help"
+    );
+    ExitCode::from(2)
 }
 
 fn serve() -> Answer {
@@ -86,12 +100,12 @@ fn handle(cfg: &Config, req: &Request, now: SystemTime) -> Answer {
         Ok(path) => {
             log(
                 "info",
-                &format!("health result saved as {}", path.display()),
+                &format!("{sysname}: health result saved as {}", path.display()),
             );
             Answer::ok(Vec::new())
         }
         Err(e) => {
-            log("error", &e.to_string());
+            log("error", &format!("{sysname}: {e}"));
             let status = match e {
                 health::HealthError::Session(_) | health::HealthError::SystemName(_) => 400,
                 _ => 500,

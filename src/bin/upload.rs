@@ -2,64 +2,47 @@
 //!
 //! Run by Apache as a CGI program (GATEWAY_INTERFACE set), it answers the
 //! initrd's multipart POST; run by hand it is the legacy command line
-//! `upload -f HW_FILE [-F PROFILE] [--dry-run]` used by USB-key installs.
+//! `upload -f HW_FILE [-F PROFILE] [--dry-run]` used by USB-key installs
+//! (see `edeploy::cli::Upload`).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use clap::Parser;
 use edeploy::cgi::{self, Answer, Limits};
+use edeploy::cli::{self, Upload};
 use edeploy::config::{self, Config};
 use edeploy::provision::{self, Outcome};
 use edeploy::{hw, script};
 
 const PROGRAM: &str = "upload";
 
-const USAGE: &str = "usage: upload -f HW_FILE [-F PROFILE] [--dry-run]
-
-Matches the hardware description HW_FILE (the initrd's JSON, or a Python
-literal list of 4-tuples) against the profiles of CONFIGDIR and prints the
-configure script. -F PROFILE reports a failed installation of PROFILE
-instead. --dry-run writes nothing. The configuration file is $EDEPLOY_CONF,
-else /etc/edeploy.conf, else the bundled legacy-config/ is CONFIGDIR.";
-
-struct Args {
-    hw_file: PathBuf,
-    failure: Option<String>,
-    dry_run: bool,
-}
-
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Args>> {
-    let mut hw_file = None;
-    let mut failure = None;
-    let mut dry_run = false;
-    let mut args = args;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--dry-run" => dry_run = true,
-            "-f" => hw_file = Some(args.next().context("-f needs a file name")?.into()),
-            "-F" => failure = Some(args.next().context("-F needs a profile name")?),
-            other => bail!("unexpected argument '{other}'\n\n{USAGE}"),
-        }
+/// The configuration of the command line: the directory of --config-dir,
+/// else `SERVER` of $EDEPLOY_CONF or /etc/edeploy.conf, else the bundled
+/// examples; with where it came from, for the log.
+fn cli_config(args: &Upload) -> Result<(Config, String)> {
+    if let Some(dir) = &args.config_dir {
+        let cfg = Config::for_dir(dir);
+        let what = format!("directory {} (--config-dir)", cfg.config_dir.display());
+        return Ok((cfg, what));
     }
-    let hw_file = hw_file.with_context(|| format!("no hardware file given\n\n{USAGE}"))?;
-    Ok(Some(Args {
-        hw_file,
-        failure,
-        dry_run,
-    }))
-}
-
-/// The configuration of the command line: `SERVER` of $EDEPLOY_CONF or
-/// /etc/edeploy.conf, else the bundled examples.
-fn cli_config() -> Result<Config> {
-    Ok(config::load_default(
-        "SERVER",
-        &config::program_dir(),
-        || Config::for_dir(Path::new(config::BUNDLED_CONFIG)),
-    )?)
+    let bundled = Path::new(config::BUNDLED_CONFIG);
+    Ok(
+        match config::load_default_from("SERVER", &config::program_dir(), || {
+            Config::for_dir(bundled)
+        })? {
+            (cfg, Some(file)) => (cfg, format!("{} [SERVER]", file.display())),
+            (cfg, None) => (
+                cfg,
+                format!(
+                    "none (no /etc/edeploy.conf): the bundled {}",
+                    bundled.display()
+                ),
+            ),
+        },
+    )
 }
 
 /// The configuration of the CGI: without a configuration file, the legacy
@@ -71,8 +54,18 @@ fn cgi_config(section: &str) -> Result<Config> {
     })?)
 }
 
-/// Parses the hardware description and serves the request: the configure
-/// script, or `None` for a failure report.
+/// What a machine's request gets.
+enum Served {
+    /// The configure script.
+    Script(Vec<u8>),
+    /// Nothing: a failure report.
+    Nothing,
+    /// An error, already logged: the machine gets an error script.
+    Error(String),
+}
+
+/// Parses the hardware description and serves the request, logging the
+/// decision with the machine's name.
 fn serve_hw(
     cfg: &Config,
     name: &Path,
@@ -80,13 +73,20 @@ fn serve_hw(
     failure: Option<&str>,
     dry_run: bool,
     log: &dyn Fn(&str, &str),
-) -> Result<Option<Vec<u8>>> {
-    let items = hw::parse_hw_with(name, src, &cfg.hw_limits)
-        .map_err(|e| anyhow!("Invalid hardware file: {e}"))?;
-    match provision::provision(cfg, &items, failure, dry_run)? {
-        Outcome::Configured(c) => {
+) -> Served {
+    let items = match hw::parse_hw_with(name, src, &cfg.hw_limits) {
+        Ok(items) => items,
+        Err(e) => {
+            let msg = format!("Invalid hardware file: {e}");
+            log("error", &msg);
+            return Served::Error(msg);
+        }
+    };
+    let (sysname, _) = hw::sysname_and_macs(&items);
+    match provision::provision(cfg, &items, failure, dry_run) {
+        Ok(Outcome::Configured(c)) => {
             for w in &c.warnings {
-                log("warn", w);
+                log("warn", &format!("{sysname}: {w}"));
             }
             let entry = c
                 .cmdb_entry
@@ -96,15 +96,15 @@ fn serve_hw(
                 "info",
                 &format!("{}: profile {} matched{entry}", c.sysname, c.profile),
             );
-            Ok(Some(c.script))
+            Served::Script(c.script)
         }
-        Outcome::FailureReported {
+        Ok(Outcome::FailureReported {
             profile,
             quota_restored,
             warnings,
-        } => {
+        }) => {
             for w in &warnings {
-                log("warn", w);
+                log("warn", &format!("{sysname}: {w}"));
             }
             let what = if quota_restored {
                 "one installation given back"
@@ -113,25 +113,33 @@ fn serve_hw(
             };
             log(
                 "info",
-                &format!("failure reported for profile {profile}: {what}"),
+                &format!("{sysname}: failure reported for profile {profile}: {what}"),
             );
-            Ok(None)
+            Served::Nothing
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            log("error", &format!("{sysname}: {msg}"));
+            Served::Error(msg)
         }
     }
 }
 
-fn run_cli(args: &Args) -> Result<Option<Vec<u8>>> {
-    let cfg = cli_config()?;
-    let src = read_limited(&args.hw_file, cfg.max_hw_size)?;
+/// Runs the command line; `Err` for what stops it before a machine's
+/// request is served.
+fn run_cli(args: &Upload) -> Result<Served> {
     let log = |level: &str, msg: &str| eprintln!("upload: {level}: {msg}");
-    serve_hw(
+    let (cfg, source) = cli_config(args)?;
+    log("info", &format!("configuration: {source}"));
+    let src = read_limited(&args.hw_file, cfg.max_hw_size)?;
+    Ok(serve_hw(
         &cfg,
         &args.hw_file,
         &src,
         args.failure.as_deref(),
         args.dry_run,
         &log,
-    )
+    ))
 }
 
 /// Serves a CGI request. Every answer the initrd executes has status 200,
@@ -205,12 +213,9 @@ fn serve_cgi() -> Answer {
         false,
         &log,
     ) {
-        Ok(script) => Answer::ok(script.unwrap_or_default()),
-        Err(e) => {
-            let msg = format!("{e:#}");
-            log("error", &msg);
-            error(200, &msg)
-        }
+        Served::Script(script) => Answer::ok(script),
+        Served::Nothing => Answer::ok(Vec::new()),
+        Served::Error(msg) => error(200, &msg),
     }
 }
 
@@ -232,38 +237,23 @@ fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os("GATEWAY_INTERFACE").is_some() {
+    if cli::is_cgi() {
         return cgi::respond(PROGRAM, serve_cgi);
     }
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
+    let args = Upload::parse();
+    let (script, code) = match run_cli(&args) {
+        Ok(Served::Script(script)) => (script, ExitCode::SUCCESS),
+        Ok(Served::Nothing) => (Vec::new(), ExitCode::SUCCESS),
+        Ok(Served::Error(msg)) => (script::error_script(&msg), ExitCode::FAILURE),
         Err(e) => {
-            eprintln!("upload: {e:#}");
-            return ExitCode::from(2);
+            let msg = format!("{e:#}");
+            eprintln!("upload: error: {msg}");
+            (script::error_script(&msg), ExitCode::FAILURE)
         }
     };
     let mut stdout = std::io::stdout().lock();
-    match run_cli(&args) {
-        Ok(answer) => {
-            if let Some(script) = answer {
-                if stdout
-                    .write_all(&script)
-                    .and_then(|_| stdout.flush())
-                    .is_err()
-                {
-                    return ExitCode::FAILURE;
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("upload: error: {e:#}");
-            let _ = stdout.write_all(&script::error_script(&format!("{e:#}")));
-            ExitCode::FAILURE
-        }
+    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+        Ok(()) => code,
+        Err(_) => ExitCode::FAILURE,
     }
 }
