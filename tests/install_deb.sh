@@ -42,6 +42,17 @@ fatal() {
 	finish
 }
 
+# Apache re-reads its configuration (or starts) and answers.
+apache_reload() {
+	if apache_running; then apache2ctl graceful; else apache2ctl start; fi
+	for _ in $(seq 50); do
+		curl -s -o /dev/null http://127.0.0.1/ && return 0
+		sleep 0.2
+	done
+	return 1
+}
+# The initrd's request; $1 names the output file in $work.
+upload_hw() { (cd "$work" && curl -s -S -D "$1.headers" -o "$1" -F file=@hw.json.in "$url/upload.py"); }
 owner_is() { [ "$(stat -c %U:%G "$2" 2>/dev/null)" = "$1" ]; }
 known_to_dpkg() { dpkg-query -W -f '${Status}' edeploy >/dev/null 2>&1 && ! dpkg-query -W -f '${Status}' edeploy | grep -q ' not-installed$'; }
 apache_running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
@@ -103,13 +114,37 @@ fi
 touch "$marker"
 
 # --- build and lint ----------------------------------------------------------
-deb=$("$top/packaging/build-deb.sh" "$work" 2>"$work/build.log" | tail -n 1)
-if [ -z "$deb" ] || [ ! -f "$deb" ]; then
+# The README's commands: the copyright file from cargo-about, then cargo-deb.
+(cd "$top" && cargo about generate --locked -c packaging/about.toml packaging/copyright.hbs \
+	-o target/copyright && cargo deb --locked --output "$work") >"$work/build.log" 2>&1
+deb=$(find "$work" -maxdepth 1 -name 'edeploy_*.deb' | head -n 1)
+if [ -z "$deb" ]; then
 	cat "$work/build.log"
-	fatal "packaging/build-deb.sh builds a .deb"
+	fatal "cargo deb builds a .deb"
 fi
-grep '^build-deb.sh:' "$work/build.log"
-ok "packaging/build-deb.sh builds $(basename "$deb")"
+grep -i 'warning' "$work/build.log"
+ok "cargo deb builds $(basename "$deb")"
+changelog_version=$(dpkg-parsechangelog -l "$top/packaging/changelog" -S Version)
+check "the package version is the changelog's ($changelog_version)" \
+	[ "$(dpkg-deb -f "$deb" Version)" = "$changelog_version" ]
+check "Depends lists libc6 and libgcc-s1" bash -c \
+	"dpkg-deb -f '$deb' Depends | grep -q 'libc6' && dpkg-deb -f '$deb' Depends | grep -q 'libgcc-s1'"
+dpkg-deb -c "$deb" | awk '{print $6, $7, $8}' | sed 's,^\./,/,' >"$work/contents"
+# Every binary of packaging/binaries (the drop-in install's list too) is in
+# the package where packaging/README.md says.
+grep -v '^[[:space:]]*\(#\|$\)' "$top/packaging/binaries" >"$work/binaries"
+while read -r bin kind name; do
+	case $kind in
+	cgi) check "$name links to /usr/libexec/edeploy/$bin" \
+		grep -qxF "/usr/lib/cgi-bin/edeploy/$name -> ../../../libexec/edeploy/$bin" "$work/contents" ;;
+	bin) check "/usr/bin/$name is packaged" grep -qxF "/usr/bin/$name" "$work/contents" ;;
+	esac
+done <"$work/binaries"
+check "/usr/sbin/edeploy-upload links to the upload program" \
+	grep -qxF "/usr/sbin/edeploy-upload -> ../libexec/edeploy/upload" "$work/contents"
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/edeploy/copyright >"$work/copyright"
+check "copyright lists the linked crates and their licenses" bash -c \
+	"grep -q '^Files: .*serde_json' '$work/copyright' && grep -q '^License: MIT' '$work/copyright' && grep -q 'Permission is hereby granted' '$work/copyright'"
 
 lintian --fail-on error "$deb" >"$work/lintian.log" 2>&1
 lintian_rc=$?
@@ -151,11 +186,7 @@ a2enmod -q cgid >/dev/null
 check "apache2ctl configtest" apache2ctl configtest
 errlog=/var/log/apache2/error.log
 errlog_start=$(($(stat -c %s "$errlog" 2>/dev/null || echo 0) + 1))
-if apache_running; then apache2ctl graceful; else apache2ctl start; fi
-for _ in $(seq 50); do
-	curl -s -o /dev/null http://127.0.0.1/ && break
-	sleep 0.2
-done
+apache_reload
 check "Apache answers on 127.0.0.1:80" curl -s -o /dev/null http://127.0.0.1/
 
 hw=$top/legacy-config/hw/kvm-test.json
@@ -195,12 +226,30 @@ else
 	skip "upload-health.py not packaged yet"
 fi
 
+curl -s -S -o "$work/status" -w '%{http_code}' "$url/status.py" >"$work/status.code"
+check "status.py answers localhost" [ "$(cat "$work/status.code")" = 200 ]
+check "status.py shows the profiles" grep -q kvm-test "$work/status"
+
+# A body over LimitRequestBody (MAXLOGSIZE + 64 KiB) is refused by Apache.
+truncate -s 65M "$work/big.log.gz"
+(cd "$work" && curl -s -S -o big.answer -w '%{http_code}' -F file=@big.log.gz "$url/upload.py") >"$work/big.code"
+check "Apache refuses a body over LimitRequestBody (413)" [ "$(cat "$work/big.code")" = 413 ]
+check "no oversized log stored" [ ! -e "$data/logs/big.log.gz" ]
+rm -f "$work/big.log.gz"
+
 tail -c +"$errlog_start" "$errlog" >"$work/error.log"
 sed 's/^/  error.log: /' "$work/error.log"
 check "Apache logged no CGI failure" bash -c \
 	"! grep -q -E 'End of script output before headers|malformed header|Permission denied|not found or unable to stat' '$work/error.log'"
 
-if [ "$apache_was_running" = 0 ]; then apache2ctl stop; fi
+# Without a CGI module the URLs say what to do instead of answering 404.
+a2dismod -q -f cgid >/dev/null
+apache_reload
+curl -s -o "$work/nocgi" -w '%{http_code}' "$url/upload.py" >"$work/nocgi.code"
+check "without a CGI module upload.py answers 503" [ "$(cat "$work/nocgi.code")" = 503 ]
+check "the 503 names the module to enable" grep -q 'a2enmod cgid' "$work/nocgi"
+a2enmod -q cgid >/dev/null
+apache_reload
 
 # --- remove and purge ------------------------------------------------------------
 dpkg -r edeploy >"$work/remove.log" 2>&1
@@ -227,15 +276,33 @@ else
 fi
 check "purge deletes the empty health directory" gone_or_holds_data "$data/health"
 check "purge deletes the empty logs directory" gone_or_holds_data "$data/logs"
+
+# --- purge, then reinstall: a whole configuration -----------------------------
+check "purge keeps the used configuration whole" bash -c \
+	"cd '$data/config' && ls state kvm-test.specs kvm-test.configure kvm-test.cmdb >/dev/null"
+dpkg -i "$deb" >"$work/dpkg4.log" 2>&1
+check "reinstall after purge" [ $? = 0 ]
+check "edeploy check is clean after purge and reinstall" edeploy check "$data/config"
+apache_reload
+upload_hw again
+check "after purge and reinstall the machine gets $expected_profile" \
+	grep -qx "#EDEPLOY_PROFILE = $expected_profile" "$work/again"
+check "edeploy-upload --dry-run on PATH" bash -c \
+	"edeploy-upload --dry-run -f '$work/hw.json.in' | grep -qx '#EDEPLOY_PROFILE = $expected_profile'"
+dpkg --purge edeploy >"$work/purge3.log" 2>&1
 rm -rf "$data"
 
 # --- a clean cycle leaves nothing --------------------------------------------------
-dpkg -i "$deb" >"$work/dpkg3.log" 2>&1 && dpkg --purge edeploy >"$work/purge2.log" 2>&1
-check "install then purge" [ $? = 0 ]
+# Viewing the status page writes the server's cache files next to the
+# untouched examples: purge removes them with the examples.
+dpkg -i "$deb" >"$work/dpkg3.log" 2>&1 && apache_reload &&
+	curl -s -S -o /dev/null "$url/status.py" && dpkg --purge edeploy >"$work/purge2.log" 2>&1
+check "install, view the status, then purge" [ $? = 0 ]
 for path in "$data" "$cgi" /usr/libexec/edeploy /usr/share/edeploy /usr/share/doc/edeploy \
 	/etc/edeploy.conf /etc/apache2/conf-available/edeploy.conf /etc/apache2/conf-enabled/edeploy.conf; do
 	check "nothing left at $path" absent "$path"
 done
 check "apache2ctl configtest after purge" apache2ctl configtest
+if [ "$apache_was_running" = 0 ]; then apache2ctl stop; fi
 
 finish

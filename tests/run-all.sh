@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, differential (against the legacy Python 2
 # implementation), CGI, Apache end-to-end and hostile-input tests, then the
-# Debian package install test. Needs root, apache2 and the oracle (see .ci/run).
+# package tests (.deb, RPM) and the Ansible playbook's, last as it changes
+# the machine's Apache most. Needs root, apache2, the oracle, the packaging
+# tools and ansible-core (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,3 +11,5 @@ cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
 bash tests/install_deb.sh
+bash tests/install_rpm.sh
+bash tests/ansible.sh
