@@ -108,9 +108,9 @@ check "binaries are stripped" bash -c \
 
 rpm -qp --scripts "$rpm" >"$work/scripts" 2>/dev/null
 check "postinstall scriptlet is packaging/rpm/post.sh" bash -c \
-	"grep -q '^postinstall scriptlet (using /bin/sh):' '$work/scripts' && grep -qF 'install -d -m 0750 -o \"\$WEB\"' '$work/scripts'"
+	"grep -q '^postinstall scriptlet' '$work/scripts' && grep -qF 'install -d -m 0750 -o \"\$WEB\"' '$work/scripts'"
 check "postuninstall scriptlet is packaging/rpm/postun.sh" bash -c \
-	"grep -q '^postuninstall scriptlet (using /bin/sh):' '$work/scripts' && grep -qF 'config_is_pristine' '$work/scripts'"
+	"grep -q '^postuninstall scriptlet' '$work/scripts' && grep -qF 'config_is_pristine' '$work/scripts'"
 for s in post postun; do
 	check "packaging/rpm/$s.sh is valid sh" sh -n "$top/packaging/rpm/$s.sh"
 done
@@ -135,14 +135,14 @@ t() {
 	if "$@"; then echo "ok - $name"; else echo "not ok - $name"; fi
 }
 in_root() { chroot "$r" "$@"; }
-owner_is() { [ "$(stat -c %U:%G "$r$2" 2>/dev/null)" = "$1" ]; }
+owner_is() { [ "$(chroot "$r" stat -c %U:%G "$2" 2>/dev/null)" = "$1" ]; }
 rpm_() { rpm --root "$r" --dbpath /var/lib/rpm --force-debian "$@"; }
 absent() { [ ! -e "$r$1" ] && [ ! -L "$r$1" ]; }
 
 in_root groupadd -r apache && in_root useradd -r -g apache -d /usr/share/httpd -s /sbin/nologin apache
 rm -rf "$r/var/lib/edeploy" "$r/etc/edeploy.conf" "$r/var/lib/rpm" "$r/usr/bin/edeploy" "$r/usr/sbin/edeploy-upload" \
 	"$r/usr/share/edeploy" "$r/var/www/cgi-bin/edeploy" "$r/etc/httpd"
-rpm_ --initdb
+rpm --root "$r" --dbpath /var/lib/rpm --initdb
 rpm_ --nodeps -i "$rpm" >"$r/tmp/install.log" 2>&1
 t "rpm --root --nodeps -i" [ $? = 0 ]
 sed 's/^/  rpm -i: /' "$r/tmp/install.log"

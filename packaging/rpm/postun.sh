@@ -3,6 +3,14 @@
 # the example profiles while untouched, the empty data directories, and keep
 # anything the server or the admin wrote, saying so.
 [ "$1" = 0 ] || exit 0
+
+# cargo-generate-rpm (0.21) cannot package directory entries: the package's
+# own directories are removed here once empty.
+for d in /var/www/cgi-bin/edeploy /usr/share/edeploy/examples/hw /usr/share/edeploy/examples \
+	/usr/share/edeploy /usr/share/doc/edeploy /usr/share/licenses/edeploy; do
+	rmdir "$d" 2>/dev/null || :
+done
+
 DATA=/var/lib/edeploy
 SEEDED=$DATA/config.seeded.md5sums
 [ -d "$DATA" ] || exit 0
