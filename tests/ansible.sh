@@ -112,7 +112,7 @@ rc=$?
 recap run1.log
 [ "$rc" = 0 ] || { cat "$work/run1.log"; fatal "first run of the playbook"; }
 ok "first run of the playbook"
-check "the package is installed" dpkg-query -W -f '${Status}' edeploy
+check "the package is installed" bash -c "dpkg-query -W -f '\${Status}' edeploy | grep -q ' installed$'"
 check "CONFIGDIR set" conf_has "CONFIGDIR = $root/config/"
 check "HWDIR set" conf_has "HWDIR = $root/hw/"
 check "LOGDIR set" conf_has "LOGDIR = $root/logs/"

@@ -59,15 +59,6 @@ apache_running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null;
 absent() { [ ! -e "$1" ] && [ ! -L "$1" ]; }
 files_in() { find "$1" -type f 2>/dev/null | wc -l; }
 gone_or_holds_data() { [ ! -e "$1" ] || [ -n "$(ls -A "$1")" ]; }
-# Every example profile still in config after a purge was changed by the server.
-no_untouched_example() {
-	local f
-	for f in "$data"/config/*; do
-		[ -e "$f" ] || continue
-		! cmp -s "$f" "$top/legacy-config/${f##*/}" || return 1
-	done
-}
-
 [ "$(id -u)" = 0 ] || fatal "must run as root"
 [ -f /etc/debian_version ] || fatal "must run on Debian"
 
@@ -128,7 +119,7 @@ changelog_version=$(dpkg-parsechangelog -l "$top/packaging/changelog" -S Version
 check "the package version is the changelog's ($changelog_version)" \
 	[ "$(dpkg-deb -f "$deb" Version)" = "$changelog_version" ]
 check "Depends lists libc6 (libgcc-s1 is required priority)" bash -c "dpkg-deb -f '$deb' Depends | grep -q '^libc6 '"
-dpkg-deb -c "$deb" | awk '{print $6, $7, $8}' | sed 's,^\./,/,' >"$work/contents"
+dpkg-deb -c "$deb" | awk '{print $6, $7, $8}' | sed -e 's,^\./,/,' -e 's/ *$//' >"$work/contents"
 # Every binary of packaging/binaries (the drop-in install's list too) is in
 # the package where packaging/README.md says.
 grep -v '^[[:space:]]*\(#\|$\)' "$top/packaging/binaries" >"$work/binaries"
@@ -271,7 +262,8 @@ check "purge deletes /etc/edeploy.conf" [ ! -e /etc/edeploy.conf ]
 check "purge deletes the Apache snippet" [ ! -e /etc/apache2/conf-available/edeploy.conf ]
 check "purge forgets the Apache enablement" bash -c "! a2query -c edeploy >/dev/null 2>&1"
 check "purge deletes the lock file" [ ! -e "$data/edeploy.lock" ]
-check "purge deletes the untouched example profiles" no_untouched_example
+check "purge keeps the configuration the server used, whole" bash -c \
+	"! cmp -s '$top/legacy-config/kvm-test.cmdb' '$data/config/kvm-test.cmdb' && cmp -s '$top/legacy-config/kvm-test.specs' '$data/config/kvm-test.specs'"
 check "purge deletes the seed checksums" [ ! -e "$data/config.seeded.md5sums" ]
 if [ "$hwfiles" -gt 0 ]; then
 	check "purge keeps the saved hardware" [ "$(files_in "$data/hw")" = "$hwfiles" ]
