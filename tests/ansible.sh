@@ -42,7 +42,7 @@ fatal() {
 }
 
 known_to_dpkg() { dpkg-query -W -f '${Status}' edeploy 2>/dev/null | grep -q ' installed$\| config-files$\|half'; }
-apache_running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+apache_running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; }
 owner_is() { [ "$(stat -c %U:%G "$2" 2>/dev/null)" = "$1" ]; }
 conf_has() { grep -qx "$1" /etc/edeploy.conf; }
 
@@ -84,8 +84,9 @@ fi
 touch "$marker"
 
 # --- the package ---------------------------------------------------------------
-(cd "$top" && cargo about generate --locked -c packaging/about.toml packaging/copyright.hbs \
-	-o target/copyright && cargo deb --locked --output "$work") >"$work/build.log" 2>&1
+(cd "$top" && cargo build --locked --profile dist &&
+	cargo about generate --frozen -c packaging/about.toml packaging/copyright.hbs -o target/copyright &&
+	cargo deb --locked --output "$work") >"$work/build.log" 2>&1
 deb=$(find "$work" -maxdepth 1 -name 'edeploy_*.deb' | head -n 1)
 [ -n "$deb" ] || { cat "$work/build.log"; fatal "cargo deb builds a .deb"; }
 ok "cargo deb builds $(basename "$deb")"

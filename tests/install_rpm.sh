@@ -42,7 +42,7 @@ fatal() {
 [ -f /etc/debian_version ] || fatal "must run on Debian"
 
 missing=()
-for p in rpm rpmlint; do
+for p in rpm rpm2cpio rpmlint cpio; do
 	dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q ' installed$' || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -59,8 +59,8 @@ trap 'rm -rf "$work"' EXIT
 
 # --- build and lint ----------------------------------------------------------
 # The README's commands.
-(cd "$top" && cargo about generate --locked -c packaging/about.toml packaging/copyright.hbs \
-	-o target/copyright && cargo build --locked --profile dist &&
+(cd "$top" && cargo build --locked --profile dist &&
+	cargo about generate --frozen -c packaging/about.toml packaging/copyright.hbs -o target/copyright &&
 	cargo generate-rpm --profile dist -o "$work/") >"$work/build.log" 2>&1
 rpm=$(find "$work" -maxdepth 1 -name 'edeploy-*.rpm' | head -n 1)
 if [ -z "$rpm" ]; then
