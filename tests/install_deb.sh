@@ -157,6 +157,7 @@ sed 's/^/  dpkg -i: /' "$work/dpkg.log" | grep 'edeploy:'
 if [ "$mpm" = prefork ]; then module=cgi; else module=cgid; fi
 check "the install names the CGI module to enable ($module, $mpm MPM)" grep -q "a2enmod $module " "$work/dpkg.log"
 check "upload.py is an executable CGI" [ -x "$cgi/upload.py" ]
+check "dpkg --verify edeploy (dpkg records the checksums cargo-deb leaves out)" dpkg --verify edeploy
 check "/etc/edeploy.conf is a conffile" grep -qx /etc/edeploy.conf /var/lib/dpkg/info/edeploy.conffiles
 check "/etc/edeploy.conf uses /var/lib/edeploy" grep -q '^CONFIGDIR *= */var/lib/edeploy/config' /etc/edeploy.conf
 check "Apache snippet in conf-available" [ -f /etc/apache2/conf-available/edeploy.conf ]
