@@ -108,7 +108,7 @@ touch "$marker"
 # The README's commands: the binaries, the copyright file from cargo-about,
 # then cargo-deb.
 (cd "$top" && cargo build --locked --profile dist &&
-	cargo about generate --frozen -c packaging/about.toml packaging/copyright.hbs -o target/copyright &&
+	cargo fetch --locked && cargo about generate --frozen -c packaging/about.toml packaging/copyright.hbs -o target/copyright &&
 	cargo deb --locked --output "$work") >"$work/build.log" 2>&1
 deb=$(find "$work" -maxdepth 1 -name 'edeploy_*.deb' | head -n 1)
 if [ -z "$deb" ]; then

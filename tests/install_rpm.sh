@@ -60,7 +60,7 @@ trap 'rm -rf "$work"' EXIT
 # --- build and lint ----------------------------------------------------------
 # The README's commands.
 (cd "$top" && cargo build --locked --profile dist &&
-	cargo about generate --frozen -c packaging/about.toml packaging/copyright.hbs -o target/copyright &&
+	cargo fetch --locked && cargo about generate --frozen -c packaging/about.toml packaging/copyright.hbs -o target/copyright &&
 	cargo generate-rpm --profile dist -o "$work/") >"$work/build.log" 2>&1
 rpm=$(find "$work" -maxdepth 1 -name 'edeploy-*.rpm' | head -n 1)
 if [ -z "$rpm" ]; then
