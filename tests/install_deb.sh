@@ -81,7 +81,7 @@ trap cleanup EXIT
 
 # --- tools -----------------------------------------------------------------
 missing=()
-for p in apache2 lintian curl dpkg-dev binutils; do
+for p in apache2 lintian curl dpkg-dev binutils iproute2; do
 	dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q ' installed$' || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -91,7 +91,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 		fatal "apt-get install ${missing[*]}"
 	fi
 fi
-ok "apache2, lintian, curl, dpkg-dev, binutils installed"
+ok "apache2, lintian, curl, dpkg-dev, binutils, iproute2 installed"
 apache_running && apache_was_running=1
 
 # --- a previous run of this test, or an edeploy not ours -------------------
@@ -228,6 +228,53 @@ fi
 curl -s -S -o "$work/status" -w '%{http_code}' "$url/status.py" >"$work/status.code"
 check "status.py answers localhost" [ "$(cat "$work/status.code")" = 200 ]
 check "status.py shows the profiles" grep -q kvm-test "$work/status"
+
+# status.py from another address: a private Apache with the installed conf,
+# in a network namespace of its own (only its loopback device, with two
+# documentation addresses), so that the client is not local.
+ns=$work/ns
+mkdir -p "$ns/run" "$ns/logs"
+chmod 0755 "$work" "$ns" "$ns/run"
+cat >"$ns/httpd.conf" <<EOF
+ServerRoot "$ns"
+ServerName 192.0.2.1
+Listen 192.0.2.1:8080
+PidFile "$ns/run/httpd.pid"
+DefaultRuntimeDir "$ns/run"
+Mutex file:$ns/run default
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule authz_host_module /usr/lib/apache2/modules/mod_authz_host.so
+LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
+LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so
+ScriptSock "$ns/run/cgid.sock"
+User www-data
+Group www-data
+ErrorLog "$ns/logs/error.log"
+DocumentRoot "$ns"
+Include /etc/apache2/conf-available/edeploy.conf
+EOF
+cat >"$ns/run.sh" <<'EOF'
+ns=$1
+ip link set lo up && ip addr add 192.0.2.1/32 dev lo && ip addr add 192.0.2.2/32 dev lo &&
+	apache2 -f "$ns/httpd.conf" -k start || exit 1
+for _ in $(seq 50); do
+	curl -s -o /dev/null http://192.0.2.1:8080/ && break
+	sleep 0.2
+done
+for u in status.py upload.py; do
+	printf '%s from 192.0.2.2: ' "$u"
+	curl -s -o /dev/null -w '%{http_code}\n' --interface 192.0.2.2 "http://192.0.2.1:8080/cgi-bin/edeploy/$u"
+	printf '%s from 192.0.2.1: ' "$u"
+	curl -s -o /dev/null -w '%{http_code}\n' "http://192.0.2.1:8080/cgi-bin/edeploy/$u"
+done
+apache2 -f "$ns/httpd.conf" -k stop
+EOF
+unshare -n sh "$ns/run.sh" "$ns" >"$work/other.codes" 2>&1
+sed 's/^/  /' "$work/other.codes"
+check "status.py refused to another address (403)" grep -qx 'status.py from 192.0.2.2: 403' "$work/other.codes"
+check "status.py served to the server's own address" grep -qx 'status.py from 192.0.2.1: 200' "$work/other.codes"
+check "upload.py served to another address" grep -qx 'upload.py from 192.0.2.2: 200' "$work/other.codes"
 
 # A body over LimitRequestBody (MAXLOGSIZE + 64 KiB) is refused by Apache:
 # with MAXLOGSIZE raised, the CGI would take it, Apache does not.
