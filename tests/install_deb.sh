@@ -42,21 +42,23 @@ fatal() {
 	finish
 }
 
+# Apache re-reads its configuration (or starts) and answers.
+apache_reload() {
+	if apache_running; then apache2ctl graceful; else apache2ctl start; fi
+	for _ in $(seq 50); do
+		curl -s -o /dev/null http://127.0.0.1/ && return 0
+		sleep 0.2
+	done
+	return 1
+}
+# The initrd's request; $1 names the output file in $work.
+upload_hw() { (cd "$work" && curl -s -S -D "$1.headers" -o "$1" -F file=@hw.json.in "$url/upload.py"); }
 owner_is() { [ "$(stat -c %U:%G "$2" 2>/dev/null)" = "$1" ]; }
 known_to_dpkg() { dpkg-query -W -f '${Status}' edeploy >/dev/null 2>&1 && ! dpkg-query -W -f '${Status}' edeploy | grep -q ' not-installed$'; }
-apache_running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+apache_running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; }
 absent() { [ ! -e "$1" ] && [ ! -L "$1" ]; }
 files_in() { find "$1" -type f 2>/dev/null | wc -l; }
 gone_or_holds_data() { [ ! -e "$1" ] || [ -n "$(ls -A "$1")" ]; }
-# Every example profile still in config after a purge was changed by the server.
-no_untouched_example() {
-	local f
-	for f in "$data"/config/*; do
-		[ -e "$f" ] || continue
-		! cmp -s "$f" "$top/legacy-config/${f##*/}" || return 1
-	done
-}
-
 [ "$(id -u)" = 0 ] || fatal "must run as root"
 [ -f /etc/debian_version ] || fatal "must run on Debian"
 
@@ -79,7 +81,7 @@ trap cleanup EXIT
 
 # --- tools -----------------------------------------------------------------
 missing=()
-for p in apache2 lintian curl dpkg-dev binutils; do
+for p in apache2 lintian curl dpkg-dev binutils iproute2; do
 	dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q ' installed$' || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -89,7 +91,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 		fatal "apt-get install ${missing[*]}"
 	fi
 fi
-ok "apache2, lintian, curl, dpkg-dev, binutils installed"
+ok "apache2, lintian, curl, dpkg-dev, binutils, iproute2 installed"
 apache_running && apache_was_running=1
 
 # --- a previous run of this test, or an edeploy not ours -------------------
@@ -103,13 +105,38 @@ fi
 touch "$marker"
 
 # --- build and lint ----------------------------------------------------------
-deb=$("$top/packaging/build-deb.sh" "$work" 2>"$work/build.log" | tail -n 1)
-if [ -z "$deb" ] || [ ! -f "$deb" ]; then
+# The README's commands: the binaries, the copyright file from cargo-about,
+# then cargo-deb.
+(cd "$top" && cargo build --locked --profile dist &&
+	cargo fetch --locked && cargo about generate --frozen -c packaging/about.toml packaging/copyright.hbs -o target/copyright &&
+	cargo deb --locked --output "$work") >"$work/build.log" 2>&1
+deb=$(find "$work" -maxdepth 1 -name 'edeploy_*.deb' | head -n 1)
+if [ -z "$deb" ]; then
 	cat "$work/build.log"
-	fatal "packaging/build-deb.sh builds a .deb"
+	fatal "cargo deb builds a .deb"
 fi
-grep '^build-deb.sh:' "$work/build.log"
-ok "packaging/build-deb.sh builds $(basename "$deb")"
+grep -i 'warning' "$work/build.log"
+ok "cargo deb builds $(basename "$deb")"
+changelog_version=$(dpkg-parsechangelog -l "$top/packaging/changelog" -S Version)
+check "the package version is the changelog's ($changelog_version)" \
+	[ "$(dpkg-deb -f "$deb" Version)" = "$changelog_version" ]
+check "Depends lists libc6 (libgcc-s1 is required priority)" bash -c "dpkg-deb -f '$deb' Depends | grep -q '^libc6 '"
+dpkg-deb -c "$deb" | awk '{print $6, $7, $8}' | sed -e 's,^\./,/,' -e 's/ *$//' >"$work/contents"
+# Every binary of packaging/binaries (the drop-in install's list too) is in
+# the package where packaging/README.md says.
+grep -v '^[[:space:]]*\(#\|$\)' "$top/packaging/binaries" >"$work/binaries"
+while read -r bin kind name; do
+	case $kind in
+	cgi) check "$name links to /usr/libexec/edeploy/$bin" \
+		grep -qxF "/usr/lib/cgi-bin/edeploy/$name -> ../../../libexec/edeploy/$bin" "$work/contents" ;;
+	bin) check "/usr/bin/$name is packaged" grep -qxF "/usr/bin/$name" "$work/contents" ;;
+	esac
+done <"$work/binaries"
+check "/usr/sbin/edeploy-upload links to the upload program" \
+	grep -qxF "/usr/sbin/edeploy-upload -> ../libexec/edeploy/upload" "$work/contents"
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/edeploy/copyright >"$work/copyright"
+check "copyright lists the linked crates and their licenses" bash -c \
+	"grep -q '^Files: .*serde_json' '$work/copyright' && grep -q '^License: MIT' '$work/copyright' && grep -q 'Permission is hereby granted' '$work/copyright'"
 
 lintian --fail-on error "$deb" >"$work/lintian.log" 2>&1
 lintian_rc=$?
@@ -118,12 +145,19 @@ check "lintian reports no error" [ "$lintian_rc" = 0 ]
 check "lintian output has no E: tag" bash -c "! grep -q '^E: ' '$work/lintian.log'"
 
 # --- install -----------------------------------------------------------------
+# Without a CGI module (a stock Debian), the install says which to enable.
+a2dismod -q -f cgid cgi >/dev/null 2>&1
+mpm=$(a2query -M)
 dpkg -i "$deb" >"$work/dpkg.log" 2>&1 || {
 	cat "$work/dpkg.log"
 	fatal "dpkg -i"
 }
 ok "dpkg -i"
+sed 's/^/  dpkg -i: /' "$work/dpkg.log" | grep 'edeploy:'
+if [ "$mpm" = prefork ]; then module=cgi; else module=cgid; fi
+check "the install names the CGI module to enable ($module, $mpm MPM)" grep -q "a2enmod $module " "$work/dpkg.log"
 check "upload.py is an executable CGI" [ -x "$cgi/upload.py" ]
+check "dpkg --verify edeploy (dpkg records the checksums cargo-deb leaves out)" dpkg --verify edeploy
 check "/etc/edeploy.conf is a conffile" grep -qx /etc/edeploy.conf /var/lib/dpkg/info/edeploy.conffiles
 check "/etc/edeploy.conf uses /var/lib/edeploy" grep -q '^CONFIGDIR *= */var/lib/edeploy/config' /etc/edeploy.conf
 check "Apache snippet in conf-available" [ -f /etc/apache2/conf-available/edeploy.conf ]
@@ -151,11 +185,7 @@ a2enmod -q cgid >/dev/null
 check "apache2ctl configtest" apache2ctl configtest
 errlog=/var/log/apache2/error.log
 errlog_start=$(($(stat -c %s "$errlog" 2>/dev/null || echo 0) + 1))
-if apache_running; then apache2ctl graceful; else apache2ctl start; fi
-for _ in $(seq 50); do
-	curl -s -o /dev/null http://127.0.0.1/ && break
-	sleep 0.2
-done
+apache_reload
 check "Apache answers on 127.0.0.1:80" curl -s -o /dev/null http://127.0.0.1/
 
 hw=$top/legacy-config/hw/kvm-test.json
@@ -195,12 +225,84 @@ else
 	skip "upload-health.py not packaged yet"
 fi
 
+curl -s -S -o "$work/status" -w '%{http_code}' "$url/status.py" >"$work/status.code"
+check "status.py answers localhost" [ "$(cat "$work/status.code")" = 200 ]
+check "status.py shows the profiles" grep -q kvm-test "$work/status"
+
+# status.py from another address: a private Apache with the installed conf,
+# in a network namespace of its own (only its loopback device, with two
+# documentation addresses), so that the client is not local.
+ns=$work/ns
+mkdir -p "$ns/run" "$ns/logs"
+chmod 0755 "$work" "$ns" "$ns/run"
+cat >"$ns/httpd.conf" <<EOF
+ServerRoot "$ns"
+ServerName 192.0.2.1
+Listen 192.0.2.1:8080
+PidFile "$ns/run/httpd.pid"
+DefaultRuntimeDir "$ns/run"
+Mutex file:$ns/run default
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule authz_host_module /usr/lib/apache2/modules/mod_authz_host.so
+LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
+LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so
+ScriptSock "$ns/run/cgid.sock"
+User www-data
+Group www-data
+ErrorLog "$ns/logs/error.log"
+DocumentRoot "$ns"
+Include /etc/apache2/conf-available/edeploy.conf
+EOF
+cat >"$ns/run.sh" <<'EOF'
+ns=$1
+ip link set lo up && ip addr add 192.0.2.1/32 dev lo && ip addr add 192.0.2.2/32 dev lo &&
+	apache2 -f "$ns/httpd.conf" -k start || exit 1
+for _ in $(seq 50); do
+	curl -s -o /dev/null http://192.0.2.1:8080/ && break
+	sleep 0.2
+done
+for u in status.py upload.py; do
+	printf '%s from 192.0.2.2: ' "$u"
+	curl -s -o /dev/null -w '%{http_code}\n' --interface 192.0.2.2 "http://192.0.2.1:8080/cgi-bin/edeploy/$u"
+	printf '%s from 192.0.2.1: ' "$u"
+	curl -s -o /dev/null -w '%{http_code}\n' "http://192.0.2.1:8080/cgi-bin/edeploy/$u"
+done
+apache2 -f "$ns/httpd.conf" -k stop
+EOF
+unshare -n sh "$ns/run.sh" "$ns" >"$work/other.codes" 2>&1
+sed 's/^/  /' "$work/other.codes"
+check "status.py refused to another address (403)" grep -qx 'status.py from 192.0.2.2: 403' "$work/other.codes"
+check "status.py served to the server's own address" grep -qx 'status.py from 192.0.2.1: 200' "$work/other.codes"
+check "upload.py served to another address" grep -qx 'upload.py from 192.0.2.2: 200' "$work/other.codes"
+
+# A body over LimitRequestBody (MAXLOGSIZE + 64 KiB) is refused by Apache:
+# with MAXLOGSIZE raised, the CGI would take it, Apache does not.
+cp /etc/edeploy.conf "$work/edeploy.conf.orig"
+sed -i 's/^MAXLOGSIZE = .*/MAXLOGSIZE = 128M/' /etc/edeploy.conf
+truncate -s 65M "$work/big.log.gz"
+(cd "$work" && curl -s -S -o big.answer -w '%{http_code}' -F file=@big.log.gz "$url/upload.py") >"$work/big.code"
+check "Apache refuses a body over LimitRequestBody (413)" [ "$(cat "$work/big.code")" = 413 ]
+check "no oversized log stored" [ ! -e "$data/logs/big.log.gz" ]
+truncate -s 60M "$work/big.log.gz"
+(cd "$work" && curl -s -S -o big.answer -F file=@big.log.gz "$url/upload.py")
+check "a log under LimitRequestBody is stored" cmp -s "$work/big.log.gz" "$data/logs/big.log.gz"
+rm -f "$work/big.log.gz" "$data/logs/big.log.gz"
+cp "$work/edeploy.conf.orig" /etc/edeploy.conf
+
 tail -c +"$errlog_start" "$errlog" >"$work/error.log"
 sed 's/^/  error.log: /' "$work/error.log"
 check "Apache logged no CGI failure" bash -c \
 	"! grep -q -E 'End of script output before headers|malformed header|Permission denied|not found or unable to stat' '$work/error.log'"
 
-if [ "$apache_was_running" = 0 ]; then apache2ctl stop; fi
+# Without a CGI module the URLs say what to do instead of answering 404.
+a2dismod -q -f cgid >/dev/null
+apache_reload
+curl -s -o "$work/nocgi" -w '%{http_code}' "$url/upload.py" >"$work/nocgi.code"
+check "without a CGI module upload.py answers 503" [ "$(cat "$work/nocgi.code")" = 503 ]
+check "the 503 names the module to enable" grep -q 'a2enmod cgid' "$work/nocgi"
+a2enmod -q cgid >/dev/null
+apache_reload
 
 # --- remove and purge ------------------------------------------------------------
 dpkg -r edeploy >"$work/remove.log" 2>&1
@@ -217,7 +319,8 @@ check "purge deletes /etc/edeploy.conf" [ ! -e /etc/edeploy.conf ]
 check "purge deletes the Apache snippet" [ ! -e /etc/apache2/conf-available/edeploy.conf ]
 check "purge forgets the Apache enablement" bash -c "! a2query -c edeploy >/dev/null 2>&1"
 check "purge deletes the lock file" [ ! -e "$data/edeploy.lock" ]
-check "purge deletes the untouched example profiles" no_untouched_example
+check "purge keeps the configuration the server used, whole" bash -c \
+	"! cmp -s '$top/legacy-config/kvm-test.cmdb' '$data/config/kvm-test.cmdb' && cmp -s '$top/legacy-config/kvm-test.specs' '$data/config/kvm-test.specs'"
 check "purge deletes the seed checksums" [ ! -e "$data/config.seeded.md5sums" ]
 if [ "$hwfiles" -gt 0 ]; then
 	check "purge keeps the saved hardware" [ "$(files_in "$data/hw")" = "$hwfiles" ]
@@ -227,15 +330,33 @@ else
 fi
 check "purge deletes the empty health directory" gone_or_holds_data "$data/health"
 check "purge deletes the empty logs directory" gone_or_holds_data "$data/logs"
+
+# --- purge, then reinstall: a whole configuration -----------------------------
+check "purge keeps the used configuration whole" bash -c \
+	"cd '$data/config' && ls state kvm-test.specs kvm-test.configure kvm-test.cmdb >/dev/null"
+dpkg -i "$deb" >"$work/dpkg4.log" 2>&1
+check "reinstall after purge" [ $? = 0 ]
+check "edeploy check is clean after purge and reinstall" edeploy check "$data/config"
+apache_reload
+upload_hw again
+check "after purge and reinstall the machine gets $expected_profile" \
+	grep -qx "#EDEPLOY_PROFILE = $expected_profile" "$work/again"
+check "edeploy-upload --dry-run on PATH" bash -c \
+	"edeploy-upload --dry-run -f '$work/hw.json.in' | grep -qx '#EDEPLOY_PROFILE = $expected_profile'"
+dpkg --purge edeploy >"$work/purge3.log" 2>&1
 rm -rf "$data"
 
 # --- a clean cycle leaves nothing --------------------------------------------------
-dpkg -i "$deb" >"$work/dpkg3.log" 2>&1 && dpkg --purge edeploy >"$work/purge2.log" 2>&1
-check "install then purge" [ $? = 0 ]
+# Viewing the status page writes the server's cache files next to the
+# untouched examples: purge removes them with the examples.
+dpkg -i "$deb" >"$work/dpkg3.log" 2>&1 && apache_reload &&
+	curl -s -S -o /dev/null "$url/status.py" && dpkg --purge edeploy >"$work/purge2.log" 2>&1
+check "install, view the status, then purge" [ $? = 0 ]
 for path in "$data" "$cgi" /usr/libexec/edeploy /usr/share/edeploy /usr/share/doc/edeploy \
 	/etc/edeploy.conf /etc/apache2/conf-available/edeploy.conf /etc/apache2/conf-enabled/edeploy.conf; do
 	check "nothing left at $path" absent "$path"
 done
 check "apache2ctl configtest after purge" apache2ctl configtest
+if [ "$apache_was_running" = 0 ]; then apache2ctl stop; fi
 
 finish

@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 # Apache for the end-to-end and package tests; lintian and the packaging
 # tools for the .deb; chromium for the status page's rendering; unshare and
 # mount for the scratch-root and disk-full tests; strace for the fault
-# injection of tests/commit_crash.rs; python3 for the differential cases.
+# injection of tests/commit_crash.rs; python3 for the differential cases;
+# rpm, rpmlint and cpio for the RPM; iproute2 for the status page's network
+# namespace; python3-apt for Ansible's apt module.
 needs=(
 	"/usr/sbin/apache2 apache2"
 	"chromium chromium"
@@ -23,12 +25,18 @@ needs=(
 	"unshare util-linux"
 	"strace strace"
 	"python3 python3"
+	"rpm rpm"
+	"rpm2cpio rpm2cpio"
+	"rpmlint rpmlint"
+	"cpio cpio"
+	"ip iproute2"
+	"/usr/lib/python3/dist-packages/apt/__init__.py python3-apt"
 )
 
 missing=()
 for need in "${needs[@]}"; do
 	read -r command package <<<"$need"
-	command -v "$command" >/dev/null || missing+=("$package")
+	command -v "$command" >/dev/null || [ -e "$command" ] || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
@@ -44,6 +52,19 @@ fi
 # rustfmt and clippy, which run-all.sh runs first.
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# The packaging tools (packaging/README.md): cargo-about writes the
+# copyright file, cargo-deb and cargo-generate-rpm build the packages; the
+# versions the packaging was written against.
+cargo deb --version >/dev/null 2>&1 || cargo install -q --locked cargo-deb@3.8.0
+cargo generate-rpm --version >/dev/null 2>&1 || cargo install -q --locked cargo-generate-rpm@0.21.1
+cargo about --version >/dev/null 2>&1 || cargo install -q --locked --features cli cargo-about@0.9.3
+
+# Ansible, for tests/ansible.sh (ansible/edeploy-install.yml).
+if ! command -v ansible-playbook >/dev/null; then
+	python3 -m pip install -q --disable-pip-version-check 'ansible-core==2.19.*'
+	if command -v pyenv >/dev/null; then pyenv rehash; fi
+fi
 
 # The legacy implementation, our oracle in the differential tests: the
 # hardware library 0.18 under Python 2.7.18 (pyenv). EDEPLOY_SKIP_ORACLE=1
