@@ -86,6 +86,16 @@ impl Lock {
         file.lock().map_err(|e| context(e, "cannot lock", path))?;
         Ok(Lock { _file: file })
     }
+
+    /// Takes the lock for writing if no one holds it; `None` if someone does.
+    pub fn try_exclusive(path: &Path) -> io::Result<Option<Lock>> {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Lock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(context(e, "cannot lock", path)),
+        }
+    }
 }
 
 /// Opens the lock file, creating it if needed. A lock file we may not write
@@ -231,6 +241,7 @@ pub fn replace_cache_file(path: &Path, contents: &[u8]) -> io::Result<()> {
         target: path.to_path_buf(),
         file,
         exchange: false,
+        volatile: false,
         committed: false,
     };
     prepared
@@ -271,6 +282,15 @@ pub fn prepare_file(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
     let target = resolve(path)?;
     let old = metadata_if_exists(&target)?;
     prepare_replacing(&target, old.as_ref(), contents)
+}
+
+/// A new file for [`commit_all`] that only live processes read and that
+/// nothing needs after a reboot (the answer to a waiting request): renamed
+/// with the commit, but never flushed, nor its directory.
+pub fn prepare_volatile(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
+    let mut prepared = prepare_with(path, |tmp| tmp.write_all(contents))?;
+    prepared.volatile = true;
+    Ok(prepared)
 }
 
 /// [`prepare_file`] once the target is resolved and its metadata (if it
@@ -314,6 +334,7 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
         target,
         file,
         exchange: true,
+        volatile: false,
         committed: false,
     };
     // Written over the old content, then cut to length: truncating first
@@ -636,6 +657,9 @@ pub struct Prepared {
     file: File,
     /// `tmp_path` is the target's spare, to be exchanged with it.
     exchange: bool,
+    /// Never flushed: a file that only live processes read (see
+    /// [`prepare_volatile`]).
+    volatile: bool,
     /// The file is to stay: renamed, or named by a commit record.
     committed: bool,
 }
@@ -691,6 +715,7 @@ impl Prepared {
         };
         Ok(Entry {
             exchange: self.exchange,
+            volatile: self.volatile,
             dev: new.dev(),
             new: (new.ino(), new.len()),
             old,
@@ -734,7 +759,7 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
             ));
         }
     }
-    for file in &files {
+    for file in files.iter().filter(|f| !f.volatile) {
         file.flush()?;
     }
     let entries = files
@@ -755,7 +780,7 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
         .map_err(|e| context(e, "cannot read", record))?
         .len();
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for file in &files {
+    for file in files.iter().filter(|f| !f.volatile) {
         add_dir(&mut dirs, &file.target);
     }
     // A new record's own name, this commit's new temporary files and the
@@ -768,7 +793,7 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
     if log_len == 0 {
         add_dir(&mut before, record);
     }
-    for file in files.iter().filter(|f| !f.exchange) {
+    for file in files.iter().filter(|f| !f.exchange && !f.volatile) {
         add_dir(&mut before, &file.target);
     }
     let previous = read_at_most(&log, RECORD_BLOCK as u64, RECORD_MAX)
@@ -777,7 +802,7 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
         let mark =
             read_at_most(&log, 0, MARK_LEN).map_err(|e| context(e, "cannot read", record))?;
         if decode_mark(&mark) != Some(id.as_str()) {
-            for e in &previous {
+            for e in previous.iter().filter(|e| !e.volatile) {
                 add_dir(&mut before, &e.target);
             }
         }
@@ -938,6 +963,9 @@ pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 struct Entry {
     /// The source is the target's spare: exchanged, not renamed.
     exchange: bool,
+    /// A file of [`prepare_volatile`]: renamed, never flushed, and gone
+    /// after a reboot (then nothing needs it).
+    volatile: bool,
     /// Device of the source and target (one directory).
     dev: u64,
     /// Inode number and length of the new content.
@@ -964,6 +992,7 @@ const RECORD_MAX: u64 = 1 << 20;
 /// id PID.NANOSECONDS.N
 /// exchange DEV NEW_INO NEW_LEN OLD_INO OLD_LEN SOURCE TARGET
 /// rename DEV NEW_INO NEW_LEN - - SOURCE TARGET      (no target before)
+/// volatile DEV NEW_INO NEW_LEN - - SOURCE TARGET    (renamed, not flushed)
 /// end N CHECKSUM
 /// ```
 ///
@@ -979,7 +1008,11 @@ fn encode_record(id: &str, entries: &[Entry]) -> Vec<u8> {
             Some((ino, len)) => format!("{ino} {len}"),
             None => "- -".to_owned(),
         };
-        let kind = if e.exchange { "exchange" } else { "rename" };
+        let kind = match (e.exchange, e.volatile) {
+            (true, _) => "exchange",
+            (false, true) => "volatile",
+            (false, false) => "rename",
+        };
         text.extend_from_slice(
             format!("{kind} {} {} {} {old} ", e.dev, e.new.0, e.new.1).as_bytes(),
         );
@@ -1057,12 +1090,15 @@ fn decode_record(text: &[u8]) -> Option<(String, Vec<Entry>)> {
             ("-", "-") => None,
             (ino, len) => Some((number(ino)?, number(len)?)),
         };
+        let (exchange, volatile) = match *kind {
+            "exchange" => (true, false),
+            "rename" => (false, false),
+            "volatile" => (false, true),
+            _ => return None,
+        };
         entries.push(Entry {
-            exchange: match *kind {
-                "exchange" => true,
-                "rename" => false,
-                _ => return None,
-            },
+            exchange,
+            volatile,
             dev: number(dev)?,
             new: (number(new_ino)?, number(new_len)?),
             old,
@@ -1168,9 +1204,21 @@ impl Recovery {
 /// Completes the commit of `record` if it was interrupted (see the module
 /// documentation). Must be called under the exclusive lock, before anything
 /// else is read or written: the files only agree once it has run.
+///
+/// A commit whose renames are all done but not yet marked durable (its
+/// committer died before flushing the directories) is flushed here: the
+/// next holder of the lock may hand out what it committed.
 pub fn recover(record: &Path) -> io::Result<Recovery> {
     let (id, entries, found) = examine(record)?;
     if found.completed.is_empty() {
+        if !id.is_empty() && !marked_durable(record, &id)? {
+            let mut dirs = Vec::new();
+            for e in entries.iter().filter(|e| !e.volatile) {
+                add_dir(&mut dirs, &e.target);
+            }
+            sync_dirs(&dirs, "recover: flush the directory")?;
+            mark_durable(record, &id);
+        }
         return Ok(found);
     }
     // The record may have been seen only in the page cache of a writer
@@ -1191,11 +1239,21 @@ pub fn recover(record: &Path) -> io::Result<Recovery> {
         };
         crash_point(what, &e.target);
         put_in_place(e.exchange, &e.source, &e.target)?;
+    }
+    // Those done before the crash may not be durable yet either.
+    for e in entries.iter().filter(|e| !e.volatile) {
         add_dir(&mut dirs, &e.target);
     }
     sync_dirs(&dirs, "recover: flush the directory")?;
     mark_durable(record, &id);
     Ok(found)
+}
+
+/// Whether the commit `id` of `record` is marked durable.
+fn marked_durable(record: &Path, id: &str) -> io::Result<bool> {
+    let file = File::open(record).map_err(|e| context(e, "cannot open", record))?;
+    let mark = read_at_most(&file, 0, MARK_LEN).map_err(|e| context(e, "cannot read", record))?;
+    Ok(decode_mark(&mark) == Some(id))
 }
 
 /// What [`recover`] would do now, without doing it: for `edeploy check`,
@@ -1222,6 +1280,8 @@ fn examine(record: &Path) -> io::Result<(String, Vec<Entry>, Recovery)> {
         match progress(e)? {
             Progress::Done => {}
             Progress::Pending => found.completed.push(e.target.clone()),
+            // Taken by its reader already, or lost with a reboot.
+            Progress::Changed if e.volatile => {}
             Progress::Changed => found.changed.push(e.target.clone()),
         }
     }
@@ -1253,6 +1313,7 @@ fn prepare_with(
         target: target.to_path_buf(),
         file,
         exchange: false,
+        volatile: false,
         committed: false,
     };
     crash_point("write", &prepared.tmp_path);
@@ -1603,6 +1664,7 @@ mod tests {
         let entries = vec![
             Entry {
                 exchange: true,
+                volatile: false,
                 dev: 2049,
                 new: (12, 34),
                 old: Some((56, 78)),
@@ -1611,6 +1673,7 @@ mod tests {
             },
             Entry {
                 exchange: false,
+                volatile: true,
                 dev: 7,
                 new: (1, 0),
                 old: None,
