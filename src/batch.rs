@@ -152,10 +152,12 @@ fn combine(
     let mut decisions = provision::decide(cfg, &intents, true)?;
     let own_reply = decisions.replies.remove(at);
 
-    let answers = waiting
-        .iter()
-        .zip(&decisions.replies)
-        .map(|(w, reply)| (queue.join(format!("{}.answer", w.name)), encode_reply(reply)));
+    let answers = waiting.iter().zip(&decisions.replies).map(|(w, reply)| {
+        (
+            queue.join(format!("{}.answer", w.name)),
+            encode_reply(reply),
+        )
+    });
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ProvisionError::Io { path, source }
@@ -558,7 +560,10 @@ mod tests {
         };
         let text = encode_intent(&intent).unwrap();
         let back = decode_intent(Path::new("q"), &text).unwrap();
-        assert_eq!(format!("{:?}", back.profiles.get("db")), format!("{:?}", intent.profiles.get("db")));
+        assert_eq!(
+            format!("{:?}", back.profiles.get("db")),
+            format!("{:?}", intent.profiles.get("db"))
+        );
         let (v, f) = back.profiles["web"].matched.clone().unwrap();
         assert_eq!(format!("{v:?}"), format!("{vars:?}"));
         assert_eq!(format!("{f:?}"), format!("{forced:?}"));

@@ -34,6 +34,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::batch;
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::{self, Item};
@@ -42,7 +43,6 @@ use crate::pxemngr;
 use crate::script;
 use crate::spec::{self, SpecError, Vars};
 use crate::state::{State, StateError, UnsafeProfile};
-use crate::batch;
 use crate::store;
 
 /// What a request produced.
@@ -264,7 +264,9 @@ pub(crate) enum Reply {
     },
     /// The state now wants a profile not matched yet (or whose `.specs`
     /// changed, `forget`): match it without the lock and ask again.
-    Retry { forget: Option<String> },
+    Retry {
+        forget: Option<String>,
+    },
     Failed(ProvisionError),
 }
 
@@ -349,8 +351,8 @@ pub(crate) fn decide(
                 let orig = append_to_name(&cmdb.file, ".orig");
                 store::copy_file_atomic(&cmdb.file, &orig).map_err(io_error(&orig))?;
             }
-            let prepared = store::prepare_file_locked(&cmdb.file, contents)
-                .map_err(io_error(&cmdb.file))?;
+            let prepared =
+                store::prepare_file_locked(&cmdb.file, contents).map_err(io_error(&cmdb.file))?;
             files.push(prepared);
         }
         if batch.state_changed {
@@ -449,7 +451,11 @@ impl Batch<'_> {
             None => (vars.clone(), None),
         };
         vars.insert(Value::str("edeploy-profile"), Value::str(&profile));
-        let pxemngr_url = self.cfg.pxemngr_url.as_deref().filter(|_| self.cfg.use_pxemngr);
+        let pxemngr_url = self
+            .cfg
+            .pxemngr_url
+            .as_deref()
+            .filter(|_| self.cfg.use_pxemngr);
         let script = script::configure_script(
             &profile,
             &vars,
@@ -736,10 +742,16 @@ mod tests {
         assert_eq!(profile(&replies[0]), "first");
         assert!(matches!(
             &replies[1],
-            Reply::FailureReported { quota_restored: true, .. }
+            Reply::FailureReported {
+                quota_restored: true,
+                ..
+            }
         ));
         // `first` is spent by then: its guess no longer holds.
-        assert!(matches!(replies[2], Reply::Retry { forget: None }), "{replies:?}");
+        assert!(
+            matches!(replies[2], Reply::Retry { forget: None }),
+            "{replies:?}"
+        );
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("state")).unwrap(),
             "[('first', 0), ('second', 1)]\n"
@@ -750,10 +762,16 @@ mod tests {
         std::fs::remove_file(tmp.path().join("first.configure")).unwrap();
         let failure = Known::default().intent(Some("first"));
         let replies = commit(&cfg, &[&one, &failure]);
-        assert!(matches!(&replies[0], Reply::Failed(ProvisionError::Io { .. })), "{replies:?}");
+        assert!(
+            matches!(&replies[0], Reply::Failed(ProvisionError::Io { .. })),
+            "{replies:?}"
+        );
         assert!(matches!(
             &replies[1],
-            Reply::FailureReported { quota_restored: true, .. }
+            Reply::FailureReported {
+                quota_restored: true,
+                ..
+            }
         ));
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("state")).unwrap(),

@@ -141,9 +141,10 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// Test-only fault injection: a debug build run with `EDEPLOY_CRASH_AT=N`
 /// kills itself with SIGKILL at the N-th crash point it passes, after
-/// naming it on stderr. Crash points precede every write, flush and rename
-/// of the store, so the crash tests can stop a request at each of them in
-/// turn. Release builds have none: a deployed server cannot be made to
+/// naming it on stderr (unless `EDEPLOY_CRASH_ONCE` says another process
+/// did). Crash points precede every write, flush and rename of the store,
+/// so the crash tests can stop a request at each of them in turn. Release
+/// builds have none: a deployed server cannot be made to
 /// stop there, whatever its environment holds.
 #[cfg(debug_assertions)]
 pub fn crash_point(what: &str, path: &Path) {
@@ -151,7 +152,7 @@ pub fn crash_point(what: &str, path: &Path) {
     static PASSED: AtomicU64 = AtomicU64::new(0);
     let at = CRASH_AT.get_or_init(|| std::env::var("EDEPLOY_CRASH_AT").ok()?.parse().ok());
     if let Some(at) = *at {
-        if PASSED.fetch_add(1, Ordering::Relaxed) + 1 == at {
+        if PASSED.fetch_add(1, Ordering::Relaxed) + 1 == at && first_to_crash() {
             eprintln!("edeploy: crash point {at}: {what} {}", path.display());
             // SAFETY: raising a signal reads no memory of ours.
             unsafe {
@@ -159,6 +160,20 @@ pub fn crash_point(what: &str, path: &Path) {
             }
         }
     }
+}
+
+/// With `EDEPLOY_CRASH_ONCE=FILE` too, only the first process to reach its
+/// crash point dies: the one that creates FILE. The crash tests of a batch
+/// kill its committer that way, whichever of the waiting requests it is.
+#[cfg(debug_assertions)]
+fn first_to_crash() -> bool {
+    std::env::var_os("EDEPLOY_CRASH_ONCE").is_none_or(|file| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(file)
+            .is_ok()
+    })
 }
 
 /// Release builds have no crash points (see the debug version).

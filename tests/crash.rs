@@ -21,8 +21,10 @@
 //!
 //! - received scripts <= consumed: a script is sent after the state exchange;
 //! - consumed <= used: the CMDB is exchanged before the state;
-//! - used - consumed <= 1: only the last commit may be unfinished (killed
-//!   between its exchanges); every request completes the previous one.
+//! - used - consumed <= 16: only the last commit may be unfinished (killed
+//!   between its exchanges); every request completes the previous one. A
+//!   commit is a batch of the requests waiting for the lock (src/batch.rs),
+//!   at most one per request running at once.
 //!
 //! The next request, of a new machine, completes it: then used == consumed
 //! exactly. It also sweeps the temporary files of the killed processes
@@ -294,7 +296,7 @@ fn run_seed(seed: u64) -> Figures {
     f.used = used.len();
     assert!(f.received <= f.consumed, "seed {seed}: {f:?}");
     assert!(f.consumed <= f.used, "seed {seed}: {f:?}");
-    assert!(f.used - f.consumed <= 1, "seed {seed}: {f:?}");
+    assert!(f.used - f.consumed <= PARALLEL, "seed {seed}: {f:?}");
     assert_eq!(
         std::fs::read_to_string(site.config_dir.join(format!("{PROFILE}.cmdb.orig"))).unwrap(),
         cmdb
@@ -420,9 +422,11 @@ fn killed_requests_leave_consistent_files_and_no_stale_lock() {
         let f = run_seed(seed);
         eprintln!("seed {seed:#x}: {REQUESTS} requests: {f:?}");
         // The kills must land, inside transactions too, or this test
-        // proves nothing about crash safety.
+        // proves nothing about crash safety. Fewer land after the lock than
+        // before: a request whose answer a batch committed holds the lock
+        // only to read it.
         assert!(f.early_landed >= REQUESTS / 20, "seed {seed}: {f:?}");
-        assert!(f.transaction_landed >= REQUESTS / 20, "seed {seed}: {f:?}");
+        assert!(f.transaction_landed >= REQUESTS / 30, "seed {seed}: {f:?}");
         total.add(&f);
     }
     eprintln!(
