@@ -329,6 +329,7 @@ pub(crate) fn decide(
     let src = store::read_version(&state_file).map_err(io_error(&state_file))?;
     let mut batch = Batch {
         cfg,
+        intents,
         state: State::parse(&state_file, &src)?,
         state_changed: false,
         texts: HashMap::new(),
@@ -336,23 +337,27 @@ pub(crate) fn decide(
     };
     let replies = intents
         .iter()
-        .map(|intent| batch.decide_one(intent))
+        .enumerate()
+        .map(|(position, intent)| batch.decide_one(position, intent))
         .collect();
     let mut files = Vec::new();
     if write {
         // Every new file is written before any is renamed: a failed write
         // (a full disk) changes none. From the commit record on, the next
         // request completes the commit if this one dies.
-        for cmdb in batch.cmdbs.iter().filter(|c| c.changed) {
-            let Some(contents) = &cmdb.contents else {
+        for cmdb in batch.cmdbs {
+            let Ok(Some(pool)) = cmdb.pool else {
                 continue;
             };
-            if cmdb.backup_original {
+            if !pool.is_changed() {
+                continue;
+            }
+            if pool.backup_original() {
                 let orig = append_to_name(&cmdb.file, ".orig");
                 store::copy_file_atomic(&cmdb.file, &orig).map_err(io_error(&orig))?;
             }
-            let prepared =
-                store::prepare_file_locked(&cmdb.file, contents).map_err(io_error(&cmdb.file))?;
+            let prepared = store::prepare_file_locked(&cmdb.file, &pool.into_contents())
+                .map_err(io_error(&cmdb.file))?;
             files.push(prepared);
         }
         if batch.state_changed {
@@ -367,6 +372,7 @@ pub(crate) fn decide(
 /// The files of CONFIGDIR as a batch of decisions has left them so far.
 struct Batch<'a> {
     cfg: &'a Config,
+    intents: &'a [&'a Intent],
     state: State,
     state_changed: bool,
     /// `.specs` and `.configure` files read (`None`: no such file).
@@ -375,18 +381,19 @@ struct Batch<'a> {
     cmdbs: Vec<CmdbFile>,
 }
 
-/// A CMDB as the batch has left it.
+/// A profile's CMDB as the batch has left it, read once for all the
+/// intents that matched the profile.
 struct CmdbFile {
+    profile: String,
     file: PathBuf,
-    /// `None`: no such file (the profile has no CMDB).
-    contents: Option<Vec<u8>>,
-    changed: bool,
-    /// The file held a `generate()` model, to keep as `.orig`.
-    backup_original: bool,
+    /// `Ok(None)`: no such file, or no entry (the profile has no CMDB).
+    pool: Result<Option<cmdb::Pool>, CmdbError>,
+    /// Which preference given to the pool is each intent's, by position.
+    prefs: HashMap<usize, usize>,
 }
 
 impl Batch<'_> {
-    fn decide_one(&mut self, intent: &Intent) -> Reply {
+    fn decide_one(&mut self, position: usize, intent: &Intent) -> Reply {
         if let Some(profile) = &intent.failure {
             let quota_restored = self.state.give_back(profile);
             self.state_changed |= quota_restored;
@@ -395,14 +402,15 @@ impl Batch<'_> {
                 quota_restored,
             };
         }
-        self.configure(intent).unwrap_or_else(Reply::Failed)
+        self.configure(position, intent)
+            .unwrap_or_else(Reply::Failed)
     }
 
     /// The legacy `find_match` for a machine matched before the lock: the
     /// first profile with quota must be one it matched, with the same
     /// `.specs` text (read again, not matched again); then its CMDB entry,
     /// its script, and the quota spent.
-    fn configure(&mut self, intent: &Intent) -> Result<Reply, ProvisionError> {
+    fn configure(&mut self, position: usize, intent: &Intent) -> Result<Reply, ProvisionError> {
         let Some(state_index) = choose(self.cfg, &self.state, &intent.profiles)? else {
             return Ok(Reply::Retry { forget: None });
         };
@@ -419,34 +427,29 @@ impl Batch<'_> {
         // The legacy `find_match`, second half: an error here does not try
         // the next profile.
         let cmdb_file = self.state.profile_file(&profile, "cmdb")?;
-        let cmdb = self.cmdb(&cmdb_file)?;
-        let selection = match &self.cmdbs[cmdb].contents {
-            Some(src) => {
-                cmdb::select_within(&cmdb_file, src, vars, forced, self.cfg.max_cmdb_size)?
-            }
-            None => None,
+        let cmdb = self.cmdb(&profile, &cmdb_file)?;
+        let file = &self.cmdbs[cmdb];
+        let selection = match &file.pool {
+            Err(e) => return Err(e.clone().into()),
+            Ok(None) => None,
+            Ok(Some(pool)) => Some(pool.choose(file.prefs[&position], vars, forced)?),
         };
         let configure_file = self.state.profile_file(&profile, "configure")?;
         let configure = match self.text(&configure_file)? {
             Some(text) => text.to_vec(),
-            None => {
-                return Err(ProvisionError::Io {
-                    path: configure_file,
-                    source: io::ErrorKind::NotFound.into(),
-                })
-            }
+            // The error of reading it (it was missing).
+            None => store::read_version(&configure_file).map_err(io_error(&configure_file))?,
         };
 
         // Decided: from here on nothing fails.
         self.state.consume(state_index);
         self.state_changed = true;
         let (mut vars, cmdb_entry) = match selection {
-            Some(selection) => {
-                let file = &mut self.cmdbs[cmdb];
-                file.backup_original |= selection.backup_original;
-                file.contents = Some(selection.contents);
-                file.changed = true;
-                (selection.vars, Some(selection.index))
+            Some((index, merged)) => {
+                if let Ok(Some(pool)) = &mut self.cmdbs[cmdb].pool {
+                    pool.mark(index, merged.clone());
+                }
+                (merged, Some(index))
             }
             None => (vars.clone(), None),
         };
@@ -480,17 +483,34 @@ impl Batch<'_> {
         Ok(self.texts[path].as_deref())
     }
 
-    /// The index in `cmdbs` of the CMDB `path`, read once per batch.
-    fn cmdb(&mut self, path: &Path) -> Result<usize, ProvisionError> {
-        if let Some(i) = self.cmdbs.iter().position(|c| c.file == path) {
+    /// The index in `cmdbs` of the CMDB `path` of `profile`, read once per
+    /// batch, for the preferences of every intent that matched `profile`.
+    fn cmdb(&mut self, profile: &str, path: &Path) -> Result<usize, ProvisionError> {
+        if let Some(i) = self.cmdbs.iter().position(|c| c.profile == profile) {
             return Ok(i);
         }
-        let contents = read_if_exists(path).map_err(io_error(path))?;
+        let src = read_if_exists(path).map_err(io_error(path))?;
+        let mut prefs = HashMap::new();
+        let mut wanted = Vec::new();
+        for (position, intent) in self.intents.iter().enumerate() {
+            if let Some(Tried {
+                matched: Some((vars, forced)),
+                ..
+            }) = intent.profiles.get(profile)
+            {
+                prefs.insert(position, wanted.len());
+                wanted.push(cmdb::preference(vars, forced));
+            }
+        }
+        let pool = match src {
+            Some(src) => cmdb::Pool::read(path, &src, &wanted, self.cfg.max_cmdb_size),
+            None => Ok(None),
+        };
         self.cmdbs.push(CmdbFile {
+            profile: profile.to_owned(),
             file: path.to_path_buf(),
-            contents,
-            changed: false,
-            backup_original: false,
+            pool,
+            prefs,
         });
         Ok(self.cmdbs.len() - 1)
     }
