@@ -338,6 +338,9 @@ impl Pool {
     }
 }
 
+/// A dict of str keys and str or int values, as flat entries are compared.
+type PlainDict<'a> = Vec<(&'a [u8], Plain<'a>)>;
+
 /// Accumulates the printed entries and the candidates during one pass.
 struct Scan<'a> {
     file: &'a Path,
@@ -346,7 +349,7 @@ struct Scan<'a> {
     /// values str or int (matched variables are): then flat entries can be
     /// compared without a `Value`. Otherwise every entry takes the general
     /// path.
-    plain_prefs: Option<Vec<Vec<(&'a [u8], Plain<'a>)>>>,
+    plain_prefs: Option<Vec<PlainDict<'a>>>,
     /// Candidates kept per preference, and unused entries kept: one per
     /// selection to come.
     keep: usize,
