@@ -18,12 +18,15 @@
 //! 2. Otherwise it writes its intent to `STAMP.PID.N.intent` (renamed into
 //!    place whole; STAMP is the monotonic clock, so names sort in order of
 //!    arrival) and waits for the lock.
-//! 3. Whoever takes the lock first completes an interrupted commit
-//!    (`store::recover`). A waiter then looks for its answer,
-//!    `STAMP.PID.N.answer`: if there is one, its intent was committed by
-//!    another request; it removes both files, releases the lock and sends
-//!    the answer.
-//! 4. Otherwise it is the combiner. It withdraws its own intent, reads the
+//! 3. Once the lock is released, the waiters take it shared, all at once,
+//!    and look for their answer, `STAMP.PID.N.answer`: one that finds it,
+//!    and the last commit marked durable, was committed by another
+//!    request; it removes both files, releases the lock and sends the
+//!    answer.
+//! 4. A waiter without an answer takes the lock for writing, completes an
+//!    interrupted commit (`store::recover`, which every holder of the lock
+//!    for writing runs first), and looks for its answer again.
+//! 5. Otherwise it is the combiner. It withdraws its own intent, reads the
 //!    queued intents that have no answer, in name order (its own among
 //!    them, at most [`MAX_BATCH`]), and decides each exactly as the serial
 //!    server would, against the state as the earlier ones left it
@@ -46,9 +49,9 @@
 //!   reads its answer: a combiner drops the intents and answers of dead
 //!   processes, as a request killed while waiting for the lock did nothing.
 //! - *Every answer sent is durable.* Waiters read their answer under the
-//!   lock, after recovery: the combiner releases the lock only after the
-//!   directory flush, and a commit left unflushed by a dead combiner is
-//!   flushed by `store::recover` first. The answers themselves are never
+//!   lock: the combiner releases it only after the directory flush and the
+//!   mark saying so, and a commit left unmarked by a dead combiner sends
+//!   its waiters to `store::recover`, which flushes it. The answers themselves are never
 //!   flushed (`store::prepare_volatile`): after a power cut no one waits
 //!   for them.
 //! - *The serial order.* The combiner decides in arrival order, each
@@ -92,6 +95,7 @@ pub(crate) fn commit(
         path: cfg.lock_file.clone(),
         source,
     };
+    let record = cfg.config_dir.join(store::COMMIT_RECORD);
     let (lock, queued) = match Lock::try_exclusive(&cfg.lock_file).map_err(lock_error)? {
         Some(lock) => (lock, None),
         None => {
@@ -103,12 +107,30 @@ pub(crate) fn commit(
                     None
                 }
             };
-            (Lock::exclusive(&cfg.lock_file).map_err(lock_error)?, queued)
+            if let Some(queued) = &queued {
+                match queued.answer_once_released(&cfg.lock_file, &record) {
+                    Ok(Some(reply)) => return Ok(reply),
+                    Ok(None) => {}
+                    Err(e) => {
+                        queued.withdraw();
+                        return Err(e);
+                    }
+                }
+            }
+            match Lock::exclusive(&cfg.lock_file) {
+                Ok(lock) => (lock, queued),
+                Err(e) => {
+                    // No later batch is to apply it: this request gives up.
+                    if let Some(queued) = &queued {
+                        queued.withdraw();
+                    }
+                    return Err(lock_error(e));
+                }
+            }
         }
     };
     // Whatever a killed request left half-committed is completed first:
     // everything below reads files that agree, and answers that are durable.
-    let record = cfg.config_dir.join(store::COMMIT_RECORD);
     let recovery = store::recover(&record).map_err(|source| ProvisionError::Io {
         path: record.clone(),
         source,
@@ -254,8 +276,29 @@ impl Queued {
         Ok(queued)
     }
 
-    /// Under the lock, after recovery: the answer a combiner committed, if
-    /// any; both files are removed then.
+    /// Waits until no one holds the lock for writing, then takes the answer
+    /// a combiner committed, if there is one and it is durable. The lock
+    /// is taken shared: the waiters of a batch take their answers all at
+    /// once rather than one after the other, and no combiner runs
+    /// meanwhile. `None`: the request must take the lock for writing.
+    fn answer_once_released(
+        &self,
+        lock_file: &Path,
+        record: &Path,
+    ) -> Result<Option<Reply>, ProvisionError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ProvisionError::Io { path, source }
+        };
+        let _shared = Lock::shared(lock_file).map_err(io(lock_file))?;
+        if !store::commits_are_durable(record).map_err(io(record))? {
+            return Ok(None);
+        }
+        self.take_answer()
+    }
+
+    /// With the lock (and, taken for writing, after recovery): the answer a
+    /// combiner committed, if any; both files are removed then.
     fn take_answer(&self) -> Result<Option<Reply>, ProvisionError> {
         let text = match fs::read(&self.answer) {
             Ok(text) => text,

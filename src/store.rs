@@ -87,6 +87,15 @@ impl Lock {
         Ok(Lock { _file: file })
     }
 
+    /// Waits for and takes the lock for reading: other readers may hold it
+    /// too, no writer does.
+    pub fn shared(path: &Path) -> io::Result<Lock> {
+        let file = open_lock_file(path)?;
+        file.lock_shared()
+            .map_err(|e| context(e, "cannot lock", path))?;
+        Ok(Lock { _file: file })
+    }
+
     /// Takes the lock for writing if no one holds it; `None` if someone does.
     pub fn try_exclusive(path: &Path) -> io::Result<Option<Lock>> {
         let file = open_lock_file(path)?;
@@ -774,9 +783,19 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
             ));
         }
     }
-    for file in files.iter().filter(|f| !f.volatile) {
-        file.flush()?;
-    }
+    // At once: the device flushes that each fsync ends with overlap.
+    std::thread::scope(|scope| {
+        let flushes: Vec<_> = files
+            .iter()
+            .filter(|f| !f.volatile)
+            .map(|f| scope.spawn(|| f.flush()))
+            .collect();
+        flushes.into_iter().try_for_each(|flush| {
+            flush
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a flush failed")))
+        })
+    })?;
     let entries = files
         .iter()
         .map(Prepared::record_entry)
@@ -1262,6 +1281,19 @@ pub fn recover(record: &Path) -> io::Result<Recovery> {
     sync_dirs(&dirs, "recover: flush the directory")?;
     mark_durable(record, &id);
     Ok(found)
+}
+
+/// Whether every commit recorded so far is durable, as far as the record
+/// says, without the exclusive lock: the last one is marked so (or there is
+/// none, or its record is torn: then it renamed nothing, and the one before
+/// it was flushed before the record was written). `false` when the last
+/// commit may be unfinished, or finished but not yet flushed: [`recover`]
+/// completes it. Only meaningful while no writer holds the lock.
+pub fn commits_are_durable(record: &Path) -> io::Result<bool> {
+    match read_record(record)? {
+        Record::Missing | Record::Damaged => Ok(true),
+        Record::Entries(id, _) => marked_durable(record, &id),
+    }
 }
 
 /// Whether the commit `id` of `record` is marked durable.
