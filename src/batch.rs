@@ -45,13 +45,16 @@
 //!   withdraws its own before it decides anything.
 //! - *No answer is lost.* A waiter whose combiner died before the commit
 //!   record finds no answer when it takes the lock, and commits itself
-//!   (with the others still waiting). A waiter killed after queuing never
-//!   reads its answer: a combiner drops the intents and answers of dead
-//!   processes, as a request killed while waiting for the lock did nothing.
+//!   (with the others still waiting). The intent of a process that died
+//!   while waiting is dropped by the next combiner, unapplied, as a
+//!   request killed while waiting for the lock did nothing; one that died
+//!   after its intent was committed leaves it applied, as a request killed
+//!   after its commit does.
 //! - *Every answer sent is durable.* Waiters read their answer under the
-//!   lock: the combiner releases it only after the directory flush and the
-//!   mark saying so, and a commit left unmarked by a dead combiner sends
-//!   its waiters to `store::recover`, which flushes it. The answers themselves are never
+//!   lock (shared: no combiner runs meanwhile): the combiner releases it
+//!   only after the directory flush and the mark saying so, and a commit
+//!   left unmarked by a dead combiner sends its waiters to
+//!   `store::recover`, which flushes it. The answers themselves are never
 //!   flushed (`store::prepare_volatile`): after a power cut no one waits
 //!   for them.
 //! - *The serial order.* The combiner decides in arrival order, each

@@ -30,9 +30,10 @@
 //! was written belonged to a commit that had not renamed anything yet, and
 //! is ignored. So the previous commit's renames must be durable before its
 //! record is overwritten: its committer marks it so in the same file once
-//! it has flushed the directory (after releasing the lock), and
-//! [`commit_all`] flushes the directories itself only when that mark is
-//! missing.
+//! it has flushed the directory, and [`commit_all`] flushes the
+//! directories itself only when that mark is missing. The mark also tells
+//! a request whose answer another committed (src/batch.rs) that the
+//! answer is durable; [`recover`] flushes a finished commit left unmarked.
 //!
 //! Readers that do not take the exclusive lock (the status page, `explain`,
 //! a dry run) may see, after a crash and until the next request, the CMDB
@@ -763,7 +764,7 @@ pub const COMMIT_RECORD: &str = ".edeploy-commit";
 
 /// Replaces each target of `files` by its new content, all or none, as one
 /// commit recorded in `record` (see the module documentation): flushes every
-/// new file, flushes the directories if the previous commit did not mark
+/// new file (all at once; none of [`prepare_volatile`]), flushes the directories if the previous commit did not mark
 /// itself durable (or new names must be), writes and flushes the record,
 /// then renames each file over its target, in order. Call [`recover`] under
 /// the same lock before.
@@ -947,8 +948,8 @@ fn sync_dirs(dirs: &[PathBuf], what: &str) -> io::Result<()> {
 /// Files renamed into place by [`commit_all`], durable once synced.
 ///
 /// Once they are, the commit is marked so in its record file: the mark
-/// (`synced ID`) is written at its start, outside the record, with no lock
-/// held, and spares the next commit a directory flush under the lock.
+/// (`synced ID`) is written at its start, outside the record (the lock
+/// may be held or not), and spares the next commit a directory flush.
 #[must_use = "the renames are not durable until `sync` is called"]
 #[derive(Debug)]
 pub struct Renamed {
