@@ -12,7 +12,7 @@
 //!
 //! The queue is a directory next to the lock file, `LOCKFILE.queue`.
 //!
-//! 1. A request whose match is made ([`Intent`]) takes the lock at once if
+//! 1. A request whose match is made (its `Intent`) takes the lock at once if
 //!    it is free: it is alone, it commits alone, and queues nothing (no
 //!    waiting for company, no file more than before).
 //! 2. Otherwise it writes its intent to `STAMP.PID.N.intent` (renamed into
@@ -30,7 +30,7 @@
 //!    queued intents that have no answer, in name order (its own among
 //!    them, at most [`MAX_BATCH`]), and decides each exactly as the serial
 //!    server would, against the state as the earlier ones left it
-//!    ([`provision::decide`]). It writes the state and each CMDB once, and
+//!    (`provision::decide`). It writes the state and each CMDB once, and
 //!    an answer file for each waiter, and commits them all through one
 //!    commit record (`store::commit_all`): the answers are entries of the
 //!    record, renamed with the state and CMDBs. It flushes the directory,

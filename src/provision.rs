@@ -19,8 +19,8 @@
 //! the hardware and the `.specs` files, which no request writes, so the
 //! profiles are matched before the lock is taken, from the state as it is
 //! then (a machine that matches nothing is answered without the lock at
-//! all). What the match found is the request's [`Intent`]; under the lock
-//! it is only checked ([`decide`]): the first profile with quota must be
+//! all). What the match found is the request's `Intent`; under the lock
+//! it is only checked (`decide`): the first profile with quota must be
 //! one already matched, with the same `.specs` text; otherwise the lock is
 //! released, the missing profiles are matched, and the request tries
 //! again. The request holding the lock decides the intents of the
