@@ -1975,6 +1975,52 @@ mod tests {
     }
 
     #[test]
+    fn volatile_files_are_completed_with_their_commit_and_never_reported_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let record = tmp.path().join(COMMIT_RECORD);
+        let state = tmp.path().join("state");
+        let queue = tmp.path().join("queue");
+        fs::create_dir(&queue).unwrap();
+        let answer = queue.join("1.2.3.answer");
+        fs::write(&state, "old state\n").unwrap();
+        let files = vec![
+            prepare_file(&state, b"new state\n").unwrap(),
+            prepare_volatile(&answer, b"the answer\n").unwrap(),
+        ];
+        let entries: Vec<Entry> = files.iter().map(|f| f.record_entry().unwrap()).collect();
+        assert!(!entries[0].volatile && entries[1].volatile);
+        // Killed right after its record, the mark of no commit in it.
+        write_record(&record, &entries);
+        let mut files = files;
+        for f in &mut files {
+            f.committed = true;
+        }
+        drop(files);
+        assert!(!commits_are_durable(&record).unwrap());
+        let done = recover(&record).unwrap();
+        assert_eq!(done.completed, [state.clone(), answer.clone()]);
+        assert_eq!(fs::read(&answer).unwrap(), b"the answer\n");
+        assert!(commits_are_durable(&record).unwrap());
+        // The answer taken by its reader: nothing to complete or report.
+        fs::remove_file(&answer).unwrap();
+        assert!(pending_commit(&record).unwrap().is_clean());
+        assert!(recover(&record).unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_finished_commit_left_unmarked_is_flushed_and_marked_by_recovery() {
+        let Some((_tmp, record, state, _cmdb)) = two_files() else {
+            return;
+        };
+        let prepared = prepare_file_locked(&state, b"[('vm', 1)]\n").unwrap();
+        // Its committer died before flushing the directory.
+        drop(commit_all(&record, vec![prepared]).unwrap());
+        assert!(!commits_are_durable(&record).unwrap());
+        assert!(recover(&record).unwrap().is_clean());
+        assert!(commits_are_durable(&record).unwrap());
+    }
+
+    #[test]
     fn a_commit_with_temporaries_is_completed_and_they_are_kept_until_then() {
         let tmp = tempfile::tempdir().unwrap();
         let record = tmp.path().join(COMMIT_RECORD);
