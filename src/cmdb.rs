@@ -12,6 +12,7 @@
 //! dicts of plain strings and ints: those are printed straight from the
 //! source text, without building a `Dict`, unless they may be chosen.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ pub struct Selection {
     pub backup_original: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum CmdbError {
     Parse(ParseError),
     Generate {
@@ -122,102 +123,251 @@ pub fn select_within(
     forced: &Dict,
     max_generated: u64,
 ) -> Result<Option<Selection>, CmdbError> {
-    let pref = if forced.is_empty() { vars } else { forced };
-    let mut scan = Scan::new(file, pref, src.len());
-    let streamed = literal::parse_list_streaming_flat(file, src, &mut scan);
-    // A non-dict entry stopped the parse: report it as such.
-    if let Some(e) = scan.error.take() {
-        return Err(e);
-    }
-    let was_generated = match streamed.map_err(CmdbError::Parse)? {
-        Streamed::List => false,
-        Streamed::Generate(model) => {
-            let entries = generate::generate(&model).map_err(|source| CmdbError::Generate {
-                file: file.to_path_buf(),
-                source,
-            })?;
-            for entry in entries {
-                scan.push(entry).map_err(CmdbError::Parse)?;
-                // Counted as it is printed, with the closing `]\n`: the
-                // expansion stops at the limit, before it takes more memory.
-                let size = u64::try_from(scan.out.len()).unwrap_or(u64::MAX);
-                if size.saturating_add(2) > max_generated {
-                    return Err(CmdbError::Generate {
-                        file: file.to_path_buf(),
-                        source: GenerateError::TooLarge {
-                            limit: max_generated,
-                        },
-                    });
-                }
-            }
-            true
-        }
-    };
-    if let Some(e) = scan.error.take() {
-        return Err(e);
-    }
-    if scan.count == 0 {
+    let pref = preference(vars, forced);
+    let Some(mut pool) = Pool::read(file, src, &[pref], max_generated)? else {
         return Ok(None);
-    }
-    // The legacy server backs the model up only when `generate(` lies in the
-    // first 20 bytes of the file (a long leading comment hides it).
-    let head = &src[..src.len().min(20)];
-    let backup_original = was_generated && head.windows(9).any(|w| w == b"generate(");
-    let chosen = scan.matching.take().or_else(|| {
-        if forced.is_empty() {
-            scan.unused.take()
-        } else {
-            None
-        }
-    });
-    let Some(Candidate { index, entry, text }) = chosen else {
-        return Err(CmdbError::Exhausted {
-            file: file.to_path_buf(),
-            forced: !forced.is_empty(),
-        });
     };
-    // Python: entry.update(var); var.update(entry); var['used'] = 1
-    let mut merged = entry;
-    merged.update(vars);
-    merged.insert(Value::str("used"), Value::Int(1));
-    let contents = scan.finish(index, text, &Value::Dict(merged.clone()));
+    let (index, vars) = pool.pick(0, vars, forced)?;
+    let backup_original = pool.backup_original();
     Ok(Some(Selection {
-        vars: merged,
+        vars,
         index,
-        contents,
+        contents: pool.into_contents(),
         backup_original,
     }))
 }
 
+/// What an entry must include to be chosen: the `$$` variables if any,
+/// else all the machine's variables.
+pub fn preference<'a>(vars: &'a Dict, forced: &'a Dict) -> &'a Dict {
+    if forced.is_empty() {
+        vars
+    } else {
+        forced
+    }
+}
+
+/// A CMDB read once for several selections in a row, as a batch of
+/// requests makes them (see `batch`): each is the one [`select`] would make
+/// on the text the ones before it left, and the new text is printed once.
+///
+/// The file is read in one pass that keeps, for each preference given,
+/// the first entries that include it, and the first unused entries, as
+/// many as there are preferences: each selection changes one entry, so
+/// the one the next selection wants is among those, or among the entries
+/// changed already, which are checked as they now are.
+pub struct Pool {
+    file: PathBuf,
+    /// The list printed as pprint does, but for its closing `]\n`; the
+    /// changed entries are printed over their text at the end.
+    out: Vec<u8>,
+    /// Every entry, when the whole list may still fit on one line: pprint
+    /// then decides from all of them.
+    small: Option<Vec<Value>>,
+    /// The entries that may be chosen, by index: as read, and where their
+    /// text is in `out`.
+    candidates: BTreeMap<usize, (Dict, Range<usize>)>,
+    /// For each preference, the indexes of the first entries including it.
+    matching: Vec<Vec<usize>>,
+    /// The indexes of the first entries without `used`.
+    unused: Vec<usize>,
+    /// Entries chosen so far, as they now are.
+    changed: BTreeMap<usize, Dict>,
+    backup_original: bool,
+}
+
+impl Pool {
+    /// Reads the CMDB text `src` (a list, or a `generate()` model expanding
+    /// to at most `max_generated` bytes) for selections with `prefs`. An
+    /// empty CMDB is no CMDB at all (`None`).
+    pub fn read(
+        file: &Path,
+        src: &[u8],
+        prefs: &[&Dict],
+        max_generated: u64,
+    ) -> Result<Option<Pool>, CmdbError> {
+        let mut scan = Scan::new(file, prefs, src.len());
+        let streamed = literal::parse_list_streaming_flat(file, src, &mut scan);
+        // A non-dict entry stopped the parse: report it as such.
+        if let Some(e) = scan.error.take() {
+            return Err(e);
+        }
+        let was_generated = match streamed.map_err(CmdbError::Parse)? {
+            Streamed::List => false,
+            Streamed::Generate(model) => {
+                let entries = generate::generate(&model).map_err(|source| CmdbError::Generate {
+                    file: file.to_path_buf(),
+                    source,
+                })?;
+                for entry in entries {
+                    scan.push(entry).map_err(CmdbError::Parse)?;
+                    // Counted as it is printed, with the closing `]\n`: the
+                    // expansion stops at the limit, before it takes more memory.
+                    let size = u64::try_from(scan.out.len()).unwrap_or(u64::MAX);
+                    if size.saturating_add(2) > max_generated {
+                        return Err(CmdbError::Generate {
+                            file: file.to_path_buf(),
+                            source: GenerateError::TooLarge {
+                                limit: max_generated,
+                            },
+                        });
+                    }
+                }
+                true
+            }
+        };
+        if let Some(e) = scan.error.take() {
+            return Err(e);
+        }
+        if scan.count == 0 {
+            return Ok(None);
+        }
+        // The legacy server backs the model up only when `generate(` lies in the
+        // first 20 bytes of the file (a long leading comment hides it).
+        let head = &src[..src.len().min(20)];
+        let backup_original = was_generated && head.windows(9).any(|w| w == b"generate(");
+        Ok(Some(Pool {
+            file: file.to_path_buf(),
+            out: scan.out,
+            small: scan.small.map(|(_, _, values)| values),
+            candidates: scan.candidates,
+            matching: scan.matching,
+            unused: scan.unused,
+            changed: BTreeMap::new(),
+            backup_original,
+        }))
+    }
+
+    /// Chooses the entry for a machine whose variables are `vars` and `$$`
+    /// variables `forced`, whose preference (see [`preference`]) is the
+    /// `pref`-th given to [`Pool::read`], as [`select`] would on the
+    /// current text, and marks it used; returns its index and the
+    /// machine's variables merged with it. On error nothing changes.
+    pub fn pick(
+        &mut self,
+        pref: usize,
+        vars: &Dict,
+        forced: &Dict,
+    ) -> Result<(usize, Dict), CmdbError> {
+        let (index, merged) = self.choose(pref, vars, forced)?;
+        self.mark(index, merged.clone());
+        Ok((index, merged))
+    }
+
+    /// [`Pool::pick`] without marking the entry: [`Pool::mark`] does.
+    pub fn choose(
+        &self,
+        pref: usize,
+        vars: &Dict,
+        forced: &Dict,
+    ) -> Result<(usize, Dict), CmdbError> {
+        let wanted = preference(vars, forced);
+        let changed = self
+            .changed
+            .iter()
+            .find(|(_, entry)| is_included(wanted, entry))
+            .map(|(&i, _)| i);
+        let unchanged = self
+            .matching
+            .get(pref)
+            .and_then(|m| m.iter().find(|i| !self.changed.contains_key(i)))
+            .copied();
+        let chosen = match (changed, unchanged) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .or_else(|| {
+            if forced.is_empty() {
+                self.unused
+                    .iter()
+                    .find(|i| !self.changed.contains_key(i))
+                    .copied()
+            } else {
+                None
+            }
+        });
+        let Some(index) = chosen else {
+            return Err(CmdbError::Exhausted {
+                file: self.file.clone(),
+                forced: !forced.is_empty(),
+            });
+        };
+        // Python: entry.update(var); var.update(entry); var['used'] = 1
+        let mut merged = match self.changed.get(&index) {
+            Some(entry) => entry.clone(),
+            None => self.candidates[&index].0.clone(),
+        };
+        merged.update(vars);
+        merged.insert(Value::str("used"), Value::Int(1));
+        Ok((index, merged))
+    }
+
+    /// Replaces the entry `index` (chosen by [`Pool::choose`]) by `entry`.
+    pub fn mark(&mut self, index: usize, entry: Dict) {
+        self.changed.insert(index, entry);
+    }
+
+    /// Whether the file held a `generate()` model to keep as `<name>.orig`.
+    pub fn backup_original(&self) -> bool {
+        self.backup_original
+    }
+
+    /// Whether an entry was chosen: the text is to be written.
+    pub fn is_changed(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// The CMDB's new text.
+    pub fn into_contents(self) -> Vec<u8> {
+        if let Some(mut values) = self.small {
+            // The list may fit on one line: let the printer decide.
+            for (&i, entry) in &self.changed {
+                values[i] = Value::Dict(entry.clone());
+            }
+            return literal::pformat(&Value::List(values));
+        }
+        let mut out = self.out;
+        // From the last: the texts before keep their place.
+        for (i, entry) in self.changed.iter().rev() {
+            let mut replaced = Vec::new();
+            literal::format_at(&mut replaced, &Value::Dict(entry.clone()), 1, 1);
+            out.splice(self.candidates[i].1.clone(), replaced);
+        }
+        out.extend_from_slice(b"]\n");
+        out
+    }
+}
+
+/// A dict of str keys and str or int values, as flat entries are compared.
+type PlainDict<'a> = Vec<(&'a [u8], Plain<'a>)>;
+
 /// Accumulates the printed entries and the candidates during one pass.
 struct Scan<'a> {
     file: &'a Path,
-    pref: &'a Dict,
-    /// `pref` as plain items when all its keys are str and its values str
-    /// or int (matched variables are): then flat entries can be compared
-    /// without a `Value`. Otherwise every entry takes the general path.
-    plain_pref: Option<Vec<(&'a [u8], Plain<'a>)>>,
+    prefs: &'a [&'a Dict],
+    /// The preferences as plain items when all their keys are str and their
+    /// values str or int (matched variables are): then flat entries can be
+    /// compared without a `Value`. Otherwise every entry takes the general
+    /// path.
+    plain_prefs: Option<Vec<PlainDict<'a>>>,
+    /// Candidates kept per preference, and unused entries kept: one per
+    /// selection to come.
+    keep: usize,
     /// The new file's text so far: `[`, then every entry printed as a list
     /// element (indent 1, allowance 1), separated by `,\n `. The chosen
-    /// entry's text is replaced in place at the end, so the file is never
-    /// copied.
+    /// entries' texts are replaced in place at the end, so the file is
+    /// never copied.
     out: Vec<u8>,
     count: usize,
     /// While the whole list may still fit on one line once the chosen
-    /// entry is replaced: its repr length, that of its longest entry (which
-    /// may be the chosen one, shrunk down to `{}`), and the entries
+    /// entries are replaced: its repr length, those of its `keep` longest
+    /// entries (which may be chosen, shrunk down to `{}`), and the entries
     /// themselves (a handful at most).
-    small: Option<(usize, usize, Vec<Value>)>,
-    matching: Option<Candidate>,
-    unused: Option<Candidate>,
+    small: Option<(usize, Vec<usize>, Vec<Value>)>,
+    candidates: BTreeMap<usize, (Dict, Range<usize>)>,
+    matching: Vec<Vec<usize>>,
+    unused: Vec<usize>,
     error: Option<CmdbError>,
-}
-
-/// An entry that may be chosen, and where its text is in `Scan::out`.
-struct Candidate {
-    index: usize,
-    entry: Dict,
-    text: Range<usize>,
 }
 
 impl ListSink for Scan<'_> {
@@ -225,16 +375,18 @@ impl ListSink for Scan<'_> {
     /// chosen (it is then parsed into a `Dict` and pushed) or the whole list
     /// may still fit on one line.
     fn flat(&mut self, entry: &FlatDict<'_, '_>) -> bool {
-        let Some(pref) = &self.plain_pref else {
+        let Some(prefs) = &self.plain_prefs else {
             return false;
         };
         if self.small.is_some() {
             return false;
         }
-        if self.matching.is_none() && pref.iter().all(|&(k, v)| entry.get(k) == Some(v)) {
-            return false;
+        for (pref, matching) in prefs.iter().zip(&self.matching) {
+            if matching.len() < self.keep && pref.iter().all(|&(k, v)| entry.get(k) == Some(v)) {
+                return false;
+            }
         }
-        if self.unused.is_none() && entry.get(b"used").is_none() {
+        if self.unused.len() < self.keep && entry.get(b"used").is_none() {
             return false;
         }
         if self.count > 0 {
@@ -255,26 +407,32 @@ const ONE_LINE: usize = 79;
 
 impl<'a> Scan<'a> {
     /// `size_hint`: the expected size of the new text (that of the old one).
-    fn new(file: &'a Path, pref: &'a Dict, size_hint: usize) -> Scan<'a> {
+    fn new(file: &'a Path, prefs: &'a [&'a Dict], size_hint: usize) -> Scan<'a> {
         let mut out = Vec::with_capacity(size_hint.saturating_add(64));
         out.push(b'[');
-        let plain_pref = pref
+        let plain_prefs = prefs
             .iter()
-            .map(|(k, v)| match (k, v) {
-                (Value::Str(k), Value::Str(v)) => Some((k.as_slice(), Plain::Str(v))),
-                (Value::Str(k), Value::Int(v)) => Some((k.as_slice(), Plain::Int(*v))),
-                _ => None,
+            .map(|pref| {
+                pref.iter()
+                    .map(|(k, v)| match (k, v) {
+                        (Value::Str(k), Value::Str(v)) => Some((k.as_slice(), Plain::Str(v))),
+                        (Value::Str(k), Value::Int(v)) => Some((k.as_slice(), Plain::Int(*v))),
+                        _ => None,
+                    })
+                    .collect()
             })
             .collect();
         Scan {
             file,
-            pref,
-            plain_pref,
+            prefs,
+            plain_prefs,
+            keep: prefs.len(),
             out,
             count: 0,
-            small: Some((0, 0, Vec::new())),
-            matching: None,
-            unused: None,
+            small: Some((0, Vec::new(), Vec::new())),
+            candidates: BTreeMap::new(),
+            matching: vec![Vec::new(); prefs.len()],
+            unused: Vec::new(),
             error: None,
         }
     }
@@ -300,49 +458,36 @@ impl<'a> Scan<'a> {
         let start = self.out.len();
         literal::format_at(&mut self.out, &value, 1, 1);
         let text = start..self.out.len();
-        if self.matching.is_none() && is_included(self.pref, entry) {
-            self.matching = Some(Candidate {
-                index,
-                entry: entry.clone(),
-                text: text.clone(),
-            });
+        let mut candidate = false;
+        for (pref, matching) in self.prefs.iter().zip(&mut self.matching) {
+            if matching.len() < self.keep && is_included(pref, entry) {
+                matching.push(index);
+                candidate = true;
+            }
         }
-        if self.unused.is_none() && entry.get_str("used").is_none() {
-            self.unused = Some(Candidate {
-                index,
-                entry: entry.clone(),
-                text,
-            });
+        if self.unused.len() < self.keep && entry.get_str("used").is_none() {
+            self.unused.push(index);
+            candidate = true;
+        }
+        if candidate {
+            self.candidates.insert(index, (entry.clone(), text));
         }
         self.count += 1;
         if let Some((len, longest, values)) = &mut self.small {
             // repr of a list of n items: their lengths + 2n.
             let own = literal::repr(&value).len();
             *len += own + 2;
-            *longest = own.max(*longest);
-            if *len - *longest + 2 <= ONE_LINE {
+            let at = longest.partition_point(|&l| l > own);
+            longest.insert(at, own);
+            longest.truncate(self.keep);
+            let shrinkable: usize = longest.iter().sum();
+            if *len + 2 * longest.len() <= ONE_LINE + shrinkable {
                 values.push(value);
             } else {
                 self.small = None;
             }
         }
         Ok(())
-    }
-
-    /// The whole list printed by pprint, the entry at `index` (whose text
-    /// is `text`) replaced by `entry`.
-    fn finish(self, index: usize, text: Range<usize>, entry: &Value) -> Vec<u8> {
-        if let Some((_, _, mut values)) = self.small {
-            // The list may fit on one line: let the printer decide.
-            values[index] = entry.clone();
-            return literal::pformat(&Value::List(values));
-        }
-        let mut replaced = Vec::new();
-        literal::format_at(&mut replaced, entry, 1, 1);
-        let mut out = self.out;
-        out.splice(text, replaced);
-        out.extend_from_slice(b"]\n");
-        out
     }
 }
 
@@ -781,6 +926,87 @@ mod tests {
                 .flatten()
                 .collect();
             assert_eq!(String::from_utf8_lossy(&got), *want, "{src}");
+        }
+    }
+
+    /// Selections made on one pool, one after the other, are those of
+    /// `select` run on the text each one left: same entries, same merged
+    /// variables, same errors, same final text (one-line lists included).
+    mod pool_equals_select_in_a_row {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                prop::sample::select(vec!["a", "b", "eth0", "x".repeat(30).leak()])
+                    .prop_map(Value::str),
+                (0i64..3).prop_map(Value::Int),
+            ]
+        }
+
+        fn dict_of(keys: &'static [&'static str]) -> impl Strategy<Value = Dict> {
+            prop::collection::vec((prop::sample::select(keys), text_value()), 0..4)
+                .prop_map(|items| items.into_iter().map(|(k, v)| (Value::str(k), v)).collect())
+        }
+
+        fn entry() -> impl Strategy<Value = Dict> {
+            (dict_of(&["ip", "mac", "eth"]), prop::bool::weighted(0.3)).prop_map(|(mut d, used)| {
+                if used {
+                    d.insert(Value::str("used"), Value::Int(1));
+                }
+                d
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn picks(
+                entries in prop::collection::vec(entry(), 0..40),
+                requests in prop::collection::vec(
+                    (dict_of(&["ip", "mac", "eth"]), dict_of(&["mac"]), prop::bool::weighted(0.2)),
+                    1..8,
+                ),
+            ) {
+                let file = Path::new("/cfg/p.cmdb");
+                let list = Value::List(entries.into_iter().map(Value::Dict).collect());
+                let src = literal::pformat(&list);
+                let requests: Vec<(Dict, Dict)> = requests
+                    .into_iter()
+                    .map(|(vars, forced, force)| {
+                        let mut vars = vars;
+                        vars.update(&forced);
+                        (vars, if force { forced } else { Dict::new() })
+                    })
+                    .collect();
+                let prefs: Vec<&Dict> = requests.iter().map(|(v, f)| preference(v, f)).collect();
+                let mut pool = Pool::read(file, &src, &prefs, DEFAULT_MAX_CMDB_SIZE).unwrap();
+                let mut text = src.clone();
+                for (i, (vars, forced)) in requests.iter().enumerate() {
+                    let serial = select(file, &text, vars, forced);
+                    let Some(pool) = &mut pool else {
+                        prop_assert!(matches!(serial, Ok(None)));
+                        continue;
+                    };
+                    match (serial, pool.pick(i, vars, forced)) {
+                        (Ok(Some(s)), Ok((index, merged))) => {
+                            prop_assert_eq!(s.index, index);
+                            prop_assert_eq!(&s.vars, &merged);
+                            text = s.contents;
+                        }
+                        (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                        (a, b) => prop_assert!(false, "select {a:?}, pool {b:?}"),
+                    }
+                }
+                if let Some(pool) = pool {
+                    if pool.is_changed() {
+                        let contents = pool.into_contents();
+                        prop_assert_eq!(
+                            String::from_utf8_lossy(&contents),
+                            String::from_utf8_lossy(&text)
+                        );
+                    }
+                }
+            }
         }
     }
 }

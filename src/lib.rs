@@ -3,6 +3,7 @@
 //! One module per concept of the legacy behaviour, so that each rule lives in
 //! one obvious place.
 
+pub mod batch;
 pub mod cgi;
 pub mod check;
 pub mod cli;

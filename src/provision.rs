@@ -19,11 +19,13 @@
 //! the hardware and the `.specs` files, which no request writes, so the
 //! profiles are matched before the lock is taken, from the state as it is
 //! then (a machine that matches nothing is answered without the lock at
-//! all). Under the lock the state is read again, and only checked: the
-//! first profile with quota must be one already matched, with the same
-//! `.specs` text; otherwise the lock is released, the missing profiles are
-//! matched, and the request tries again. The directory holding the new
-//! files is flushed after the lock is released.
+//! all). What the match found is the request's `Intent`; under the lock
+//! it is only checked (`decide`): the first profile with quota must be
+//! one already matched, with the same `.specs` text; otherwise the lock is
+//! released, the missing profiles are matched, and the request tries
+//! again. The request holding the lock decides the intents of the
+//! requests waiting for it too, in their order of arrival, and commits
+//! them all at once (see `batch`).
 //! A dry run takes no lock at all, so that no reader delays a request
 //! (see `store`).
 
@@ -32,6 +34,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::batch;
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::{self, Item};
@@ -40,7 +43,7 @@ use crate::pxemngr;
 use crate::script;
 use crate::spec::{self, SpecError, Vars};
 use crate::state::{State, StateError, UnsafeProfile};
-use crate::store::{self, Lock};
+use crate::store;
 
 /// What a request produced.
 #[derive(Debug)]
@@ -94,6 +97,9 @@ pub enum ProvisionError {
     /// Concurrent requests kept spending the quota of every profile the
     /// machine matched, faster than it could match the next ones.
     Unsettled,
+    /// The error another request met deciding this one, in its batch (see
+    /// `batch`): its message, as that request would have given it.
+    Decided(String),
 }
 
 impl fmt::Display for ProvisionError {
@@ -122,6 +128,7 @@ impl fmt::Display for ProvisionError {
                 "the state kept changing while this machine was matched \
                  ({MAX_ROUNDS} times): try again"
             ),
+            ProvisionError::Decided(message) => f.write_str(message),
         }
     }
 }
@@ -172,8 +179,12 @@ pub fn provision(
             if failure.is_none() {
                 known.match_profiles(cfg, items)?;
             }
-            if let Some((decided, _)) = transaction(cfg, failure, &mut known, false)? {
-                return Ok(decided.finish(sysname, Vec::new()));
+            let intent = known.intent(failure);
+            let mut decisions = decide(cfg, &[&intent], false)?;
+            match decisions.replies.pop() {
+                Some(Reply::Retry { forget }) => known.forget(forget.as_deref()),
+                Some(reply) => return reply.finish(sysname, Vec::new()),
+                None => break,
             }
         }
         return Err(ProvisionError::Unsettled);
@@ -195,7 +206,11 @@ pub fn provision(
     // Temporary files of killed requests, harmless but piling up; the
     // directories may be large, so only now and then.
     let record = cfg.config_dir.join(store::COMMIT_RECORD);
-    let dirs = [&*cfg.config_dir, &cfg.hw_dir, &cfg.log_dir];
+    let queue = batch::queue_dir(&cfg.lock_file);
+    let mut dirs = vec![&*cfg.config_dir, &cfg.hw_dir, &cfg.log_dir];
+    if queue.is_dir() {
+        dirs.push(&queue);
+    }
     match store::sweep_now_and_then(&cfg.lock_file, &dirs, Some(&record)) {
         Ok(Some(n)) if n > 0 => warnings.push(format!(
             "removed {n} temporary file(s) left by killed requests"
@@ -204,82 +219,20 @@ pub fn provision(
         Err(e) => warnings.push(format!("cannot remove temporary files: {e}")),
     }
 
-    let mut committed = None;
     for _ in 0..MAX_ROUNDS {
         if failure.is_none() {
             known.match_profiles(cfg, items)?;
         }
-        let _lock = Lock::exclusive(&cfg.lock_file).map_err(io_error(&cfg.lock_file))?;
-        // Whatever a killed request left half-committed is completed first:
-        // everything below reads files that agree.
-        let recovery = store::recover(&record).map_err(io_error(&record))?;
-        warnings.extend(describe_recovery(&recovery));
-        committed = transaction(cfg, failure, &mut known, true)?;
-        if committed.is_some() {
-            break;
+        let intent = known.intent(failure);
+        match batch::commit(cfg, &intent, &mut warnings)? {
+            Reply::Retry { forget } => known.forget(forget.as_deref()),
+            reply => {
+                store::crash_point("answer", &hw_file);
+                return reply.finish(sysname, warnings);
+            }
         }
     }
-    let (decided, renamed) = committed.ok_or(ProvisionError::Unsettled)?;
-    if let Some(renamed) = renamed {
-        renamed.sync().map_err(io_error(&cfg.config_dir))?;
-    }
-    store::crash_point("answer", &hw_file);
-    Ok(decided.finish(sysname, warnings))
-}
-
-/// Log lines for what [`store::recover`] did, if anything.
-fn describe_recovery(recovery: &store::Recovery) -> Vec<String> {
-    let mut lines = Vec::new();
-    if !recovery.completed.is_empty() {
-        lines.push(format!(
-            "completed the commit of an interrupted request: {}",
-            store::path_list(&recovery.completed)
-        ));
-    }
-    if !recovery.changed.is_empty() {
-        lines.push(format!(
-            "interrupted commit: changed by someone else since, left as is: {}",
-            store::path_list(&recovery.changed)
-        ));
-    }
-    if recovery.damaged {
-        lines.push(
-            "ignored a commit record torn by a crash (its commit had changed nothing)".to_owned(),
-        );
-    }
-    lines
-}
-
-/// What the locked part decided, before the parts that need no lock.
-enum Decided {
-    Configured(Found, Vec<u8>),
-    FailureReported {
-        profile: String,
-        quota_restored: bool,
-    },
-}
-
-impl Decided {
-    fn finish(self, sysname: String, warnings: Vec<String>) -> Outcome {
-        match self {
-            Decided::FailureReported {
-                profile,
-                quota_restored,
-            } => Outcome::FailureReported {
-                profile,
-                quota_restored,
-                warnings,
-            },
-            Decided::Configured(found, script) => Outcome::Configured(Configured {
-                sysname,
-                profile: found.matched.profile,
-                vars: found.vars,
-                cmdb_entry: found.cmdb.map(|u| u.selection.index),
-                script,
-                warnings,
-            }),
-        }
-    }
+    Err(ProvisionError::Unsettled)
 }
 
 /// Times a request matches again because the state changed under it
@@ -287,108 +240,280 @@ impl Decided {
 /// matched) before it gives up.
 const MAX_ROUNDS: usize = 16;
 
-/// What a committed request decided, and the renames to flush.
-type Committed = (Decided, Option<store::Renamed>);
+/// What one request asks of the commit: a failure report, or what matching
+/// found for its machine (the profiles tried, made without the lock). This
+/// is all the commit needs to decide the request: see [`decide`].
+#[derive(Debug)]
+pub(crate) struct Intent {
+    pub(crate) failure: Option<String>,
+    pub(crate) profiles: HashMap<String, Tried>,
+}
 
-/// The part of a request that runs under the lock: read the state, record
-/// a failure report or take the profile matched before the lock, and with
-/// `write` commit the new CMDB and state files (their directory is not
-/// flushed yet: the caller does it once the lock is released). `None` when
-/// the state now wants a profile not matched yet (or whose specs changed):
-/// the caller matches it without the lock and comes back.
-fn transaction(
+/// How the commit decided one [`Intent`].
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Configured {
+        profile: String,
+        vars: Dict,
+        cmdb_entry: Option<usize>,
+        script: Vec<u8>,
+    },
+    FailureReported {
+        profile: String,
+        quota_restored: bool,
+    },
+    /// The state now wants a profile not matched yet (or whose `.specs`
+    /// changed, `forget`): match it without the lock and ask again.
+    Retry {
+        forget: Option<String>,
+    },
+    Failed(ProvisionError),
+}
+
+impl Reply {
+    fn finish(self, sysname: String, warnings: Vec<String>) -> Result<Outcome, ProvisionError> {
+        match self {
+            Reply::FailureReported {
+                profile,
+                quota_restored,
+            } => Ok(Outcome::FailureReported {
+                profile,
+                quota_restored,
+                warnings,
+            }),
+            Reply::Configured {
+                profile,
+                vars,
+                cmdb_entry,
+                script,
+            } => Ok(Outcome::Configured(Configured {
+                sysname,
+                profile,
+                vars,
+                cmdb_entry,
+                script,
+                warnings,
+            })),
+            Reply::Failed(e) => Err(e),
+            Reply::Retry { .. } => Err(ProvisionError::Unsettled),
+        }
+    }
+}
+
+/// What [`decide`] decided for a batch of intents, and the new files that
+/// commit it (not committed yet).
+pub(crate) struct Decisions {
+    /// One per intent, in the same order.
+    pub(crate) replies: Vec<Reply>,
+    /// The new CMDBs, then the new state; empty when nothing changed.
+    pub(crate) files: Vec<store::Prepared>,
+}
+
+/// Decides `intents` one after the other, exactly as the legacy server
+/// would serve them one by one in that order, under the exclusive lock:
+/// each sees the state and CMDBs as the ones before it left them. The
+/// state is read and parsed once, each CMDB and `.specs` and `.configure`
+/// file read at most once; with `write`, the new state and CMDB files are
+/// prepared once, whatever the number of intents.
+///
+/// An error about the batch as a whole (the state cannot be read) is
+/// returned as such: every intent would have met it. An error about one
+/// intent (its profile's CMDB is exhausted) is its reply, and changes
+/// nothing, as the failed request changed nothing.
+pub(crate) fn decide(
     cfg: &Config,
-    failure: Option<&str>,
-    known: &mut Known,
+    intents: &[&Intent],
     write: bool,
-) -> Result<Option<Committed>, ProvisionError> {
+) -> Result<Decisions, ProvisionError> {
     let state_file = cfg.config_dir.join("state");
-    let record = cfg.config_dir.join(store::COMMIT_RECORD);
     let src = store::read_version(&state_file).map_err(io_error(&state_file))?;
-    let mut state = State::parse(&state_file, &src)?;
-
-    if let Some(profile) = failure {
-        let quota_restored = state.give_back(profile);
-        let decided = Decided::FailureReported {
-            profile: profile.to_owned(),
-            quota_restored,
-        };
-        if !quota_restored || !write {
-            return Ok(Some((decided, None)));
-        }
-        let new_state = store::prepare_file_locked(&state_file, &state.to_bytes())
-            .map_err(io_error(&state_file))?;
-        // Through the record too: it must name the last commit of these
-        // files, or its recovery could undo this one (see `store`).
-        let renamed = store::commit_all(&record, vec![new_state]).map_err(io_error(&state_file))?;
-        return Ok(Some((decided, Some(renamed))));
-    }
-
-    let Some(matched) = known.still_matched(cfg, &state)? else {
-        return Ok(None);
+    let mut batch = Batch {
+        cfg,
+        intents,
+        state: State::parse(&state_file, &src)?,
+        state_changed: false,
+        texts: HashMap::new(),
+        cmdbs: Vec::new(),
     };
-    let mut found = select_cmdb(cfg, &state, matched)?;
-    let configure_file = state.profile_file(&found.matched.profile, "configure")?;
-    let configure = store::read_version(&configure_file).map_err(io_error(&configure_file))?;
-    state.consume(found.matched.state_index);
-
-    found.vars.insert(
-        Value::str("edeploy-profile"),
-        Value::str(&found.matched.profile),
-    );
-    let pxemngr_url = cfg.pxemngr_url.as_deref().filter(|_| cfg.use_pxemngr);
-    let script = script::configure_script(
-        &found.matched.profile,
-        &found.vars,
-        &configure,
-        pxemngr_url,
-        cfg.metadata_url.as_deref(),
-    );
-
-    if !write {
-        return Ok(Some((Decided::Configured(found, script), None)));
-    }
-    // Both new files are written before either is renamed: a failed write
-    // (a full disk) changes neither. From the commit record on, the next
-    // request completes the commit if this one dies.
-    let cmdb = match &found.cmdb {
-        Some(update) => {
-            if update.selection.backup_original {
-                let orig = append_to_name(&update.file, ".orig");
-                store::copy_file_atomic(&update.file, &orig).map_err(io_error(&orig))?;
+    let replies = intents
+        .iter()
+        .enumerate()
+        .map(|(position, intent)| batch.decide_one(position, intent))
+        .collect();
+    let mut files = Vec::new();
+    if write {
+        // Every new file is written before any is renamed: a failed write
+        // (a full disk) changes none. From the commit record on, the next
+        // request completes the commit if this one dies.
+        for cmdb in batch.cmdbs {
+            let Ok(Some(pool)) = cmdb.pool else {
+                continue;
+            };
+            if !pool.is_changed() {
+                continue;
             }
-            let prepared = store::prepare_file_locked(&update.file, &update.selection.contents)
-                .map_err(io_error(&update.file))?;
-            Some(prepared)
+            if pool.backup_original() {
+                let orig = append_to_name(&cmdb.file, ".orig");
+                store::copy_file_atomic(&cmdb.file, &orig).map_err(io_error(&orig))?;
+            }
+            let prepared = store::prepare_file_locked(&cmdb.file, &pool.into_contents())
+                .map_err(io_error(&cmdb.file))?;
+            files.push(prepared);
         }
-        None => None,
-    };
-    let new_state = store::prepare_file_locked(&state_file, &state.to_bytes())
-        .map_err(io_error(&state_file))?;
-    let files = cmdb.into_iter().chain([new_state]);
-    let renamed = store::commit_all(&record, files.collect()).map_err(io_error(&cfg.config_dir))?;
-    Ok(Some((Decided::Configured(found, script), Some(renamed))))
+        if batch.state_changed {
+            let prepared = store::prepare_file_locked(&state_file, &batch.state.to_bytes())
+                .map_err(io_error(&state_file))?;
+            files.push(prepared);
+        }
+    }
+    Ok(Decisions { replies, files })
 }
 
-/// A profile whose specs match, with the variables they gave.
-struct Matched {
-    state_index: usize,
+/// The files of CONFIGDIR as a batch of decisions has left them so far.
+struct Batch<'a> {
+    cfg: &'a Config,
+    intents: &'a [&'a Intent],
+    state: State,
+    state_changed: bool,
+    /// `.specs` and `.configure` files read (`None`: no such file).
+    texts: HashMap<PathBuf, Option<Vec<u8>>>,
+    /// CMDB files read, in the order first read.
+    cmdbs: Vec<CmdbFile>,
+}
+
+/// A profile's CMDB as the batch has left it, read once for all the
+/// intents that matched the profile.
+struct CmdbFile {
     profile: String,
-    vars: Dict,
-    forced: Dict,
-}
-
-/// A profile that matched, with everything needed to commit it.
-struct Found {
-    matched: Matched,
-    /// The machine's variables, with its CMDB entry merged in.
-    vars: Dict,
-    cmdb: Option<CmdbUpdate>,
-}
-
-struct CmdbUpdate {
     file: PathBuf,
-    selection: cmdb::Selection,
+    /// `Ok(None)`: no such file, or no entry (the profile has no CMDB).
+    pool: Result<Option<cmdb::Pool>, CmdbError>,
+    /// Which preference given to the pool is each intent's, by position.
+    prefs: HashMap<usize, usize>,
+}
+
+impl Batch<'_> {
+    fn decide_one(&mut self, position: usize, intent: &Intent) -> Reply {
+        if let Some(profile) = &intent.failure {
+            let quota_restored = self.state.give_back(profile);
+            self.state_changed |= quota_restored;
+            return Reply::FailureReported {
+                profile: profile.clone(),
+                quota_restored,
+            };
+        }
+        self.configure(position, intent)
+            .unwrap_or_else(Reply::Failed)
+    }
+
+    /// The legacy `find_match` for a machine matched before the lock: the
+    /// first profile with quota must be one it matched, with the same
+    /// `.specs` text (read again, not matched again); then its CMDB entry,
+    /// its script, and the quota spent.
+    fn configure(&mut self, position: usize, intent: &Intent) -> Result<Reply, ProvisionError> {
+        let Some(state_index) = choose(self.cfg, &self.state, &intent.profiles)? else {
+            return Ok(Reply::Retry { forget: None });
+        };
+        let profile = self.state.entries()[state_index].profile.clone();
+        let specs_file = self.state.profile_file(&profile, "specs")?;
+        let tried = &intent.profiles[&profile];
+        let specs = self.text(&specs_file)?;
+        let (Some((vars, forced)), true) = (&tried.matched, tried.specs.as_deref() == specs) else {
+            return Ok(Reply::Retry {
+                forget: Some(profile),
+            });
+        };
+
+        // The legacy `find_match`, second half: an error here does not try
+        // the next profile.
+        let cmdb_file = self.state.profile_file(&profile, "cmdb")?;
+        let cmdb = self.cmdb(&profile, &cmdb_file)?;
+        let file = &self.cmdbs[cmdb];
+        let selection = match &file.pool {
+            Err(e) => return Err(e.clone().into()),
+            Ok(None) => None,
+            Ok(Some(pool)) => Some(pool.choose(file.prefs[&position], vars, forced)?),
+        };
+        let configure_file = self.state.profile_file(&profile, "configure")?;
+        let configure = match self.text(&configure_file)? {
+            Some(text) => text.to_vec(),
+            // The error of reading it (it was missing).
+            None => store::read_version(&configure_file).map_err(io_error(&configure_file))?,
+        };
+
+        // Decided: from here on nothing fails.
+        self.state.consume(state_index);
+        self.state_changed = true;
+        let (mut vars, cmdb_entry) = match selection {
+            Some((index, merged)) => {
+                if let Ok(Some(pool)) = &mut self.cmdbs[cmdb].pool {
+                    pool.mark(index, merged.clone());
+                }
+                (merged, Some(index))
+            }
+            None => (vars.clone(), None),
+        };
+        vars.insert(Value::str("edeploy-profile"), Value::str(&profile));
+        let pxemngr_url = self
+            .cfg
+            .pxemngr_url
+            .as_deref()
+            .filter(|_| self.cfg.use_pxemngr);
+        let script = script::configure_script(
+            &profile,
+            &vars,
+            &configure,
+            pxemngr_url,
+            self.cfg.metadata_url.as_deref(),
+        );
+        Ok(Reply::Configured {
+            profile,
+            vars,
+            cmdb_entry,
+            script,
+        })
+    }
+
+    /// A `.specs` or `.configure` file's text, read once per batch.
+    fn text(&mut self, path: &Path) -> Result<Option<&[u8]>, ProvisionError> {
+        if !self.texts.contains_key(path) {
+            let text = read_if_exists(path).map_err(io_error(path))?;
+            self.texts.insert(path.to_path_buf(), text);
+        }
+        Ok(self.texts[path].as_deref())
+    }
+
+    /// The index in `cmdbs` of the CMDB `path` of `profile`, read once per
+    /// batch, for the preferences of every intent that matched `profile`.
+    fn cmdb(&mut self, profile: &str, path: &Path) -> Result<usize, ProvisionError> {
+        if let Some(i) = self.cmdbs.iter().position(|c| c.profile == profile) {
+            return Ok(i);
+        }
+        let src = read_cmdb(self.cfg, path).map_err(io_error(path))?;
+        let mut prefs = HashMap::new();
+        let mut wanted = Vec::new();
+        for (position, intent) in self.intents.iter().enumerate() {
+            if let Some(Tried {
+                matched: Some((vars, forced)),
+                ..
+            }) = intent.profiles.get(profile)
+            {
+                prefs.insert(position, wanted.len());
+                wanted.push(cmdb::preference(vars, forced));
+            }
+        }
+        let pool = match src {
+            Some(src) => cmdb::Pool::read(path, &src, &wanted, self.cfg.max_cmdb_size),
+            None => Ok(None),
+        };
+        self.cmdbs.push(CmdbFile {
+            profile: profile.to_owned(),
+            file: path.to_path_buf(),
+            pool,
+            prefs,
+        });
+        Ok(self.cmdbs.len() - 1)
+    }
 }
 
 /// What matching gave for each profile tried, made without the lock.
@@ -410,9 +535,10 @@ impl Default for Known {
 /// One profile matched against the machine: its `.specs` text as read
 /// (`None`: no such file, which never matches), and the variables and
 /// forced variables when it matched.
-struct Tried {
-    specs: Option<Vec<u8>>,
-    matched: Option<(Dict, Dict)>,
+#[derive(Debug, Clone)]
+pub(crate) struct Tried {
+    pub(crate) specs: Option<Vec<u8>>,
+    pub(crate) matched: Option<(Dict, Dict)>,
 }
 
 impl Known {
@@ -434,62 +560,54 @@ impl Known {
                 return Ok(());
             }
         }
-        self.choose(cfg, &state).map(|_| ())
+        choose(cfg, &state, &self.profiles).map(|_| ())
     }
 
-    /// The first profile of `state` with quota, if it matched; `None` when
-    /// one before it is not known yet. Errors: none has quota, or none of
-    /// them matches.
-    fn choose(&self, cfg: &Config, state: &State) -> Result<Option<usize>, ProvisionError> {
-        let mut tried = Vec::new();
-        for (state_index, entry) in state.entries().iter().enumerate() {
-            if !entry.quota.available() {
-                continue;
-            }
-            tried.push(entry.profile.clone());
-            match self.profiles.get(&entry.profile) {
-                None => return Ok(None),
-                Some(t) if t.matched.is_some() => return Ok(Some(state_index)),
-                Some(_) => {}
-            }
-        }
-        if tried.is_empty() {
-            Err(ProvisionError::NoQuota {
-                state_file: cfg.config_dir.join("state"),
-            })
-        } else {
-            Err(ProvisionError::NoMatch {
-                config_dir: cfg.config_dir.clone(),
-                profiles: tried,
-            })
+    fn intent(&self, failure: Option<&str>) -> Intent {
+        Intent {
+            failure: failure.map(str::to_owned),
+            profiles: self.profiles.clone(),
         }
     }
 
-    /// Under the lock: the profile that `state` gives the machine, if it
-    /// was matched before and its `.specs` file still says the same (read
-    /// again, not matched again). `None`: match again without the lock.
-    fn still_matched(
-        &mut self,
-        cfg: &Config,
-        state: &State,
-    ) -> Result<Option<Matched>, ProvisionError> {
-        let Some(state_index) = self.choose(cfg, state)? else {
-            return Ok(None);
-        };
-        let profile = &state.entries()[state_index].profile;
-        let specs_file = state.profile_file(profile, "specs")?;
-        let specs = read_if_exists(&specs_file).map_err(io_error(&specs_file))?;
-        let tried = &self.profiles[profile];
-        let (Some(vars), true) = (&tried.matched, tried.specs == specs) else {
+    /// After a [`Reply::Retry`]: the profile whose specs changed is matched
+    /// again.
+    fn forget(&mut self, profile: Option<&str>) {
+        if let Some(profile) = profile {
             self.profiles.remove(profile);
-            return Ok(None);
-        };
-        Ok(Some(Matched {
-            state_index,
-            profile: profile.clone(),
-            vars: vars.0.clone(),
-            forced: vars.1.clone(),
-        }))
+        }
+    }
+}
+
+/// The first profile of `state` with quota, if it matched according to
+/// `profiles`; `None` when one before it is not known yet. Errors: none has
+/// quota, or none of them matches.
+fn choose(
+    cfg: &Config,
+    state: &State,
+    profiles: &HashMap<String, Tried>,
+) -> Result<Option<usize>, ProvisionError> {
+    let mut tried = Vec::new();
+    for (state_index, entry) in state.entries().iter().enumerate() {
+        if !entry.quota.available() {
+            continue;
+        }
+        tried.push(entry.profile.clone());
+        match profiles.get(&entry.profile) {
+            None => return Ok(None),
+            Some(t) if t.matched.is_some() => return Ok(Some(state_index)),
+            Some(_) => {}
+        }
+    }
+    if tried.is_empty() {
+        Err(ProvisionError::NoQuota {
+            state_file: cfg.config_dir.join("state"),
+        })
+    } else {
+        Err(ProvisionError::NoMatch {
+            config_dir: cfg.config_dir.clone(),
+            profiles: tried,
+        })
     }
 }
 
@@ -515,37 +633,6 @@ fn try_profile(
     Ok(Tried {
         specs: Some(src),
         matched,
-    })
-}
-
-/// The legacy `find_match`, second half: the matched profile's CMDB entry,
-/// if it has a CMDB. An error here does not try the next profile.
-fn select_cmdb(cfg: &Config, state: &State, matched: Matched) -> Result<Found, ProvisionError> {
-    let cmdb_file = state.profile_file(&matched.profile, "cmdb")?;
-    let selection = match read_cmdb(cfg, &cmdb_file).map_err(io_error(&cmdb_file))? {
-        Some(src) => cmdb::select_within(
-            &cmdb_file,
-            &src,
-            &matched.vars,
-            &matched.forced,
-            cfg.max_cmdb_size,
-        )?,
-        None => None,
-    };
-    Ok(match selection {
-        Some(selection) => Found {
-            vars: selection.vars.clone(),
-            matched,
-            cmdb: Some(CmdbUpdate {
-                file: cmdb_file,
-                selection,
-            }),
-        },
-        None => Found {
-            vars: matched.vars.clone(),
-            matched,
-            cmdb: None,
-        },
     })
 }
 
@@ -604,27 +691,42 @@ mod tests {
         (tmp, cfg, items)
     }
 
-    fn profile(decided: &Decided) -> &str {
-        match decided {
-            Decided::Configured(found, _) => &found.matched.profile,
-            Decided::FailureReported { .. } => panic!("not a match"),
+    fn profile(reply: &Reply) -> &str {
+        match reply {
+            Reply::Configured { profile, .. } => profile,
+            other => panic!("not a match: {other:?}"),
         }
+    }
+
+    /// Decides `intents` as one batch and commits it.
+    fn commit(cfg: &Config, intents: &[&Intent]) -> Vec<Reply> {
+        let decisions = decide(cfg, intents, true).unwrap();
+        if !decisions.files.is_empty() {
+            let record = cfg.config_dir.join(store::COMMIT_RECORD);
+            store::commit_all(&record, decisions.files)
+                .unwrap()
+                .sync()
+                .unwrap();
+        }
+        decisions.replies
+    }
+
+    fn matched(cfg: &Config, items: &[Item]) -> Intent {
+        let mut known = Known::default();
+        known.match_profiles(cfg, items).unwrap();
+        known.intent(None)
     }
 
     #[test]
     fn the_lock_only_checks_the_match_made_before_it() {
         // Nothing matched yet: the locked part does not match, it asks.
         let (_tmp, cfg, items) = site();
-        assert!(transaction(&cfg, None, &mut Known::default(), true)
-            .unwrap()
-            .is_none());
+        let replies = commit(&cfg, &[&Known::default().intent(None)]);
+        assert!(matches!(replies[..], [Reply::Retry { forget: None }]));
 
         // Matched before the lock: taken as is.
-        let mut known = Known::default();
-        known.match_profiles(&cfg, &items).unwrap();
-        let (decided, renamed) = transaction(&cfg, None, &mut known, true).unwrap().unwrap();
-        renamed.unwrap().sync().unwrap();
-        assert_eq!(profile(&decided), "first");
+        let intent = matched(&cfg, &items);
+        assert_eq!(profile(&commit(&cfg, &[&intent])[0]), "first");
 
         // Another request took the last installation of the matched
         // profile meanwhile: the next one is matched, without the lock.
@@ -632,11 +734,10 @@ mod tests {
         let mut known = Known::default();
         known.match_profiles(&cfg, &items).unwrap();
         std::fs::write(tmp.path().join("state"), "[('first', 0), ('second', 1)]\n").unwrap();
-        assert!(transaction(&cfg, None, &mut known, true).unwrap().is_none());
+        let replies = commit(&cfg, &[&known.intent(None)]);
+        assert!(matches!(replies[..], [Reply::Retry { forget: None }]));
         known.match_profiles(&cfg, &items).unwrap();
-        let (decided, renamed) = transaction(&cfg, None, &mut known, true).unwrap().unwrap();
-        renamed.unwrap().sync().unwrap();
-        assert_eq!(profile(&decided), "second");
+        assert_eq!(profile(&commit(&cfg, &[&known.intent(None)])[0]), "second");
         assert_eq!(
             std::fs::read_to_string(tmp.path().join("state")).unwrap(),
             "[('first', 0), ('second', 0)]\n"
@@ -648,10 +749,65 @@ mod tests {
         known.match_profiles(&cfg, &items).unwrap();
         let specs = tmp.path().join("first.specs");
         std::fs::write(&specs, "[('system', 'product', 'serial', 'other')]\n").unwrap();
-        assert!(transaction(&cfg, None, &mut known, true).unwrap().is_none());
+        let replies = commit(&cfg, &[&known.intent(None)]);
+        let [Reply::Retry { forget }] = &replies[..] else {
+            panic!("{replies:?}")
+        };
+        known.forget(forget.as_deref());
         known.match_profiles(&cfg, &items).unwrap();
-        let (decided, _) = transaction(&cfg, None, &mut known, false).unwrap().unwrap();
-        assert_eq!(profile(&decided), "second");
+        let decisions = decide(&cfg, &[&known.intent(None)], false).unwrap();
+        assert!(decisions.files.is_empty());
+        assert_eq!(profile(&decisions.replies[0]), "second");
+    }
+
+    #[test]
+    fn a_batch_decides_each_intent_after_the_ones_before_it() {
+        let (tmp, cfg, items) = site();
+        // Both matched while `first` had quota; a failure report of
+        // `second` comes between them.
+        let one = matched(&cfg, &items);
+        let two = matched(&cfg, &items);
+        let failure = Known::default().intent(Some("second"));
+        std::fs::write(tmp.path().join("state"), "[('first', 1), ('second', 0)]\n").unwrap();
+        let replies = commit(&cfg, &[&one, &failure, &two]);
+        assert_eq!(profile(&replies[0]), "first");
+        assert!(matches!(
+            &replies[1],
+            Reply::FailureReported {
+                quota_restored: true,
+                ..
+            }
+        ));
+        // `first` is spent by then: its guess no longer holds.
+        assert!(
+            matches!(replies[2], Reply::Retry { forget: None }),
+            "{replies:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("state")).unwrap(),
+            "[('first', 0), ('second', 1)]\n"
+        );
+        // A profile whose configure file is missing fails that intent alone.
+        let (tmp, cfg, items) = site();
+        let one = matched(&cfg, &items);
+        std::fs::remove_file(tmp.path().join("first.configure")).unwrap();
+        let failure = Known::default().intent(Some("first"));
+        let replies = commit(&cfg, &[&one, &failure]);
+        assert!(
+            matches!(&replies[0], Reply::Failed(ProvisionError::Io { .. })),
+            "{replies:?}"
+        );
+        assert!(matches!(
+            &replies[1],
+            Reply::FailureReported {
+                quota_restored: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("state")).unwrap(),
+            "[('first', 2), ('second', 1)]\n"
+        );
     }
 
     #[test]
@@ -663,7 +819,7 @@ mod tests {
         }
         let items = vec![["system", "product", "serial", "S1"].map(hw::HwValue::from)];
         // A writer holds the lock for as long as this test runs.
-        let _held = Lock::exclusive(&cfg.lock_file).unwrap();
+        let _held = store::Lock::exclusive(&cfg.lock_file).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(provision(&cfg, &items, None, false).map(|_| ()));

@@ -30,9 +30,10 @@
 //! was written belonged to a commit that had not renamed anything yet, and
 //! is ignored. So the previous commit's renames must be durable before its
 //! record is overwritten: its committer marks it so in the same file once
-//! it has flushed the directory (after releasing the lock), and
-//! [`commit_all`] flushes the directories itself only when that mark is
-//! missing.
+//! it has flushed the directory, and [`commit_all`] flushes the
+//! directories itself only when that mark is missing. The mark also tells
+//! a request whose answer another committed (src/batch.rs) that the
+//! answer is durable; [`recover`] flushes a finished commit left unmarked.
 //!
 //! Readers that do not take the exclusive lock (the status page, `explain`,
 //! a dry run) may see, after a crash and until the next request, the CMDB
@@ -86,6 +87,25 @@ impl Lock {
         file.lock().map_err(|e| context(e, "cannot lock", path))?;
         Ok(Lock { _file: file })
     }
+
+    /// Waits for and takes the lock for reading: other readers may hold it
+    /// too, no writer does.
+    pub fn shared(path: &Path) -> io::Result<Lock> {
+        let file = open_lock_file(path)?;
+        file.lock_shared()
+            .map_err(|e| context(e, "cannot lock", path))?;
+        Ok(Lock { _file: file })
+    }
+
+    /// Takes the lock for writing if no one holds it; `None` if someone does.
+    pub fn try_exclusive(path: &Path) -> io::Result<Option<Lock>> {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Lock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(context(e, "cannot lock", path)),
+        }
+    }
 }
 
 /// Opens the lock file, creating it if needed. A lock file we may not write
@@ -131,9 +151,10 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// Test-only fault injection: a debug build run with `EDEPLOY_CRASH_AT=N`
 /// kills itself with SIGKILL at the N-th crash point it passes, after
-/// naming it on stderr. Crash points precede every write, flush and rename
-/// of the store, so the crash tests can stop a request at each of them in
-/// turn. Release builds have none: a deployed server cannot be made to
+/// naming it on stderr (unless `EDEPLOY_CRASH_ONCE` says another process
+/// did). Crash points precede every write, flush and rename of the store,
+/// so the crash tests can stop a request at each of them in turn. Release
+/// builds have none: a deployed server cannot be made to
 /// stop there, whatever its environment holds.
 #[cfg(debug_assertions)]
 pub fn crash_point(what: &str, path: &Path) {
@@ -141,7 +162,7 @@ pub fn crash_point(what: &str, path: &Path) {
     static PASSED: AtomicU64 = AtomicU64::new(0);
     let at = CRASH_AT.get_or_init(|| std::env::var("EDEPLOY_CRASH_AT").ok()?.parse().ok());
     if let Some(at) = *at {
-        if PASSED.fetch_add(1, Ordering::Relaxed) + 1 == at {
+        if PASSED.fetch_add(1, Ordering::Relaxed) + 1 == at && first_to_crash() {
             eprintln!("edeploy: crash point {at}: {what} {}", path.display());
             // SAFETY: raising a signal reads no memory of ours.
             unsafe {
@@ -149,6 +170,20 @@ pub fn crash_point(what: &str, path: &Path) {
             }
         }
     }
+}
+
+/// With `EDEPLOY_CRASH_ONCE=FILE` too, only the first process to reach its
+/// crash point dies: the one that creates FILE. The crash tests of a batch
+/// kill its committer that way, whichever of the waiting requests it is.
+#[cfg(debug_assertions)]
+fn first_to_crash() -> bool {
+    std::env::var_os("EDEPLOY_CRASH_ONCE").is_none_or(|file| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(file)
+            .is_ok()
+    })
 }
 
 /// Release builds have no crash points (see the debug version).
@@ -256,6 +291,7 @@ pub fn replace_cache_file(path: &Path, contents: &[u8]) -> io::Result<()> {
         target: path.to_path_buf(),
         file,
         exchange: false,
+        volatile: false,
         committed: false,
     };
     prepared
@@ -296,6 +332,15 @@ pub fn prepare_file(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
     let target = resolve(path)?;
     let old = metadata_if_exists(&target)?;
     prepare_replacing(&target, old.as_ref(), contents)
+}
+
+/// A new file for [`commit_all`] that only live processes read and that
+/// nothing needs after a reboot (the answer to a waiting request): renamed
+/// with the commit, but never flushed, nor its directory.
+pub fn prepare_volatile(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
+    let mut prepared = prepare_with(path, |tmp| tmp.write_all(contents))?;
+    prepared.volatile = true;
+    Ok(prepared)
 }
 
 /// [`prepare_file`] once the target is resolved and its metadata (if it
@@ -339,6 +384,7 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
         target,
         file,
         exchange: true,
+        volatile: false,
         committed: false,
     };
     // Written over the old content, then cut to length: truncating first
@@ -661,6 +707,9 @@ pub struct Prepared {
     file: File,
     /// `tmp_path` is the target's spare, to be exchanged with it.
     exchange: bool,
+    /// Never flushed: a file that only live processes read (see
+    /// [`prepare_volatile`]).
+    volatile: bool,
     /// The file is to stay: renamed, or named by a commit record.
     committed: bool,
 }
@@ -716,6 +765,7 @@ impl Prepared {
         };
         Ok(Entry {
             exchange: self.exchange,
+            volatile: self.volatile,
             dev: new.dev(),
             new: (new.ino(), new.len()),
             old,
@@ -739,7 +789,7 @@ pub const COMMIT_RECORD: &str = ".edeploy-commit";
 
 /// Replaces each target of `files` by its new content, all or none, as one
 /// commit recorded in `record` (see the module documentation): flushes every
-/// new file, flushes the directories if the previous commit did not mark
+/// new file (all at once; none of [`prepare_volatile`]), flushes the directories if the previous commit did not mark
 /// itself durable (or new names must be), writes and flushes the record,
 /// then renames each file over its target, in order. Call [`recover`] under
 /// the same lock before.
@@ -759,9 +809,19 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
             ));
         }
     }
-    for file in &files {
-        file.flush()?;
-    }
+    // At once: the device flushes that each fsync ends with overlap.
+    std::thread::scope(|scope| {
+        let flushes: Vec<_> = files
+            .iter()
+            .filter(|f| !f.volatile)
+            .map(|f| scope.spawn(|| f.flush()))
+            .collect();
+        flushes.into_iter().try_for_each(|flush| {
+            flush
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("a flush failed")))
+        })
+    })?;
     let entries = files
         .iter()
         .map(Prepared::record_entry)
@@ -780,7 +840,7 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
         .map_err(|e| context(e, "cannot read", record))?
         .len();
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for file in &files {
+    for file in files.iter().filter(|f| !f.volatile) {
         add_dir(&mut dirs, &file.target);
     }
     // A new record's own name, this commit's new temporary files and the
@@ -793,7 +853,7 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
     if log_len == 0 {
         add_dir(&mut before, record);
     }
-    for file in files.iter().filter(|f| !f.exchange) {
+    for file in files.iter().filter(|f| !f.exchange && !f.volatile) {
         add_dir(&mut before, &file.target);
     }
     let previous = read_at_most(&log, RECORD_BLOCK as u64, RECORD_MAX)
@@ -802,7 +862,7 @@ pub fn commit_all(record: &Path, mut files: Vec<Prepared>) -> io::Result<Renamed
         let mark =
             read_at_most(&log, 0, MARK_LEN).map_err(|e| context(e, "cannot read", record))?;
         if decode_mark(&mark) != Some(id.as_str()) {
-            for e in &previous {
+            for e in previous.iter().filter(|e| !e.volatile) {
                 add_dir(&mut before, &e.target);
             }
         }
@@ -913,8 +973,8 @@ fn sync_dirs(dirs: &[PathBuf], what: &str) -> io::Result<()> {
 /// Files renamed into place by [`commit_all`], durable once synced.
 ///
 /// Once they are, the commit is marked so in its record file: the mark
-/// (`synced ID`) is written at its start, outside the record, with no lock
-/// held, and spares the next commit a directory flush under the lock.
+/// (`synced ID`) is written at its start, outside the record (the lock
+/// may be held or not), and spares the next commit a directory flush.
 #[must_use = "the renames are not durable until `sync` is called"]
 #[derive(Debug)]
 pub struct Renamed {
@@ -963,6 +1023,9 @@ pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 struct Entry {
     /// The source is the target's spare: exchanged, not renamed.
     exchange: bool,
+    /// A file of [`prepare_volatile`]: renamed, never flushed, and gone
+    /// after a reboot (then nothing needs it).
+    volatile: bool,
     /// Device of the source and target (one directory).
     dev: u64,
     /// Inode number and length of the new content.
@@ -989,6 +1052,7 @@ const RECORD_MAX: u64 = 1 << 20;
 /// id PID.NANOSECONDS.N
 /// exchange DEV NEW_INO NEW_LEN OLD_INO OLD_LEN SOURCE TARGET
 /// rename DEV NEW_INO NEW_LEN - - SOURCE TARGET      (no target before)
+/// volatile DEV NEW_INO NEW_LEN - - SOURCE TARGET    (renamed, not flushed)
 /// end N CHECKSUM
 /// ```
 ///
@@ -1004,7 +1068,11 @@ fn encode_record(id: &str, entries: &[Entry]) -> Vec<u8> {
             Some((ino, len)) => format!("{ino} {len}"),
             None => "- -".to_owned(),
         };
-        let kind = if e.exchange { "exchange" } else { "rename" };
+        let kind = match (e.exchange, e.volatile) {
+            (true, _) => "exchange",
+            (false, true) => "volatile",
+            (false, false) => "rename",
+        };
         text.extend_from_slice(
             format!("{kind} {} {} {} {old} ", e.dev, e.new.0, e.new.1).as_bytes(),
         );
@@ -1082,12 +1150,15 @@ fn decode_record(text: &[u8]) -> Option<(String, Vec<Entry>)> {
             ("-", "-") => None,
             (ino, len) => Some((number(ino)?, number(len)?)),
         };
+        let (exchange, volatile) = match *kind {
+            "exchange" => (true, false),
+            "rename" => (false, false),
+            "volatile" => (false, true),
+            _ => return None,
+        };
         entries.push(Entry {
-            exchange: match *kind {
-                "exchange" => true,
-                "rename" => false,
-                _ => return None,
-            },
+            exchange,
+            volatile,
             dev: number(dev)?,
             new: (number(new_ino)?, number(new_len)?),
             old,
@@ -1193,9 +1264,21 @@ impl Recovery {
 /// Completes the commit of `record` if it was interrupted (see the module
 /// documentation). Must be called under the exclusive lock, before anything
 /// else is read or written: the files only agree once it has run.
+///
+/// A commit whose renames are all done but not yet marked durable (its
+/// committer died before flushing the directories) is flushed here: the
+/// next holder of the lock may hand out what it committed.
 pub fn recover(record: &Path) -> io::Result<Recovery> {
     let (id, entries, found) = examine(record)?;
     if found.completed.is_empty() {
+        if !id.is_empty() && !marked_durable(record, &id)? {
+            let mut dirs = Vec::new();
+            for e in entries.iter().filter(|e| !e.volatile) {
+                add_dir(&mut dirs, &e.target);
+            }
+            sync_dirs(&dirs, "recover: flush the directory")?;
+            mark_durable(record, &id);
+        }
         return Ok(found);
     }
     // The record may have been seen only in the page cache of a writer
@@ -1216,11 +1299,34 @@ pub fn recover(record: &Path) -> io::Result<Recovery> {
         };
         crash_point(what, &e.target);
         put_in_place(e.exchange, &e.source, &e.target)?;
+    }
+    // Those done before the crash may not be durable yet either.
+    for e in entries.iter().filter(|e| !e.volatile) {
         add_dir(&mut dirs, &e.target);
     }
     sync_dirs(&dirs, "recover: flush the directory")?;
     mark_durable(record, &id);
     Ok(found)
+}
+
+/// Whether every commit recorded so far is durable, as far as the record
+/// says, without the exclusive lock: the last one is marked so (or there is
+/// none, or its record is torn: then it renamed nothing, and the one before
+/// it was flushed before the record was written). `false` when the last
+/// commit may be unfinished, or finished but not yet flushed: [`recover`]
+/// completes it. Only meaningful while no writer holds the lock.
+pub fn commits_are_durable(record: &Path) -> io::Result<bool> {
+    match read_record(record)? {
+        Record::Missing | Record::Damaged => Ok(true),
+        Record::Entries(id, _) => marked_durable(record, &id),
+    }
+}
+
+/// Whether the commit `id` of `record` is marked durable.
+fn marked_durable(record: &Path, id: &str) -> io::Result<bool> {
+    let file = File::open(record).map_err(|e| context(e, "cannot open", record))?;
+    let mark = read_at_most(&file, 0, MARK_LEN).map_err(|e| context(e, "cannot read", record))?;
+    Ok(decode_mark(&mark) == Some(id))
 }
 
 /// What [`recover`] would do now, without doing it: for `edeploy check`,
@@ -1247,6 +1353,8 @@ fn examine(record: &Path) -> io::Result<(String, Vec<Entry>, Recovery)> {
         match progress(e)? {
             Progress::Done => {}
             Progress::Pending => found.completed.push(e.target.clone()),
+            // Taken by its reader already, or lost with a reboot.
+            Progress::Changed if e.volatile => {}
             Progress::Changed => found.changed.push(e.target.clone()),
         }
     }
@@ -1278,6 +1386,7 @@ fn prepare_with(
         target: target.to_path_buf(),
         file,
         exchange: false,
+        volatile: false,
         committed: false,
     };
     crash_point("write", &prepared.tmp_path);
@@ -1635,6 +1744,7 @@ mod tests {
         let entries = vec![
             Entry {
                 exchange: true,
+                volatile: false,
                 dev: 2049,
                 new: (12, 34),
                 old: Some((56, 78)),
@@ -1643,6 +1753,7 @@ mod tests {
             },
             Entry {
                 exchange: false,
+                volatile: true,
                 dev: 7,
                 new: (1, 0),
                 old: None,
@@ -1893,6 +2004,52 @@ mod tests {
             decode_mark(&text[..MARK_LEN as usize]),
             Some(new_id.as_str())
         );
+    }
+
+    #[test]
+    fn volatile_files_are_completed_with_their_commit_and_never_reported_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let record = tmp.path().join(COMMIT_RECORD);
+        let state = tmp.path().join("state");
+        let queue = tmp.path().join("queue");
+        fs::create_dir(&queue).unwrap();
+        let answer = queue.join("1.2.3.answer");
+        fs::write(&state, "old state\n").unwrap();
+        let files = vec![
+            prepare_file(&state, b"new state\n").unwrap(),
+            prepare_volatile(&answer, b"the answer\n").unwrap(),
+        ];
+        let entries: Vec<Entry> = files.iter().map(|f| f.record_entry().unwrap()).collect();
+        assert!(!entries[0].volatile && entries[1].volatile);
+        // Killed right after its record, the mark of no commit in it.
+        write_record(&record, &entries);
+        let mut files = files;
+        for f in &mut files {
+            f.committed = true;
+        }
+        drop(files);
+        assert!(!commits_are_durable(&record).unwrap());
+        let done = recover(&record).unwrap();
+        assert_eq!(done.completed, [state.clone(), answer.clone()]);
+        assert_eq!(fs::read(&answer).unwrap(), b"the answer\n");
+        assert!(commits_are_durable(&record).unwrap());
+        // The answer taken by its reader: nothing to complete or report.
+        fs::remove_file(&answer).unwrap();
+        assert!(pending_commit(&record).unwrap().is_clean());
+        assert!(recover(&record).unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_finished_commit_left_unmarked_is_flushed_and_marked_by_recovery() {
+        let Some((_tmp, record, state, _cmdb)) = two_files() else {
+            return;
+        };
+        let prepared = prepare_file_locked(&state, b"[('vm', 1)]\n").unwrap();
+        // Its committer died before flushing the directory.
+        drop(commit_all(&record, vec![prepared]).unwrap());
+        assert!(!commits_are_durable(&record).unwrap());
+        assert!(recover(&record).unwrap().is_clean());
+        assert!(commits_are_durable(&record).unwrap());
     }
 
     #[test]

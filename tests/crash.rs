@@ -6,9 +6,10 @@
 //!
 //! Per seed, 300 requests of distinct machines run 16 at a time; a random
 //! fraction (25-60%) is killed, half 0-30 ms after the process starts
-//! (mostly while it starts or waits for the lock), half 0-20 ms after it
-//! took the lock (as `/proc/locks` shows: inside the transaction, or just
-//! after it). Then every killed machine retries.
+//! (mostly while it starts or waits for the lock), half 0-6 ms after it
+//! took the lock (as `/proc/locks` shows: inside the transaction, while it
+//! takes the answer a batch committed for it, or just after). Then every
+//! killed machine retries.
 //!
 //! # The invariant between the files
 //!
@@ -21,8 +22,10 @@
 //!
 //! - received scripts <= consumed: a script is sent after the state exchange;
 //! - consumed <= used: the CMDB is exchanged before the state;
-//! - used - consumed <= 1: only the last commit may be unfinished (killed
-//!   between its exchanges); every request completes the previous one.
+//! - used - consumed <= 16: only the last commit may be unfinished (killed
+//!   between its exchanges); every request completes the previous one. A
+//!   commit is a batch of the requests waiting for the lock (src/batch.rs),
+//!   at most one per request running at once.
 //!
 //! The next request, of a new machine, completes it: then used == consumed
 //! exactly. It also sweeps the temporary files of the killed processes
@@ -98,7 +101,7 @@ fn burst(site: &Site, plan: &[(usize, Kill)]) -> Vec<Done> {
                             running.kill();
                         }
                         Kill::InTransaction(delay) => {
-                            while !holds_a_write_flock(pid) && !running.has_exited() {
+                            while !holds_the_lock(pid) && !running.has_exited() {
                                 thread::sleep(Duration::from_micros(200));
                             }
                             thread::sleep(delay);
@@ -119,15 +122,16 @@ fn burst(site: &Site, plan: &[(usize, Kill)]) -> Vec<Done> {
     done.into_inner().unwrap()
 }
 
-/// Whether process `pid` holds an exclusive `flock` (the only one a request
-/// takes is the lock of its transaction).
-fn holds_a_write_flock(pid: u32) -> bool {
+/// Whether process `pid` holds the lock (`flock`), exclusive (it is
+/// committing) or shared (it is taking the answer a batch committed for
+/// it, see src/batch.rs).
+fn holds_the_lock(pid: u32) -> bool {
     let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
     locks.lines().any(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
         fields.get(1) == Some(&"FLOCK")
-            && fields.get(3) == Some(&"WRITE")
+            && matches!(fields.get(3), Some(&"WRITE" | &"READ"))
             && fields.get(4) == Some(&pid.to_string().as_str())
     })
 }
@@ -214,7 +218,7 @@ impl Figures {
 fn run_seed(seed: u64) -> Figures {
     let mut rng = Rng(seed);
     // A fraction of 25% to 60% of the requests is killed: half of them
-    // 0-30 ms after they start, the others 0-20 ms into their transaction.
+    // 0-30 ms after they start, the others 0-6 ms after they took the lock.
     let fraction = 250 + rng.below(351);
     let plan: Vec<(usize, Kill)> = (0..REQUESTS)
         .map(|m| {
@@ -294,7 +298,7 @@ fn run_seed(seed: u64) -> Figures {
     f.used = used.len();
     assert!(f.received <= f.consumed, "seed {seed}: {f:?}");
     assert!(f.consumed <= f.used, "seed {seed}: {f:?}");
-    assert!(f.used - f.consumed <= 1, "seed {seed}: {f:?}");
+    assert!(f.used - f.consumed <= PARALLEL, "seed {seed}: {f:?}");
     assert_eq!(
         std::fs::read_to_string(site.config_dir.join(format!("{PROFILE}.cmdb.orig"))).unwrap(),
         cmdb
@@ -420,9 +424,12 @@ fn killed_requests_leave_consistent_files_and_no_stale_lock() {
         let f = run_seed(seed);
         eprintln!("seed {seed:#x}: {REQUESTS} requests: {f:?}");
         // The kills must land, inside transactions too, or this test
-        // proves nothing about crash safety.
+        // proves nothing about crash safety. Fewer land once the lock is
+        // held than before it: most requests hold it only to take the
+        // answer a batch committed for them, and exit within the delay
+        // (tests/group_commit.rs kills a batch at each step in turn).
         assert!(f.early_landed >= REQUESTS / 20, "seed {seed}: {f:?}");
-        assert!(f.transaction_landed >= REQUESTS / 20, "seed {seed}: {f:?}");
+        assert!(f.transaction_landed >= REQUESTS / 60, "seed {seed}: {f:?}");
         total.add(&f);
     }
     eprintln!(
