@@ -84,8 +84,7 @@ fi
 touch "$marker"
 
 # --- the package ---------------------------------------------------------------
-(cd "$top" && cargo build --locked --profile dist &&
-	cargo fetch --locked && cargo about generate --frozen -c packaging/about.toml packaging/copyright.hbs -o target/copyright &&
+(cd "$top" && packaging/prepare.sh &&
 	cargo deb --locked --output "$work") >"$work/build.log" 2>&1
 deb=$(find "$work" -maxdepth 1 -name 'edeploy_*.deb' | head -n 1)
 [ -n "$deb" ] || { cat "$work/build.log"; fatal "cargo deb builds a .deb"; }

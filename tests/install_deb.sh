@@ -107,8 +107,7 @@ touch "$marker"
 # --- build and lint ----------------------------------------------------------
 # The README's commands: the binaries, the copyright file from cargo-about,
 # then cargo-deb.
-(cd "$top" && cargo build --locked --profile dist &&
-	cargo fetch --locked && cargo about generate --frozen -c packaging/about.toml packaging/copyright.hbs -o target/copyright &&
+(cd "$top" && packaging/prepare.sh &&
 	cargo deb --locked --output "$work") >"$work/build.log" 2>&1
 deb=$(find "$work" -maxdepth 1 -name 'edeploy_*.deb' | head -n 1)
 if [ -z "$deb" ]; then
@@ -134,6 +133,13 @@ while read -r bin kind name; do
 done <"$work/binaries"
 check "/usr/sbin/edeploy-upload links to the upload program" \
 	grep -qxF "/usr/sbin/edeploy-upload -> ../libexec/edeploy/upload" "$work/contents"
+for file in /usr/share/man/man1/edeploy.1.gz /usr/share/man/man5/edeploy.conf.5.gz \
+	/usr/share/man/man8/edeploy-upload.8.gz /usr/share/bash-completion/completions/edeploy \
+	/usr/share/zsh/vendor-completions/_edeploy /usr/share/fish/vendor_completions.d/edeploy.fish; do
+	check "$file is packaged" grep -qxF "$file" "$work/contents"
+done
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/man/man5/edeploy.conf.5.gz | gzip -dc >"$work/edeploy.conf.5"
+check "edeploy.conf(5) documents MAXCMDBSIZE" grep -q 'MAXCMDBSIZE' "$work/edeploy.conf.5"
 dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/edeploy/copyright >"$work/copyright"
 check "copyright lists the linked crates and their licenses" bash -c \
 	"grep -q '^Files: .*serde_json' '$work/copyright' && grep -q '^License: MIT' '$work/copyright' && grep -q 'Permission is hereby granted' '$work/copyright'"

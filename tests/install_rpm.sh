@@ -59,8 +59,7 @@ trap 'rm -rf "$work"' EXIT
 
 # --- build and lint ----------------------------------------------------------
 # The README's commands.
-(cd "$top" && cargo build --locked --profile dist &&
-	cargo fetch --locked && cargo about generate --frozen -c packaging/about.toml packaging/copyright.hbs -o target/copyright &&
+(cd "$top" && packaging/prepare.sh &&
 	cargo generate-rpm --profile dist -o "$work/") >"$work/build.log" 2>&1
 rpm=$(find "$work" -maxdepth 1 -name 'edeploy-*.rpm' | head -n 1)
 if [ -z "$rpm" ]; then
@@ -102,6 +101,10 @@ check "/etc/httpd/conf.d/edeploy.conf is %config(noreplace)" \
 check "example state" has_file "/usr/share/edeploy/examples/state -rw-r--r-- root "
 check "example hardware" has_file "/usr/share/edeploy/examples/hw/kvm-test.json -rw-r--r-- root "
 check "the licenses of the linked crates" has_file "/usr/share/licenses/edeploy/copyright -rw-r--r-- root d"
+for page in man1/edeploy.1 man5/edeploy.conf.5 man8/edeploy-upload.8; do
+	check "man page $page" has_file "/usr/share/man/$page.gz -rw-r--r-- root d"
+done
+check "bash completion" has_file "/usr/share/bash-completion/completions/edeploy -rw-r--r-- root "
 check "no file in /var/lib (the scriptlets make the data directories)" bash -c "! grep -q '^/var/lib' '$work/files'"
 check "binaries are stripped" bash -c \
 	"rpm2cpio '$rpm' | (cd '$work' && mkdir x && cd x && cpio -id --quiet) && file '$work/x/usr/bin/edeploy' | grep -q ', stripped'"
