@@ -307,7 +307,7 @@ impl<'a> Scan<'a> {
                 text: text.clone(),
             });
         }
-        if self.unused.is_none() && entry.get_str("used").is_none() {
+        if self.unused.is_none() && !is_used(entry) {
             self.unused = Some(Candidate {
                 index,
                 entry: entry.clone(),
@@ -344,6 +344,138 @@ impl<'a> Scan<'a> {
         out.extend_from_slice(b"]\n");
         out
     }
+}
+
+/// A CMDB held in memory, to choose entries for many machines in a row
+/// without writing anything: the replay of `edeploy plan`. Each choice is
+/// the one [`select_within`] makes on the file that the choices before it
+/// would have left (a test checks they agree).
+#[derive(Debug, Clone)]
+pub struct Pool {
+    file: PathBuf,
+    entries: Vec<Dict>,
+}
+
+impl Pool {
+    /// Reads a CMDB file's text as [`select_within`] does: a list of dicts,
+    /// or a `generate()` model expanding to at most `max_generated` bytes of
+    /// text. `None` for an empty CMDB, which is no CMDB at all.
+    pub fn parse(file: &Path, src: &[u8], max_generated: u64) -> Result<Option<Pool>, CmdbError> {
+        let mut entries = Vec::new();
+        let mut not_a_dict = None;
+        let mut each = |value: Value| match value {
+            Value::Dict(entry) => {
+                entries.push(entry);
+                Ok(())
+            }
+            _ => {
+                let index = entries.len();
+                not_a_dict = Some(index);
+                Err(ParseError {
+                    file: file.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                    message: format!("entry {index} is not a dict"),
+                })
+            }
+        };
+        let streamed = literal::parse_list_streaming(file, src, &mut each);
+        if let Some(index) = not_a_dict {
+            return Err(CmdbError::NotADict {
+                file: file.to_path_buf(),
+                index,
+            });
+        }
+        if let Streamed::Generate(model) = streamed.map_err(CmdbError::Parse)? {
+            let generated = generate::generate(&model).map_err(|source| CmdbError::Generate {
+                file: file.to_path_buf(),
+                source,
+            })?;
+            // The size of the text `select_within` prints as it expands:
+            // `[`, the entries separated by `,\n `, then `]\n`.
+            let mut size: u64 = 1;
+            let mut text = Vec::new();
+            for (index, value) in generated.enumerate() {
+                text.clear();
+                literal::format_at(&mut text, &value, 1, 1);
+                let separator = if index > 0 { 3 } else { 0 };
+                size = size.saturating_add(text.len() as u64 + separator);
+                if size.saturating_add(2) > max_generated {
+                    return Err(CmdbError::Generate {
+                        file: file.to_path_buf(),
+                        source: GenerateError::TooLarge {
+                            limit: max_generated,
+                        },
+                    });
+                }
+                match value {
+                    Value::Dict(entry) => entries.push(entry),
+                    _ => {
+                        return Err(CmdbError::NotADict {
+                            file: file.to_path_buf(),
+                            index,
+                        })
+                    }
+                }
+            }
+        }
+        Ok((!entries.is_empty()).then(|| Pool {
+            file: file.to_path_buf(),
+            entries,
+        }))
+    }
+
+    /// The entry the server would give a machine with these variables
+    /// (`forced`: its `$$` ones), without taking it.
+    pub fn choose(&self, vars: &Dict, forced: &Dict) -> Result<usize, CmdbError> {
+        let pref = if forced.is_empty() { vars } else { forced };
+        let matching = self.entries.iter().position(|e| is_included(pref, e));
+        let unused = || {
+            forced
+                .is_empty()
+                .then(|| self.entries.iter().position(|e| !is_used(e)))
+                .flatten()
+        };
+        matching
+            .or_else(unused)
+            .ok_or_else(|| CmdbError::Exhausted {
+                file: self.file.clone(),
+                forced: !forced.is_empty(),
+            })
+    }
+
+    /// Gives entry `index` to a machine with variables `vars`, as the
+    /// server records it; returns the machine's variables merged with it.
+    pub fn take(&mut self, index: usize, vars: &Dict) -> Option<Dict> {
+        let entry = self.entries.get_mut(index)?;
+        entry.update(vars);
+        entry.insert(Value::str("used"), Value::Int(1));
+        Some(entry.clone())
+    }
+
+    pub fn entry(&self, index: usize) -> Option<&Dict> {
+        self.entries.get(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Never true: an empty CMDB is no pool.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries no machine was given yet (without a `used` key).
+    pub fn free(&self) -> usize {
+        self.entries.iter().filter(|e| !is_used(e)).count()
+    }
+}
+
+/// Whether a machine was given this entry: the legacy test is the presence
+/// of the key, whatever its value.
+pub fn is_used(entry: &Dict) -> bool {
+    entry.get_str("used").is_some()
 }
 
 #[cfg(test)]
@@ -693,6 +825,83 @@ mod tests {
             }
         }
         assert!(flat > 300, "the fast lane was taken {flat} times");
+    }
+
+    /// Machines in a row: the pool gives each the entry `select` gives it
+    /// on the file the earlier machines left, with the same variables, and
+    /// fails as it does.
+    #[test]
+    fn pool_chooses_as_select_on_the_file_it_leaves() {
+        let mut rng = Rng(0x5eed_0f_900d_cafe);
+        let var_pool = [
+            ("ip", "10.0.0.1"),
+            ("eth", "eth0"),
+            ("a", "b"),
+            ("mac", "T2"),
+        ];
+        let mut compared = 0;
+        for _ in 0..400 {
+            let n = 1 + rng.below(8);
+            let entries: Vec<String> = (0..n).map(|_| random_entry(&mut rng)).collect();
+            let mut src = format!("[{}]", entries.join(", ")).into_bytes();
+            let file = Path::new("r");
+            let pool = Pool::parse(file, &src, DEFAULT_MAX_CMDB_SIZE);
+            let Ok(Some(mut pool)) = pool else {
+                let got = select(file, &src, &Dict::new(), &Dict::new());
+                match (pool, got) {
+                    (Ok(None), Ok(None)) => continue,
+                    (Err(p), Err(s)) => assert_eq!(p.to_string(), s.to_string()),
+                    (p, s) => panic!("{}: {p:?} vs {s:?}", String::from_utf8_lossy(&src)),
+                }
+                continue;
+            };
+            for _ in 0..6 {
+                let mut vars = Dict::new();
+                for _ in 0..1 + rng.below(2) {
+                    let (k, v) = var_pool[rng.below(var_pool.len())];
+                    vars.insert(Value::str(k), Value::str(v));
+                }
+                let forced = if rng.below(4) == 0 {
+                    vars.clone()
+                } else {
+                    Dict::new()
+                };
+                let want = select(file, &src, &vars, &forced);
+                let got = pool.choose(&vars, &forced);
+                match (got, want) {
+                    (Ok(index), Ok(Some(s))) => {
+                        assert_eq!(index, s.index);
+                        assert_eq!(pool.take(index, &vars), Some(s.vars));
+                        src = s.contents;
+                        compared += 1;
+                    }
+                    (Err(g), Err(w)) => assert_eq!(g.to_string(), w.to_string()),
+                    (g, w) => panic!("{}: {g:?} vs {w:?}", String::from_utf8_lossy(&src)),
+                }
+            }
+            let reparsed = Pool::parse(file, &src, DEFAULT_MAX_CMDB_SIZE)
+                .unwrap()
+                .unwrap();
+            assert_eq!(reparsed.free(), pool.free());
+        }
+        assert!(compared > 300, "{compared} choices compared");
+    }
+
+    #[test]
+    fn pool_bounds_generated_cmdbs_as_select() {
+        let src = b"generate({'ip': '10.0.0.1-250', 'hostname': 'host-1-250'})";
+        let file = Path::new("g");
+        let vars = dict(&[("eth", "eth0")]);
+        let whole = select(file, src, &vars, &Dict::new()).unwrap().unwrap();
+        // The largest limit select refuses, and the smallest it accepts.
+        let mut limit = whole.contents.len() as u64;
+        while select_within(file, src, &vars, &Dict::new(), limit).is_ok() {
+            limit -= 1;
+        }
+        let refused = Pool::parse(file, src, limit).unwrap_err();
+        assert!(matches!(refused, CmdbError::Generate { .. }), "{refused:?}");
+        let pool = Pool::parse(file, src, limit + 1).unwrap().unwrap();
+        assert_eq!((pool.len(), pool.free()), (250, 250));
     }
 
     #[test]
