@@ -12,6 +12,7 @@
 //! dicts of plain strings and ints: those are printed straight from the
 //! source text, without building a `Dict`, unless they may be chosen.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -350,10 +351,28 @@ impl<'a> Scan<'a> {
 /// without writing anything: the replay of `edeploy plan`. Each choice is
 /// the one [`select_within`] makes on the file that the choices before it
 /// would have left (a test checks they agree).
+///
+/// A machine's variables are looked up through an index of the entries by
+/// key, and the first unused entry is remembered (entries are only ever
+/// taken), so that a choice costs little even in a CMDB of 65,536 entries.
 #[derive(Debug, Clone)]
 pub struct Pool {
     file: PathBuf,
     entries: Vec<Dict>,
+    /// The entries holding each text key, in order: an entry including a
+    /// machine's variables holds all their keys (keys equal in Python have
+    /// the same text; other keys never equal text).
+    by_key: HashMap<Vec<u8>, Vec<usize>>,
+    /// No entry before it is unused.
+    first_free: usize,
+}
+
+fn key_text(key: &Value) -> Option<&[u8]> {
+    match key {
+        Value::Str(text) => Some(text),
+        Value::Unicode(text) => Some(text.as_bytes()),
+        _ => None,
+    }
 }
 
 impl Pool {
@@ -419,24 +438,47 @@ impl Pool {
                 }
             }
         }
+        let mut by_key: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+        for (index, entry) in entries.iter().enumerate() {
+            for key in entry.iter().filter_map(|(k, _)| key_text(k)) {
+                by_key.entry(key.to_vec()).or_default().push(index);
+            }
+        }
         Ok((!entries.is_empty()).then(|| Pool {
             file: file.to_path_buf(),
             entries,
+            by_key,
+            first_free: 0,
         }))
+    }
+
+    /// The first entry including `pref`.
+    fn including(&self, pref: &Dict) -> Option<usize> {
+        let text_keys: Option<Vec<&[u8]>> = pref.iter().map(|(k, _)| key_text(k)).collect();
+        let candidates = match text_keys {
+            Some(keys) if !keys.is_empty() => keys
+                .iter()
+                .map(|k| self.by_key.get(*k).map_or(&[][..], Vec::as_slice))
+                .min_by_key(|entries| entries.len())?,
+            // No key, or one that is not text: every entry is looked at.
+            _ => return self.entries.iter().position(|e| is_included(pref, e)),
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|&i| self.entries.get(i).is_some_and(|e| is_included(pref, e)))
     }
 
     /// The entry the server would give a machine with these variables
     /// (`forced`: its `$$` ones), without taking it.
     pub fn choose(&self, vars: &Dict, forced: &Dict) -> Result<usize, CmdbError> {
         let pref = if forced.is_empty() { vars } else { forced };
-        let matching = self.entries.iter().position(|e| is_included(pref, e));
         let unused = || {
-            forced
-                .is_empty()
-                .then(|| self.entries.iter().position(|e| !is_used(e)))
-                .flatten()
+            let mut free = self.entries.iter().skip(self.first_free);
+            let next = free.position(|e| !is_used(e)).map(|i| self.first_free + i);
+            next.filter(|_| forced.is_empty())
         };
-        matching
+        self.including(pref)
             .or_else(unused)
             .ok_or_else(|| CmdbError::Exhausted {
                 file: self.file.clone(),
@@ -450,7 +492,17 @@ impl Pool {
         let entry = self.entries.get_mut(index)?;
         entry.update(vars);
         entry.insert(Value::str("used"), Value::Int(1));
-        Some(entry.clone())
+        for key in entry.iter().filter_map(|(k, _)| key_text(k)) {
+            let holding = self.by_key.entry(key.to_vec()).or_default();
+            if let Err(at) = holding.binary_search(&index) {
+                holding.insert(at, index);
+            }
+        }
+        let merged = entry.clone();
+        while self.entries.get(self.first_free).is_some_and(is_used) {
+            self.first_free += 1;
+        }
+        Some(merged)
     }
 
     pub fn entry(&self, index: usize) -> Option<&Dict> {

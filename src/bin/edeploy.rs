@@ -5,7 +5,8 @@
 //! runs: does this machine match these specs and if not why
 //! (`try-match`), which profile would the server give it (`explain`), is this
 //! configuration directory sound (`check`), was this machine provisioned
-//! (`cmdb-used`, the legacy `verify-cmdb.py`).
+//! (`cmdb-used`, the legacy `verify-cmdb.py`), which known machines would
+//! a configuration change move (`plan`).
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use edeploy::explain::{self, ConfigReport, Failure, ProfileOutcome, Verdict};
 use edeploy::generate;
 use edeploy::hw::{self, Item};
 use edeploy::literal::{self, Document, ParseError, Streamed, Value};
+use edeploy::plan::{self, Last};
 use edeploy::spec;
 use edeploy::state::Quota;
 use edeploy::store;
@@ -31,6 +33,7 @@ Commands:
   explain HW_FILE [CONFIG]       which profile the server would give the machine
   check [--strict] [CONFIGDIR]   validate a configuration directory
   cmdb-used KEY VALUE CMDB...    is a CMDB entry with KEY == VALUE used?
+  plan [--config DIR]            which stored machines a configuration moves
   help [COMMAND]                 this text, or the help of COMMAND
 
 `edeploy COMMAND --help` describes a command. Exit status: 0 for yes or
@@ -75,6 +78,29 @@ const CMDB_USED_USAGE: &str = "usage: edeploy cmdb-used KEY VALUE CMDB...
 Exit 0 when an entry of one of the CMDB files has KEY equal to VALUE and
 'used' equal to 1 (the machine was provisioned), else 1: the legacy
 verify-cmdb.py check. Prints the entry found, or why none was.";
+
+const PLAN_USAGE: &str = "usage: edeploy plan [--config DIR] [--section NAME] [--changed] [--json]
+
+Replays the server's choice of a profile on every machine stored in HWDIR
+(its .hw files), writing nothing and taking no lock, against the live
+configuration (CONFIGDIR of section NAME, default SERVER, of $EDEPLOY_CONF,
+else /etc/edeploy.conf, else the bundled legacy-config/) or, with --config,
+against DIR, a proposed copy of CONFIGDIR (state, .specs, .cmdb, .configure).
+Prints per machine the profile it would get now and the one it got last,
+then per profile the machines it would get against its count and free CMDB
+entries, and why machines would get nothing.
+
+Machines compete for counts and CMDB entries: they are replayed in the order
+they were last seen (oldest .hw file first), each taking what the server
+would give it after the earlier ones; a machine already installed with a
+profile (its own used CMDB entry, or its last decision) keeps it at no cost.
+A machine changes when it would get another profile than it got last; when
+its last decision is unknown, than the live configuration gives it (so only
+with --config). --changed lists only those, --json prints the plan as JSON.
+A .hw file that cannot be read is reported and skipped.
+
+Exit status: 0 when no machine would change, 1 when some would, 2 for a
+usage error or a configuration that cannot be read.";
 
 /// A command's outcome: `Ok(true)` exit 0, `Ok(false)` exit 1.
 type Answer = Result<bool>;
@@ -402,6 +428,40 @@ fn cmdb_used(args: &[String], out: &mut dyn Write) -> Answer {
     Ok(false)
 }
 
+/// A machine's last decision, from its sysname.
+// The decisions journal (issue 12, part 1) plugs in here; until then every
+// last decision is unknown.
+fn journal_last_decision(_sysname: &str) -> Option<Last> {
+    None
+}
+
+fn plan_cmd(args: &[String], out: &mut dyn Write) -> Answer {
+    let known = ["--config=", "--section=", "--changed", "--json"];
+    let Some(args) = split_args(args, &known, PLAN_USAGE)? else {
+        writeln!(out, "{PLAN_USAGE}")?;
+        return Ok(true);
+    };
+    if !args.positional.is_empty() {
+        return Err(usage("unexpected arguments", PLAN_USAGE));
+    }
+    let cfg = load_config(None, args.value("--section").unwrap_or("SERVER"))?;
+    let proposed = args.value("--config").map(Path::new);
+    let plan = plan::plan(&cfg, proposed, &journal_last_decision)?;
+    for row in &plan.rows {
+        if let plan::Decision::Unreadable { error } = &row.now {
+            eprintln!("edeploy: warning: {error}");
+        }
+    }
+    let only_changed = args.has("--changed");
+    if args.has("--json") {
+        serde_json::to_writer_pretty(&mut *out, &plan.to_json(only_changed))?;
+        writeln!(out)?;
+    } else {
+        plan.write_table(out, only_changed)?;
+    }
+    Ok(plan.changed() == 0)
+}
+
 fn help(args: &[String], out: &mut dyn Write) -> Answer {
     let text = match args.first().map(String::as_str) {
         None => USAGE,
@@ -409,6 +469,7 @@ fn help(args: &[String], out: &mut dyn Write) -> Answer {
         Some("explain") => EXPLAIN_USAGE,
         Some("check") => CHECK_USAGE,
         Some("cmdb-used") => CMDB_USED_USAGE,
+        Some("plan") => PLAN_USAGE,
         Some(other) => return Err(usage(format!("unknown command '{other}'"), USAGE)),
     };
     writeln!(out, "{text}")?;
@@ -424,6 +485,7 @@ fn run(args: &[String], out: &mut dyn Write) -> Answer {
         "explain" => explain_cmd(rest, out),
         "check" => check_cmd(rest, out),
         "cmdb-used" => cmdb_used(rest, out),
+        "plan" => plan_cmd(rest, out),
         "help" | "-h" | "--help" => help(rest, out),
         other => Err(usage(format!("unknown command '{other}'"), USAGE)),
     }
