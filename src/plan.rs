@@ -723,17 +723,18 @@ impl Plan {
     pub fn write_table(&self, out: &mut dyn Write, only_changed: bool) -> io::Result<()> {
         let examined = match &self.live_dir {
             Some(live) => format!(
-                "the proposed {} (live: {})",
+                "{} (proposed; live: {})",
                 self.config_dir.display(),
                 live.display()
             ),
-            None => format!("the live {}", self.config_dir.display()),
+            None => format!("{} (live)", self.config_dir.display()),
         };
         writeln!(
             out,
-            "{} machine(s) of {} replayed on {examined},\n\
-             oldest .hw file first, each taking counts and CMDB entries as the server\n\
-             would (a machine already installed with a profile keeps it at no cost).",
+            "Machines: {} in {}, oldest .hw file first\n\
+             Configuration: {examined}\n\
+             Each machine takes the counts and CMDB entries the server would give it\n\
+             after the earlier ones; one installed with a profile already keeps it.",
             self.rows.len(),
             self.hw_dir.display()
         )?;

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod apache;
+pub mod fleet;
 pub mod oracle;
 pub mod rng;
