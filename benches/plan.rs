@@ -9,7 +9,8 @@
 //!
 //! `cargo bench --bench plan`. Environment: EDEPLOY_BENCH_MACHINES (default
 //! 10000), EDEPLOY_BENCH_RUNS (default 5), EDEPLOY_BENCH_DIR (where the
-//! scratch tree goes). Target: the whole `edeploy plan` in at most 2 s.
+//! scratch tree goes), EDEPLOY_BENCH_KEEP=1 (keep it, to run `edeploy plan`
+//! on it by hand: its edeploy.conf is there). Target: the whole `edeploy plan` in at most 2 s.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -54,7 +55,7 @@ fn specs(kind: &str, net: &str) -> String {
 }
 
 fn kind(rack: usize) -> &'static str {
-    if rack % 2 == 0 {
+    if rack.is_multiple_of(2) {
         "hp"
     } else {
         "dell"
@@ -67,7 +68,7 @@ fn write_config(dir: &Path, machines: usize) {
     let mut state = String::from("[");
     for rack in 0..RACK_PROFILES {
         let profile = format!("rack{rack:02}-{}", kind(rack));
-        let count = if rack % 2 == 0 {
+        let count = if rack.is_multiple_of(2) {
             format!("{}", per_rack * 4 / 5)
         } else {
             "'*'".to_owned()
@@ -244,4 +245,7 @@ fn main() {
         );
     }
     println!("load average: {}", common::load_average());
+    if std::env::var_os("EDEPLOY_BENCH_KEEP").is_some() {
+        println!("kept {}", tmp.keep().display());
+    }
 }

@@ -453,9 +453,7 @@ fn last_decisions_decide_what_changes() {
     let site = site();
     let n = site.names.clone();
     let last = |sysname: &str| {
-        if sysname == n[0] {
-            Some(Last::Profile("dell".to_owned()))
-        } else if sysname == n[1] {
+        if sysname == n[0] || sysname == n[1] {
             Some(Last::Profile("dell".to_owned()))
         } else if sysname == n[4] || sysname == n[5] {
             Some(Last::Nothing)
