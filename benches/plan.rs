@@ -176,33 +176,24 @@ fn main() {
 
     let mut cfg = Config::for_dir(&config_dir);
     cfg.hw_dir = hw_dir.clone();
-    let mut read = Vec::new();
-    let mut replay = Vec::new();
+    let mut times = Vec::new();
     let mut answers = None;
     let cpu = cpu_time(libc::RUSAGE_SELF);
     for _ in 0..runs {
         let start = Instant::now();
-        let stored =
-            plan::read_machines(&cfg.hw_dir, cfg.max_hw_size, &cfg.hw_limits).expect("read HWDIR");
-        read.push(start.elapsed());
-        let start = Instant::now();
-        let lasts = vec![None; stored.len()];
-        let r = plan::replay(&cfg, &stored, &lasts).expect("replay");
-        replay.push(start.elapsed());
-        answers = Some(r);
+        answers = Some(plan::plan(&cfg, None, &|_| None).expect("plan"));
+        times.push(start.elapsed());
     }
     let answers = answers.expect("one run");
     let given: usize = answers.profiles.iter().map(|p| p.machines).sum();
     let turned_away: usize = answers.profiles.iter().map(|p| p.turned_away).sum();
     println!(
-        "in process, median of {runs}: read and parse {}, replay {} \
-         ({given} machines given a profile, {turned_away} turned away by a count), \
-         CPU time {} a run",
-        ms(median(read)),
-        ms(median(replay)),
+        "plan::plan in process: median {} of {runs}, CPU time {} a run \
+         ({given} machines given a profile, {turned_away} turned away by a count)",
+        ms(median(times)),
         ms((cpu_time(libc::RUSAGE_SELF) - cpu) / runs as u32),
     );
-    let nothing = answers.decisions.iter().find_map(|d| match d {
+    let nothing = answers.rows.iter().find_map(|r| match &r.now {
         plan::Decision::Profile { .. } => None,
         other => Some(other),
     });

@@ -53,16 +53,20 @@ use crate::spec::{self, Budget, Spec, SpecError};
 use crate::state::{Quota, State, StateError};
 use crate::store;
 
-/// A machine stored in HWDIR.
-#[derive(Debug)]
-pub struct Machine {
-    pub file: PathBuf,
+/// A machine stored in HWDIR, read, parsed and matched ahead.
+struct Machine {
+    file: PathBuf,
     /// When the server last saved its `.hw` file: the replay's order.
-    pub seen: SystemTime,
+    seen: SystemTime,
     /// The machine's name (from its hardware; from the file name when the
     /// file cannot be read), the key of its last decision.
-    pub sysname: String,
-    pub hardware: Result<Vec<Item>, MachineError>,
+    sysname: String,
+    /// For each configuration replayed, the matches made ahead.
+    ahead: Vec<Vec<Option<Tried>>>,
+    /// The file's text, kept when a replay may need more matches than were
+    /// made ahead (its hardware is parsed again then); the error when the
+    /// file could not be read.
+    source: Result<Option<Vec<u8>>, MachineError>,
 }
 
 /// Why a `.hw` file was not replayed.
@@ -180,10 +184,9 @@ pub struct CmdbUse {
 
 /// The answers of one configuration to every machine, in the machines'
 /// order.
-#[derive(Debug)]
-pub struct Replay {
-    pub decisions: Vec<Decision>,
-    pub profiles: Vec<ProfileUse>,
+struct Replay {
+    decisions: Vec<Decision>,
+    profiles: Vec<ProfileUse>,
 }
 
 /// One machine in the plan.
@@ -222,15 +225,28 @@ pub fn plan(
     proposed: Option<&Path>,
     last: &dyn Fn(&str) -> Option<Last>,
 ) -> Result<Plan, PlanError> {
-    let machines = read_machines(&cfg.hw_dir, cfg.max_hw_size, &cfg.hw_limits)?;
-    let lasts: Vec<Option<Last>> = machines.iter().map(|m| last(&m.sysname)).collect();
-    let live = replay(cfg, &machines, &lasts)?;
-    let (examined, now, live) = match proposed {
+    let live = Setup::load(cfg)?;
+    let proposed = match proposed {
         Some(dir) => {
             let mut proposed_cfg = cfg.clone();
             proposed_cfg.config_dir = Config::for_dir(dir).config_dir;
-            let now = replay(&proposed_cfg, &machines, &lasts)?;
-            (proposed_cfg.config_dir, now, Some(live))
+            Some(Setup::load(&proposed_cfg)?)
+        }
+        None => None,
+    };
+    let setups: Vec<&Setup> = [Some(&live), proposed.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut machines = read_machines(cfg, &setups)?;
+    let lasts: Vec<Option<Last>> = machines.iter().map(|m| last(&m.sysname)).collect();
+    let live_dir = proposed.as_ref().map(|_| cfg.config_dir.clone());
+    let live = live.replay(&mut machines, 0, &lasts, &cfg.hw_limits);
+    let (examined, now, live) = match proposed {
+        Some(proposed) => {
+            let dir = proposed.cfg.config_dir.clone();
+            let now = proposed.replay(&mut machines, 1, &lasts, &cfg.hw_limits);
+            (dir, now, Some(live))
         }
         None => (cfg.config_dir.clone(), live, None),
     };
@@ -255,7 +271,7 @@ pub fn plan(
         .collect();
     Ok(Plan {
         config_dir: examined,
-        live_dir: proposed.map(|_| cfg.config_dir.clone()),
+        live_dir,
         hw_dir: cfg.hw_dir.clone(),
         rows,
         profiles: now.profiles,
@@ -276,16 +292,14 @@ fn changed(now: &Decision, last: Option<&Last>, live: Option<&Decision>) -> bool
     }
 }
 
-/// Reads every `<sysname>.hw` of `hw_dir`, in the order they were last
-/// saved (oldest first, then by name), within the limits the server
-/// applies to an upload. The files are read and parsed in parallel; one
-/// that cannot be is kept with its error, which names its file (and line
-/// and column when its syntax is at fault).
-pub fn read_machines(
-    hw_dir: &Path,
-    max_size: u64,
-    limits: &HwLimits,
-) -> Result<Vec<Machine>, PlanError> {
+/// Reads every `<sysname>.hw` of HWDIR, in the order they were last saved
+/// (oldest first, then by name), within the limits the server applies to
+/// an upload, and matches each ahead for each of `setups`. The files are
+/// read, parsed and matched in parallel, one at a time per thread; one
+/// that cannot be read is kept with its error, which names its file (and
+/// line and column when its syntax is at fault).
+fn read_machines(cfg: &Config, setups: &[&Setup]) -> Result<Vec<Machine>, PlanError> {
+    let hw_dir = &cfg.hw_dir;
     let dir_error = |source| PlanError::Io {
         path: hw_dir.to_path_buf(),
         source,
@@ -300,12 +314,49 @@ pub fn read_machines(
             files.push(entry.path());
         }
     }
-    let mut machines = in_parallel(&files, |file| read_machine(file, max_size, limits));
+    let specs: Vec<_> = setups.iter().map(|s| (s.specs(), s.unlimited())).collect();
+    let mut machines = in_parallel(&files, |file| {
+        let (seen, read) = read_hw(file, cfg.max_hw_size);
+        let parsed = read.and_then(|src| Ok((hw::parse_hw_with(file, &src, &cfg.hw_limits)?, src)));
+        match parsed {
+            Ok((items, src)) => {
+                let mut complete = true;
+                let ahead = specs
+                    .iter()
+                    .map(|(specs, unlimited)| {
+                        let (ahead, all) = match_ahead(&items, specs, unlimited);
+                        complete &= all;
+                        ahead
+                    })
+                    .collect();
+                Machine {
+                    file: file.clone(),
+                    seen,
+                    sysname: hw::sysname_and_macs(&items).0,
+                    ahead,
+                    source: Ok((!complete).then_some(src)),
+                }
+            }
+            Err(e) => Machine {
+                file: file.clone(),
+                seen,
+                sysname: file
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+                    .trim_end_matches(".hw")
+                    .to_owned(),
+                ahead: Vec::new(),
+                source: Err(e),
+            },
+        }
+    });
     machines.sort_by(|a, b| a.seen.cmp(&b.seen).then_with(|| a.file.cmp(&b.file)));
     Ok(machines)
 }
 
-fn read_machine(file: &Path, max_size: u64, limits: &HwLimits) -> Machine {
+/// A `.hw` file's modification time and text, at most `max_size` bytes.
+fn read_hw(file: &Path, max_size: u64) -> (SystemTime, Result<Vec<u8>, MachineError>) {
     let io_error = |source| MachineError::Io {
         file: file.to_path_buf(),
         source,
@@ -329,23 +380,15 @@ fn read_machine(file: &Path, max_size: u64, limits: &HwLimits) -> Machine {
                 limit: max_size,
             });
         }
-        hw::parse_hw_with(file, &src, limits).map_err(MachineError::Hw)
+        Ok(src)
     };
-    let hardware = read();
-    let sysname = match &hardware {
-        Ok(items) => hw::sysname_and_macs(items).0,
-        Err(_) => file
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-            .trim_end_matches(".hw")
-            .to_owned(),
-    };
-    Machine {
-        file: file.to_path_buf(),
-        seen,
-        sysname,
-        hardware,
+    let read = read();
+    (seen, read)
+}
+
+impl From<HwError> for MachineError {
+    fn from(e: HwError) -> MachineError {
+        MachineError::Hw(e)
     }
 }
 
@@ -403,19 +446,26 @@ impl Tried {
 }
 
 /// The matches the replay of a machine needs for sure, made ahead in
-/// parallel: its profiles in order, until one matches (or fails).
-fn match_ahead(items: &[Item], specs: &[Option<&[Spec]>]) -> Vec<Option<Tried>> {
+/// parallel: its profiles in order, until one matches (or fails). And
+/// whether they are all the replay can need: the last one tried has no
+/// count to run out of (`unlimited`), or every profile was tried.
+fn match_ahead(
+    items: &[Item],
+    specs: &[Option<&[Spec]>],
+    unlimited: &[bool],
+) -> (Vec<Option<Tried>>, bool) {
     let mut ahead: Vec<Option<Tried>> = specs.iter().map(|_| None).collect();
-    for (slot, specs) in ahead.iter_mut().zip(specs) {
+    for (index, (slot, specs)) in ahead.iter_mut().zip(specs).enumerate() {
         let Some(specs) = specs else { continue };
         let tried = Tried::new(items, specs);
-        let last = !matches!(tried.result, Ok(None));
+        let stop = !matches!(tried.result, Ok(None));
         *slot = Some(tried);
-        if last {
-            break;
+        if stop {
+            let all = unlimited.get(index).copied().unwrap_or(false);
+            return (ahead, all);
         }
     }
-    ahead
+    (ahead, true)
 }
 
 /// A profile's files, read once for the whole replay. Errors are the
@@ -483,192 +533,269 @@ impl Files {
     }
 }
 
-/// Replays `cfg` on `machines` in their order (see the module's doc);
-/// `lasts[i]` is the last decision of `machines[i]`.
-pub fn replay(
-    cfg: &Config,
-    machines: &[Machine],
-    lasts: &[Option<Last>],
-) -> Result<Replay, PlanError> {
-    let state_file = cfg.config_dir.join("state");
-    let src = store::read_version(&state_file).map_err(|source| PlanError::Io {
-        path: state_file.clone(),
-        source,
-    })?;
-    let mut state = State::parse(&state_file, &src).map_err(PlanError::State)?;
-    let mut files: Vec<Files> = Vec::new();
-    let mut file_of: HashMap<&str, usize> = HashMap::new();
-    let names: Vec<String> = state.entries().iter().map(|e| e.profile.clone()).collect();
-    let slots: Vec<usize> = names
-        .iter()
-        .map(|name| {
-            *file_of.entry(name).or_insert_with(|| {
-                files.push(Files::read(cfg, &state, name));
-                files.len() - 1
-            })
-        })
-        .collect();
-    let mut profiles: Vec<ProfileUse> = state
-        .entries()
-        .iter()
-        .map(|e| ProfileUse {
-            profile: e.profile.clone(),
-            quota: e.quota,
-            left: e.quota,
-            machines: 0,
-            new: 0,
-            turned_away: 0,
-            cmdb: None,
-            cmdb_short: 0,
-        })
-        .collect();
-
-    let specs: Vec<Option<&[Spec]>> = slots
-        .iter()
-        .map(|&slot| match &files[slot].specs {
-            Ok(Some(specs)) => Some(specs.as_slice()),
-            _ => None,
-        })
-        .collect();
-    let ahead = in_parallel(machines, |m| match &m.hardware {
-        Ok(items) => match_ahead(items, &specs),
-        Err(_) => Vec::new(),
-    });
-    let mut decisions = Vec::with_capacity(machines.len());
-    for ((machine, last), mut ahead) in machines.iter().zip(lasts).zip(ahead) {
-        let decision = match &machine.hardware {
-            Ok(items) => decide(
-                cfg,
-                &mut state,
-                (&slots, &mut files),
-                &mut profiles,
-                (items, &mut ahead),
-                last.as_ref(),
-            ),
-            Err(e) => Decision::Unreadable {
-                error: e.to_string(),
-            },
-        };
-        decisions.push(decision);
-    }
-    for ((usage, entry), slot) in profiles.iter_mut().zip(state.entries()).zip(&slots) {
-        usage.left = entry.quota;
-        if let Ok(Some(held)) = &files[*slot].cmdb {
-            usage.cmdb = Some(CmdbUse {
-                entries: held.pool.len(),
-                free: held.free,
-                free_after: held.pool.free(),
-            });
-        }
-    }
-    Ok(Replay {
-        decisions,
-        profiles,
-    })
+/// A configuration to replay: its settings, its state and its profiles'
+/// files, which the replay changes in memory.
+struct Setup {
+    cfg: Config,
+    state: State,
+    files: Vec<Files>,
+    /// For each entry of the state file, its profile's files.
+    slots: Vec<usize>,
 }
 
-/// The server's profile loop for one machine, on the replay's state.
-/// `ahead` are the matches made ahead for this machine (see [`match_ahead`]).
-fn decide(
-    cfg: &Config,
-    state: &mut State,
-    (slots, files): (&[usize], &mut [Files]),
-    profiles: &mut [ProfileUse],
-    (items, ahead): (&[Item], &mut [Option<Tried>]),
-    last: Option<&Last>,
-) -> Decision {
-    let nothing = |reason: String| Decision::Nothing { reason };
-    let mut left = spec::MATCH_BUDGET;
-    // For the profiles the server would not try: never the server's budget.
-    let mut spare = spec::MATCH_BUDGET;
-    let mut tried = Vec::new();
-    for index in 0..slots.len() {
-        let entry = &state.entries()[index];
-        let has_quota = entry.quota.available();
-        let held_by_last = last == Some(&Last::Profile(entry.profile.clone()));
-        if has_quota {
-            tried.push(entry.profile.clone());
-        }
-        // Errors are the server's answer when it would serve this profile.
-        let mut serve = has_quota || held_by_last;
-        let profile_files = &mut files[slots[index]];
-        let specs = match &profile_files.specs {
-            Ok(Some(specs)) => specs,
-            Ok(None) => continue,
-            Err(e) if serve => return nothing(e.clone()),
-            Err(_) => continue,
-        };
-        let tried = match ahead.get_mut(index).and_then(Option::take) {
-            Some(tried) => tried,
-            None => Tried::new(items, specs),
-        };
-        let (vars, forced) = match tried.within(if has_quota { &mut left } else { &mut spare }) {
-            Ok(Some(matched)) => matched,
-            Ok(None) => continue,
-            Err(e) if serve => return nothing(e.to_string()),
-            Err(_) => continue,
-        };
-        let chosen: Result<Option<usize>, CmdbError> = match &profile_files.cmdb {
-            Ok(Some(held)) => held.pool.choose(&vars, &forced).map(Some),
-            Ok(None) => Ok(None),
-            Err(e) if serve => return nothing(e.clone()),
-            Err(_) => continue,
-        };
-        // The machine's own entry: used before the replay, given by no
-        // earlier machine of it.
-        let own = match (&profile_files.cmdb, &chosen) {
-            (Ok(Some(held)), Ok(Some(i))) => {
-                held.pool.entry(*i).is_some_and(cmdb::is_used) && !held.given[*i]
-            }
-            _ => false,
-        };
-        let kept = held_by_last || own;
-        serve |= kept;
-        if !serve {
-            profiles[index].turned_away += 1;
-            continue;
-        }
-        let chosen = match chosen {
-            Ok(chosen) => chosen,
-            Err(e) => {
-                if matches!(e, CmdbError::Exhausted { .. }) {
-                    profiles[index].cmdb_short += 1;
-                }
-                return nothing(e.to_string());
-            }
-        };
-        if let Err(e) = &profile_files.configure {
-            return nothing(e.clone());
-        }
-        if let (Some(i), Ok(Some(held))) = (chosen, &mut profile_files.cmdb) {
-            held.pool.take(i, &vars);
-            if let Some(given) = held.given.get_mut(i) {
-                *given = true;
-            }
-        }
-        let usage = &mut profiles[index];
-        usage.machines += 1;
-        if !kept {
-            state.consume(index);
-            usage.new += 1;
-        }
-        return Decision::Profile {
-            profile: usage.profile.clone(),
-            cmdb_entry: chosen,
-            kept,
-        };
+impl Setup {
+    fn load(cfg: &Config) -> Result<Setup, PlanError> {
+        let state_file = cfg.config_dir.join("state");
+        let src = store::read_version(&state_file).map_err(|source| PlanError::Io {
+            path: state_file.clone(),
+            source,
+        })?;
+        let state = State::parse(&state_file, &src).map_err(PlanError::State)?;
+        let mut files: Vec<Files> = Vec::new();
+        let mut file_of: HashMap<&str, usize> = HashMap::new();
+        let slots = state
+            .entries()
+            .iter()
+            .map(|entry| {
+                *file_of.entry(&entry.profile).or_insert_with(|| {
+                    files.push(Files::read(cfg, &state, &entry.profile));
+                    files.len() - 1
+                })
+            })
+            .collect();
+        Ok(Setup {
+            cfg: cfg.clone(),
+            state,
+            files,
+            slots,
+        })
     }
-    let error = if tried.is_empty() {
-        ProvisionError::NoQuota {
-            state_file: cfg.config_dir.join("state"),
+
+    /// Each entry's specs, when it has readable ones.
+    fn specs(&self) -> Vec<Option<&[Spec]>> {
+        self.slots
+            .iter()
+            .map(|&slot| match &self.files[slot].specs {
+                Ok(Some(specs)) => Some(specs.as_slice()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether each entry's count is `'*'`.
+    fn unlimited(&self) -> Vec<bool> {
+        let entries = self.state.entries();
+        entries
+            .iter()
+            .map(|e| e.quota == Quota::Unlimited)
+            .collect()
+    }
+
+    /// Replays the configuration on `machines` in their order (see the
+    /// module's doc), with the matches made ahead for it (`ahead[setup]`);
+    /// `lasts[i]` is the last decision of `machines[i]`.
+    fn replay(
+        mut self,
+        machines: &mut [Machine],
+        setup: usize,
+        lasts: &[Option<Last>],
+        limits: &HwLimits,
+    ) -> Replay {
+        let mut profiles: Vec<ProfileUse> = self
+            .state
+            .entries()
+            .iter()
+            .map(|e| ProfileUse {
+                profile: e.profile.clone(),
+                quota: e.quota,
+                left: e.quota,
+                machines: 0,
+                new: 0,
+                turned_away: 0,
+                cmdb: None,
+                cmdb_short: 0,
+            })
+            .collect();
+        let mut decisions = Vec::with_capacity(machines.len());
+        for (machine, last) in machines.iter_mut().zip(lasts) {
+            let decision = match &machine.source {
+                Ok(source) => {
+                    let mut ahead =
+                        std::mem::take(machine.ahead.get_mut(setup).unwrap_or(&mut Vec::new()));
+                    let hardware = Hardware {
+                        file: &machine.file,
+                        source: source.as_deref(),
+                        limits,
+                        items: None,
+                    };
+                    self.decide(&mut profiles, hardware, &mut ahead, last.as_ref())
+                }
+                Err(e) => Decision::Unreadable {
+                    error: e.to_string(),
+                },
+            };
+            decisions.push(decision);
         }
-    } else {
-        ProvisionError::NoMatch {
-            config_dir: cfg.config_dir.clone(),
-            profiles: tried,
+        let entries = self.state.entries();
+        for ((usage, entry), slot) in profiles.iter_mut().zip(entries).zip(&self.slots) {
+            usage.left = entry.quota;
+            if let Ok(Some(held)) = &self.files[*slot].cmdb {
+                usage.cmdb = Some(CmdbUse {
+                    entries: held.pool.len(),
+                    free: held.free,
+                    free_after: held.pool.free(),
+                });
+            }
         }
-    };
-    nothing(error.to_string())
+        Replay {
+            decisions,
+            profiles,
+        }
+    }
+}
+
+/// A machine's hardware when the replay needs more matches than were made
+/// ahead: parsed from the text kept (or read again) at the first need.
+struct Hardware<'a> {
+    file: &'a Path,
+    source: Option<&'a [u8]>,
+    limits: &'a HwLimits,
+    items: Option<Vec<Item>>,
+}
+
+impl Hardware<'_> {
+    fn items(&mut self) -> Result<&[Item], String> {
+        if self.items.is_none() {
+            let read;
+            let src = match self.source {
+                Some(src) => src,
+                None => {
+                    read = store::read_version(self.file)
+                        .map_err(|e| format!("{}: {e}", self.file.display()))?;
+                    &read
+                }
+            };
+            let items =
+                hw::parse_hw_with(self.file, src, self.limits).map_err(|e| e.to_string())?;
+            self.items = Some(items);
+        }
+        Ok(self.items.as_deref().unwrap_or_default())
+    }
+}
+
+impl Setup {
+    /// The server's profile loop for one machine, on the replay's state.
+    /// `ahead` are the matches made ahead for this machine (see [`match_ahead`]).
+    fn decide(
+        &mut self,
+        profiles: &mut [ProfileUse],
+        mut hardware: Hardware<'_>,
+        ahead: &mut [Option<Tried>],
+        last: Option<&Last>,
+    ) -> Decision {
+        let Setup {
+            cfg,
+            state,
+            files,
+            slots,
+        } = self;
+        let nothing = |reason: String| Decision::Nothing { reason };
+        let mut left = spec::MATCH_BUDGET;
+        // For the profiles the server would not try: never the server's budget.
+        let mut spare = spec::MATCH_BUDGET;
+        let mut tried = Vec::new();
+        for index in 0..slots.len() {
+            let entry = &state.entries()[index];
+            let has_quota = entry.quota.available();
+            let held_by_last = last == Some(&Last::Profile(entry.profile.clone()));
+            if has_quota {
+                tried.push(entry.profile.clone());
+            }
+            // Errors are the server's answer when it would serve this profile.
+            let mut serve = has_quota || held_by_last;
+            let profile_files = &mut files[slots[index]];
+            let specs = match &profile_files.specs {
+                Ok(Some(specs)) => specs,
+                Ok(None) => continue,
+                Err(e) if serve => return nothing(e.clone()),
+                Err(_) => continue,
+            };
+            let tried = match ahead.get_mut(index).and_then(Option::take) {
+                Some(tried) => tried,
+                None => match hardware.items() {
+                    Ok(items) => Tried::new(items, specs),
+                    Err(error) => return Decision::Unreadable { error },
+                },
+            };
+            let (vars, forced) = match tried.within(if has_quota { &mut left } else { &mut spare })
+            {
+                Ok(Some(matched)) => matched,
+                Ok(None) => continue,
+                Err(e) if serve => return nothing(e.to_string()),
+                Err(_) => continue,
+            };
+            let chosen: Result<Option<usize>, CmdbError> = match &profile_files.cmdb {
+                Ok(Some(held)) => held.pool.choose(&vars, &forced).map(Some),
+                Ok(None) => Ok(None),
+                Err(e) if serve => return nothing(e.clone()),
+                Err(_) => continue,
+            };
+            // The machine's own entry: used before the replay, given by no
+            // earlier machine of it.
+            let own = match (&profile_files.cmdb, &chosen) {
+                (Ok(Some(held)), Ok(Some(i))) => {
+                    held.pool.entry(*i).is_some_and(cmdb::is_used) && !held.given[*i]
+                }
+                _ => false,
+            };
+            let kept = held_by_last || own;
+            serve |= kept;
+            if !serve {
+                profiles[index].turned_away += 1;
+                continue;
+            }
+            let chosen = match chosen {
+                Ok(chosen) => chosen,
+                Err(e) => {
+                    if matches!(e, CmdbError::Exhausted { .. }) {
+                        profiles[index].cmdb_short += 1;
+                    }
+                    return nothing(e.to_string());
+                }
+            };
+            if let Err(e) = &profile_files.configure {
+                return nothing(e.clone());
+            }
+            if let (Some(i), Ok(Some(held))) = (chosen, &mut profile_files.cmdb) {
+                held.pool.take(i, &vars);
+                if let Some(given) = held.given.get_mut(i) {
+                    *given = true;
+                }
+            }
+            let usage = &mut profiles[index];
+            usage.machines += 1;
+            if !kept {
+                state.consume(index);
+                usage.new += 1;
+            }
+            return Decision::Profile {
+                profile: usage.profile.clone(),
+                cmdb_entry: chosen,
+                kept,
+            };
+        }
+        let error = if tried.is_empty() {
+            ProvisionError::NoQuota {
+                state_file: cfg.config_dir.join("state"),
+            }
+        } else {
+            ProvisionError::NoMatch {
+                config_dir: cfg.config_dir.clone(),
+                profiles: tried,
+            }
+        };
+        nothing(error.to_string())
+    }
 }
 
 /// Widest profile column of the tables, so that they fit 80 columns.
