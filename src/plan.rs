@@ -28,6 +28,14 @@
 //! installed machine is recognised, and how the machines turned away by an
 //! exhausted count are counted.
 //!
+//! The matching is most of the work, and the order only matters for the
+//! counts and CMDB entries: each `.hw` file is read, parsed and matched
+//! ahead in parallel (its profiles in order, until one matches), then the
+//! replay runs in order on those results. A machine whose replay may need
+//! more (the profile it matched has a count, which may run out) keeps its
+//! file's text, to be parsed again if it does; the others keep nothing of
+//! their hardware, so memory stays well below the size of HWDIR.
+//!
 //! The last decision of each machine comes from the caller (the journal):
 //! a machine changes when it would now get another profile than the one it
 //! got last, or a profile when it got none, or none when it got one. When

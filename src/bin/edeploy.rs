@@ -97,7 +97,8 @@ profile (its own used CMDB entry, or its last decision) keeps it at no cost.
 A machine changes when it would get another profile than it got last; when
 its last decision is unknown, than the live configuration gives it (so only
 with --config). --changed lists only those, --json prints the plan as JSON.
-A .hw file that cannot be read is reported and skipped.
+A .hw file that cannot be read is reported and skipped (the exit status
+does not count it).
 
 Exit status: 0 when no machine would change, 1 when some would, 2 for a
 usage error or a configuration that cannot be read.";
@@ -428,9 +429,9 @@ fn cmdb_used(args: &[String], out: &mut dyn Write) -> Answer {
     Ok(false)
 }
 
-/// A machine's last decision, from its sysname.
-// The decisions journal (issue 12, part 1) plugs in here; until then every
-// last decision is unknown.
+/// A machine's last decision, from its sysname: where the decisions
+/// journal (issue 12, part 1) plugs in. Until then every last decision is
+/// unknown.
 fn journal_last_decision(_sysname: &str) -> Option<Last> {
     None
 }
