@@ -715,7 +715,7 @@ impl Setup {
         for index in 0..slots.len() {
             let entry = &state.entries()[index];
             let has_quota = entry.quota.available();
-            let held_by_last = last == Some(&Last::Profile(entry.profile.clone()));
+            let held_by_last = matches!(last, Some(Last::Profile(p)) if *p == entry.profile);
             if has_quota {
                 tried.push(entry.profile.clone());
             }
@@ -752,7 +752,8 @@ impl Setup {
             // earlier machine of it.
             let own = match (&profile_files.cmdb, &chosen) {
                 (Ok(Some(held)), Ok(Some(i))) => {
-                    held.pool.entry(*i).is_some_and(cmdb::is_used) && !held.given[*i]
+                    let given = held.given.get(*i).copied().unwrap_or(true);
+                    held.pool.entry(*i).is_some_and(cmdb::is_used) && !given
                 }
                 _ => false,
             };
