@@ -112,6 +112,7 @@ pub enum Command {
     Explain(Explain),
     Check(Check),
     CmdbUsed(CmdbUsed),
+    Plan(Plan),
 }
 
 /// Does the machine match the specs? If not, why
@@ -188,6 +189,40 @@ pub struct CmdbUsed {
     /// The CMDB files to search, in order
     #[arg(required = true)]
     pub cmdb: Vec<PathBuf>,
+}
+
+/// Which stored machines a configuration moves
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Replays the server's choice of a profile on every machine stored in \
+HWDIR (its .hw files), writing nothing and taking no lock, against the live configuration \
+(CONFIGDIR of section NAME of $EDEPLOY_CONF, else /etc/edeploy.conf, else the bundled \
+legacy-config/) or, with --config, against DIR, a proposed copy of CONFIGDIR (state, .specs, \
+.cmdb, .configure). Prints per machine the profile it would get now and the one it got last \
+(from the decisions journal), then per profile the machines it would get against its count \
+and free CMDB entries, and why machines would get nothing.\n\n\
+Machines compete for counts and CMDB entries: they are replayed in the order they were last \
+seen (oldest .hw file first), each taking what the server would give it after the earlier \
+ones; a machine already installed with a profile (its own used CMDB entry, or its last \
+decision) keeps it at no cost. A machine changes when it would get another profile than it \
+got last; when its last decision is unknown, than the live configuration gives it (so only \
+with --config). A .hw file that cannot be read is reported and skipped.\n\n\
+Exit status: 0 when no machine would change, 1 when some would, 2 for a usage error or a \
+configuration that cannot be read."
+)]
+pub struct Plan {
+    /// A proposed configuration directory to replay instead of CONFIGDIR
+    #[arg(long, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// The section of the configuration file
+    #[arg(long, value_name = "NAME", default_value = "SERVER")]
+    pub section: String,
+    /// List only the machines that would change
+    #[arg(long)]
+    pub changed: bool,
+    /// Print the plan as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `edeploy gen-docs OUTDIR`: a hidden command for the packages, kept out

@@ -12,7 +12,7 @@
 //! dicts of plain strings and ints: those are printed straight from the
 //! source text, without building a `Dict`, unless they may be chosen.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -465,7 +465,7 @@ impl<'a> Scan<'a> {
                 candidate = true;
             }
         }
-        if self.unused.len() < self.keep && entry.get_str("used").is_none() {
+        if self.unused.len() < self.keep && !is_used(entry) {
             self.unused.push(index);
             candidate = true;
         }
@@ -489,6 +489,221 @@ impl<'a> Scan<'a> {
         }
         Ok(())
     }
+}
+
+/// A CMDB held in memory, to choose entries for many machines in a row
+/// without writing anything: the replay of `edeploy plan`. Unlike
+/// [`Pool`], which keeps only the entries a known batch may choose and
+/// prints the new text, it indexes every entry for choices not known in
+/// advance. Each choice is
+/// the one [`select_within`] makes on the file that the choices before it
+/// would have left (a test checks they agree).
+///
+/// A machine's variables are looked up through an index of the entries by
+/// item, and the first unused entry is remembered (entries are only ever
+/// taken), so that a choice costs little even in a CMDB of 65,536 entries.
+#[derive(Debug, Clone)]
+pub struct Indexed {
+    file: PathBuf,
+    entries: Vec<Dict>,
+    /// The entries holding each item of a text key, in order (or more:
+    /// an entry may have changed the value since): an entry including a
+    /// machine's variables holds each of them.
+    by_item: HashMap<(Vec<u8>, Key), Vec<usize>>,
+    /// No entry before it is unused.
+    first_free: usize,
+}
+
+/// What the index knows of a value: values equal in Python have the same
+/// `Key` (text by its bytes, numbers by their integer value when they have
+/// one); other values are not indexed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Text(Vec<u8>),
+    Integer(i128),
+    Float(u64),
+}
+
+fn key_of(value: &Value) -> Option<Key> {
+    Some(match value {
+        Value::Str(text) => Key::Text(text.clone()),
+        Value::Unicode(text) => Key::Text(text.as_bytes().to_vec()),
+        Value::Int(n) => Key::Integer(i128::from(*n)),
+        Value::Long(n) => Key::Integer(*n),
+        Value::Bool(b) => Key::Integer(i128::from(*b)),
+        // Saturating: huge floats share a key, which only costs a check.
+        Value::Float(f) if f.fract() == 0.0 => Key::Integer(*f as i128),
+        Value::Float(f) => Key::Float(f.to_bits()),
+        _ => return None,
+    })
+}
+
+/// An item's index key: a text key and an indexed value.
+fn item_key(key: &Value, value: &Value) -> Option<(Vec<u8>, Key)> {
+    let key = match key {
+        Value::Str(text) => text.clone(),
+        Value::Unicode(text) => text.as_bytes().to_vec(),
+        _ => return None,
+    };
+    Some((key, key_of(value)?))
+}
+
+impl Indexed {
+    /// Reads a CMDB file's text as [`select_within`] does: a list of dicts,
+    /// or a `generate()` model expanding to at most `max_generated` bytes of
+    /// text. `None` for an empty CMDB, which is no CMDB at all.
+    pub fn parse(
+        file: &Path,
+        src: &[u8],
+        max_generated: u64,
+    ) -> Result<Option<Indexed>, CmdbError> {
+        let mut entries = Vec::new();
+        let mut not_a_dict = None;
+        let mut each = |value: Value| match value {
+            Value::Dict(entry) => {
+                entries.push(entry);
+                Ok(())
+            }
+            _ => {
+                let index = entries.len();
+                not_a_dict = Some(index);
+                Err(ParseError {
+                    file: file.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                    message: format!("entry {index} is not a dict"),
+                })
+            }
+        };
+        let streamed = literal::parse_list_streaming(file, src, &mut each);
+        if let Some(index) = not_a_dict {
+            return Err(CmdbError::NotADict {
+                file: file.to_path_buf(),
+                index,
+            });
+        }
+        if let Streamed::Generate(model) = streamed.map_err(CmdbError::Parse)? {
+            let generated = generate::generate(&model).map_err(|source| CmdbError::Generate {
+                file: file.to_path_buf(),
+                source,
+            })?;
+            // The size of the text `select_within` prints as it expands:
+            // `[`, the entries separated by `,\n `, then `]\n`.
+            let mut size: u64 = 1;
+            let mut text = Vec::new();
+            for (index, value) in generated.enumerate() {
+                text.clear();
+                literal::format_at(&mut text, &value, 1, 1);
+                let separator = if index > 0 { 3 } else { 0 };
+                size = size.saturating_add(text.len() as u64 + separator);
+                if size.saturating_add(2) > max_generated {
+                    return Err(CmdbError::Generate {
+                        file: file.to_path_buf(),
+                        source: GenerateError::TooLarge {
+                            limit: max_generated,
+                        },
+                    });
+                }
+                match value {
+                    Value::Dict(entry) => entries.push(entry),
+                    _ => {
+                        return Err(CmdbError::NotADict {
+                            file: file.to_path_buf(),
+                            index,
+                        })
+                    }
+                }
+            }
+        }
+        let mut by_item: HashMap<(Vec<u8>, Key), Vec<usize>> = HashMap::new();
+        for (index, entry) in entries.iter().enumerate() {
+            for item in entry.iter().filter_map(|(k, v)| item_key(k, v)) {
+                by_item.entry(item).or_default().push(index);
+            }
+        }
+        Ok((!entries.is_empty()).then(|| Indexed {
+            file: file.to_path_buf(),
+            entries,
+            by_item,
+            first_free: 0,
+        }))
+    }
+
+    /// The first entry including `pref`.
+    fn including(&self, pref: &Dict) -> Option<usize> {
+        let indexed = pref.iter().filter_map(|(k, v)| item_key(k, v));
+        let shortest = indexed
+            .map(|item| self.by_item.get(&item).map_or(&[][..], Vec::as_slice))
+            .min_by_key(|entries| entries.len());
+        // No item the index knows: every entry is looked at.
+        let Some(candidates) = shortest else {
+            return self.entries.iter().position(|e| is_included(pref, e));
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|&i| self.entries.get(i).is_some_and(|e| is_included(pref, e)))
+    }
+
+    /// The entry the server would give a machine with these variables
+    /// (`forced`: its `$$` ones), without taking it.
+    pub fn choose(&self, vars: &Dict, forced: &Dict) -> Result<usize, CmdbError> {
+        let pref = if forced.is_empty() { vars } else { forced };
+        let unused = || {
+            let mut free = self.entries.iter().skip(self.first_free);
+            let next = free.position(|e| !is_used(e)).map(|i| self.first_free + i);
+            next.filter(|_| forced.is_empty())
+        };
+        self.including(pref)
+            .or_else(unused)
+            .ok_or_else(|| CmdbError::Exhausted {
+                file: self.file.clone(),
+                forced: !forced.is_empty(),
+            })
+    }
+
+    /// Gives entry `index` to a machine with variables `vars`, as the
+    /// server records it; returns the machine's variables merged with it.
+    pub fn take(&mut self, index: usize, vars: &Dict) -> Option<Dict> {
+        let entry = self.entries.get_mut(index)?;
+        entry.update(vars);
+        entry.insert(Value::str("used"), Value::Int(1));
+        for item in entry.iter().filter_map(|(k, v)| item_key(k, v)) {
+            let holding = self.by_item.entry(item).or_default();
+            if let Err(at) = holding.binary_search(&index) {
+                holding.insert(at, index);
+            }
+        }
+        let merged = entry.clone();
+        while self.entries.get(self.first_free).is_some_and(is_used) {
+            self.first_free += 1;
+        }
+        Some(merged)
+    }
+
+    pub fn entry(&self, index: usize) -> Option<&Dict> {
+        self.entries.get(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Never true: an empty CMDB is no pool.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries no machine was given yet (without a `used` key).
+    pub fn free(&self) -> usize {
+        self.entries.iter().filter(|e| !is_used(e)).count()
+    }
+}
+
+/// Whether a machine was given this entry: the legacy test is the presence
+/// of the key, whatever its value.
+pub fn is_used(entry: &Dict) -> bool {
+    entry.get_str("used").is_some()
 }
 
 #[cfg(test)]
@@ -838,6 +1053,96 @@ mod tests {
             }
         }
         assert!(flat > 300, "the fast lane was taken {flat} times");
+    }
+
+    /// Machines in a row: the pool gives each the entry `select` gives it
+    /// on the file the earlier machines left, with the same variables, and
+    /// fails as it does.
+    #[test]
+    fn pool_chooses_as_select_on_the_file_it_leaves() {
+        let mut rng = Rng(0x005e_ed0f_900d_cafe);
+        let var_pool = [
+            ("ip", "10.0.0.1"),
+            ("eth", "eth0"),
+            ("a", "b"),
+            ("mac", "T2"),
+        ];
+        let mut compared = 0;
+        for _ in 0..400 {
+            let n = 1 + rng.below(8);
+            let entries: Vec<String> = (0..n).map(|_| random_entry(&mut rng)).collect();
+            let mut src = format!("[{}]", entries.join(", ")).into_bytes();
+            let file = Path::new("r");
+            let pool = Indexed::parse(file, &src, DEFAULT_MAX_CMDB_SIZE);
+            let Ok(Some(mut pool)) = pool else {
+                let got = select(file, &src, &Dict::new(), &Dict::new());
+                match (pool, got) {
+                    (Ok(None), Ok(None)) => continue,
+                    (Err(p), Err(s)) => assert_eq!(p.to_string(), s.to_string()),
+                    (p, s) => panic!("{}: {p:?} vs {s:?}", String::from_utf8_lossy(&src)),
+                }
+                continue;
+            };
+            for _ in 0..6 {
+                let mut vars = Dict::new();
+                for _ in 0..1 + rng.below(2) {
+                    let (k, v) = var_pool[rng.below(var_pool.len())];
+                    vars.insert(Value::str(k), Value::str(v));
+                }
+                // Numbers equal across types, as the entries' 1, True, 1L.
+                let numbers = [
+                    Value::Int(1),
+                    Value::Float(1.0),
+                    Value::Bool(true),
+                    Value::Long(1),
+                    Value::Float(2.5),
+                    Value::Int(7),
+                ];
+                if rng.below(2) == 0 {
+                    let n = numbers[rng.below(numbers.len())].clone();
+                    vars.insert(Value::str("a"), n);
+                }
+                let forced = if rng.below(4) == 0 {
+                    vars.clone()
+                } else {
+                    Dict::new()
+                };
+                let want = select(file, &src, &vars, &forced);
+                let got = pool.choose(&vars, &forced);
+                match (got, want) {
+                    (Ok(index), Ok(Some(s))) => {
+                        assert_eq!(index, s.index);
+                        assert_eq!(pool.take(index, &vars), Some(s.vars));
+                        src = s.contents;
+                        compared += 1;
+                    }
+                    (Err(g), Err(w)) => assert_eq!(g.to_string(), w.to_string()),
+                    (g, w) => panic!("{}: {g:?} vs {w:?}", String::from_utf8_lossy(&src)),
+                }
+            }
+            let reparsed = Indexed::parse(file, &src, DEFAULT_MAX_CMDB_SIZE)
+                .unwrap()
+                .unwrap();
+            assert_eq!(reparsed.free(), pool.free());
+        }
+        assert!(compared > 300, "{compared} choices compared");
+    }
+
+    #[test]
+    fn pool_bounds_generated_cmdbs_as_select() {
+        let src = b"generate({'ip': '10.0.0.1-250', 'hostname': 'host-1-250'})";
+        let file = Path::new("g");
+        let vars = dict(&[("eth", "eth0")]);
+        let whole = select(file, src, &vars, &Dict::new()).unwrap().unwrap();
+        // The largest limit select refuses, and the smallest it accepts.
+        let mut limit = whole.contents.len() as u64;
+        while select_within(file, src, &vars, &Dict::new(), limit).is_ok() {
+            limit -= 1;
+        }
+        let refused = Indexed::parse(file, src, limit).unwrap_err();
+        assert!(matches!(refused, CmdbError::Generate { .. }), "{refused:?}");
+        let pool = Indexed::parse(file, src, limit + 1).unwrap().unwrap();
+        assert_eq!((pool.len(), pool.free()), (250, 250));
     }
 
     #[test]

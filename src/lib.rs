@@ -16,6 +16,7 @@ pub mod health;
 pub mod hw;
 pub mod literal;
 pub mod logs;
+pub mod plan;
 pub mod provision;
 pub mod pxemngr;
 pub(crate) mod pydict;

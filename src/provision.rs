@@ -625,15 +625,24 @@ fn try_profile(
         });
     };
     let specs = spec::parse_specs(specs_file, &src).map_err(ProvisionError::Spec)?;
-    let mut vars = Vars::new();
-    let mut forced = Vars::new();
-    let matched = spec::match_all_within(items, &specs, &mut vars, &mut forced, budget)
-        .map_err(ProvisionError::Spec)?
-        .then(|| (spec::vars_dict(&vars), spec::vars_dict(&forced)));
+    let matched = match_specs(items, &specs, budget).map_err(ProvisionError::Spec)?;
     Ok(Tried {
         specs: Some(src),
         matched,
     })
+}
+
+/// The variables a machine gets from a profile's specs, and its `$$` ones
+/// (what its CMDB entry is chosen by); `None` when the specs do not match.
+pub fn match_specs(
+    items: &[Item],
+    specs: &[spec::Spec],
+    budget: &mut spec::Budget,
+) -> Result<Option<(Dict, Dict)>, SpecError> {
+    let mut vars = Vars::new();
+    let mut forced = Vars::new();
+    let matched = spec::match_all_within(items, specs, &mut vars, &mut forced, budget)?;
+    Ok(matched.then(|| (spec::vars_dict(&vars), spec::vars_dict(&forced))))
 }
 
 /// A file's bytes (one whole version: see [`store::read_version`]), `None`

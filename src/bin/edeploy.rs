@@ -5,7 +5,8 @@
 //! runs: does this machine match these specs and if not why
 //! (`try-match`), which profile would the server give it (`explain`), is this
 //! configuration directory sound (`check`), was this machine provisioned
-//! (`cmdb-used`, the legacy `verify-cmdb.py`).
+//! (`cmdb-used`, the legacy `verify-cmdb.py`), which known machines would
+//! a configuration change move (`plan`).
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -13,11 +14,12 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use edeploy::check::{self, Positions, Severity};
-use edeploy::cli::{self, Check, CmdbUsed, Command, EdeployRun, Explain, GenDocs, TryMatch};
+use edeploy::cli::{self, Check, CmdbUsed, Command, EdeployRun, Explain, GenDocs, Plan, TryMatch};
 use edeploy::config::{self, Config};
 use edeploy::explain::{self, ConfigReport, Failure, ProfileOutcome, Verdict};
 use edeploy::hw::{self, Item};
 use edeploy::literal::{self, Streamed, Value};
+use edeploy::plan::{self, Last};
 use edeploy::spec::SpecError;
 use edeploy::state::Quota;
 use edeploy::{docs, generate, spec, store};
@@ -254,6 +256,30 @@ fn cmdb_used(args: &CmdbUsed, out: &mut dyn Write) -> Answer {
     Ok(false)
 }
 
+/// A machine's last decision, from its sysname: where the decisions
+/// journal (issue 12, part 1) plugs in. Until then every last decision is
+/// unknown.
+fn journal_last_decision(_sysname: &str) -> Option<Last> {
+    None
+}
+
+fn plan_cmd(args: &Plan, out: &mut dyn Write) -> Answer {
+    let cfg = load_config(None, &args.section)?;
+    let plan = plan::plan(&cfg, args.config.as_deref(), &journal_last_decision)?;
+    for row in &plan.rows {
+        if let plan::Decision::Unreadable { error } = &row.now {
+            eprintln!("edeploy: warning: {error}");
+        }
+    }
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &plan.to_json(args.changed))?;
+        writeln!(out)?;
+    } else {
+        plan.write_table(out, args.changed)?;
+    }
+    Ok(plan.changed() == 0)
+}
+
 fn gen_docs(args: &GenDocs, out: &mut dyn Write) -> Answer {
     for file in docs::write_all(&args.outdir)
         .with_context(|| format!("cannot write into {}", args.outdir.display()))?
@@ -269,6 +295,7 @@ fn run(run: &EdeployRun, out: &mut dyn Write) -> Answer {
         EdeployRun::Tool(Command::Explain(args)) => explain_cmd(args, out),
         EdeployRun::Tool(Command::Check(args)) => check_cmd(args, out),
         EdeployRun::Tool(Command::CmdbUsed(args)) => cmdb_used(args, out),
+        EdeployRun::Tool(Command::Plan(args)) => plan_cmd(args, out),
         EdeployRun::GenDocs(args) => gen_docs(args, out),
     }
 }

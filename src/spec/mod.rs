@@ -62,6 +62,17 @@ impl Budget {
     pub fn request() -> Budget {
         Budget::new(MATCH_BUDGET)
     }
+
+    /// The work left: a match that ran with the whole budget and spent
+    /// `total - left` ends the same way with any budget at least that large
+    /// (and with [`SpecError::TooComplex`] with a smaller one).
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
 }
 
 /// Why specs could not be used.
