@@ -428,10 +428,15 @@ fn killed_requests_leave_consistent_files_and_no_stale_lock() {
         // held than before it: most requests hold it only to take the
         // answer a batch committed for them, and exit within the delay
         // (tests/group_commit.rs kills a batch at each step in turn).
+        // They vary much from seed to seed (6 to 29 of 300 seen on a loaded
+        // machine), so the seeds are counted together.
         assert!(f.early_landed >= REQUESTS / 20, "seed {seed}: {f:?}");
-        assert!(f.transaction_landed >= REQUESTS / 60, "seed {seed}: {f:?}");
         total.add(&f);
     }
+    assert!(
+        total.transaction_landed >= SEEDS.len() * REQUESTS / 60,
+        "{total:?}"
+    );
     eprintln!(
         "{} seeds x {REQUESTS} requests ({PARALLEL} at a time): {} SIGKILLs sent, \
          {} landed ({} of {} sent 0-{}ms after the start, {} of {} sent 0-{}ms into a \
