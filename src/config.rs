@@ -1052,7 +1052,10 @@ for q in sys.argv[2:]:
             (500, 256)
         );
         assert_eq!(cfg.max_cmdb_size, 2 << 30);
-        assert_eq!(cfg.journal.as_deref(), Some(Path::new("/var/log/edeploy/journal")));
+        assert_eq!(
+            cfg.journal.as_deref(),
+            Some(Path::new("/var/log/edeploy/journal"))
+        );
         assert_eq!(cfg.journal_size, 10 << 20);
 
         let other = Config::load(&path, "OTHER", Path::new("/cgi")).unwrap();

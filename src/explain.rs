@@ -126,9 +126,8 @@ pub fn explain_specs(lines: &[Item], specs: &[Spec]) -> Result<Verdict, SpecErro
     if spec::match_all(lines, specs, &mut vars, &mut forced)? {
         return Ok(Verdict::Match { vars, forced });
     }
-    let (index, bound) = failing_prefix(specs, |prefix, v, f| {
-        spec::match_all(lines, prefix, v, f)
-    })?;
+    let (index, bound) =
+        failing_prefix(specs, |prefix, v, f| spec::match_all(lines, prefix, v, f))?;
     let Some(failing) = specs.get(index) else {
         // No specs always match; unreachable through match_all.
         return Ok(Verdict::Match { vars, forced });

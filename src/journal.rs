@@ -229,7 +229,7 @@ fn explain_profile(
     match explain::first_failing_spec(items, &specs, budget) {
         Ok(Some(i)) => (
             Some(i + 1),
-            specs.get(i).map(|s| explain::py_tuple(s)),
+            specs.get(i).map(explain::py_tuple),
             None,
         ),
         Ok(None) => note("matches now (the state or specs changed meanwhile)".to_owned()),
@@ -496,7 +496,10 @@ pub fn last_decisions(path: &Path) -> io::Result<HashMap<String, Record>> {
 
 /// A decision about a machine's installation (not a stored file).
 pub fn is_decision(d: &Decision) -> bool {
-    !matches!(d, Decision::LogStored { .. } | Decision::HealthStored { .. })
+    !matches!(
+        d,
+        Decision::LogStored { .. } | Decision::HealthStored { .. }
+    )
 }
 
 #[cfg(test)]
@@ -592,10 +595,7 @@ mod tests {
         text.extend_from_slice(b"{\"time\":\"cut short");
         fs::write(&path, text).unwrap();
         let names: Vec<_> = records(&path).into_iter().map(|r| r.sysname).collect();
-        assert_eq!(
-            names,
-            [Some("machine-1".into()), Some("machine-2".into())]
-        );
+        assert_eq!(names, [Some("machine-1".into()), Some("machine-2".into())]);
     }
 
     #[test]

@@ -191,7 +191,8 @@ pub fn store_log(log_dir: &Path, filename: &str, data: &[u8]) -> Result<StoredLo
 pub fn machine_of_log(name: &str) -> Option<&str> {
     let stem = name.strip_suffix(LOG_SUFFIX)?;
     let is_stamp = |s: &str| s.len() == 14 && s.bytes().all(|b| b.is_ascii_digit());
-    let is_counter = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+    let is_counter =
+        |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
     let unrotated = match stem.rsplit_once('.') {
         Some((rest, n)) if is_counter(n) => match rest.rsplit_once('.') {
             Some((machine, stamp)) if is_stamp(stamp) => Some(machine),
@@ -319,7 +320,10 @@ mod tests {
         for (name, machine) in [
             ("Dell-R630-ABC.log.gz", Some("Dell-R630-ABC")),
             ("Dell-R630-ABC.20240102030405.log.gz", Some("Dell-R630-ABC")),
-            ("Dell-R630-ABC.20240102030405.7.log.gz", Some("Dell-R630-ABC")),
+            (
+                "Dell-R630-ABC.20240102030405.7.log.gz",
+                Some("Dell-R630-ABC"),
+            ),
             ("a.b.7.log.gz", Some("a.b.7")),
             ("a.2024.log.gz", Some("a.2024")),
             (".log.gz", None),
