@@ -13,9 +13,10 @@
 //! needed and what a reader may see).
 
 use std::fmt;
-use std::io;
-use std::path::PathBuf;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
+use crate::check::Positions;
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::{HwValue, Item};
@@ -681,6 +682,66 @@ fn try_profile(cfg: &Config, state: &State, profile: &str, items: &[Item]) -> Pr
     }
     vars.insert(Value::str("edeploy-profile"), Value::str(profile));
     ProfileOutcome::Matched { vars, cmdb }
+}
+
+/// `path:line:col: ` for spec `index` of a specs file whose text is `src`.
+fn spec_location(path: &Path, src: &[u8], index: usize) -> String {
+    match Positions::new(src).at(&[0, index]) {
+        Some((line, column)) => format!("{}:{line}:{column}: ", path.display()),
+        None => format!("{}: ", path.display()),
+    }
+}
+
+/// A failure located in its specs file `path` (text `src`), as `edeploy
+/// try-match` prints it.
+pub fn failure_text(path: &Path, src: &[u8], failure: &Failure) -> String {
+    format!("{}{failure}", spec_location(path, src, failure.index))
+}
+
+/// The report as `edeploy explain` prints it (and the status page shows
+/// it): one paragraph per profile, then the answer.
+pub fn write_report(report: &ConfigReport, out: &mut dyn Write) -> io::Result<()> {
+    for p in &report.profiles {
+        let count = match p.quota {
+            Quota::Unlimited => "'*'".to_string(),
+            Quota::Remaining(n) => n.to_string(),
+        };
+        write!(out, "profile {} (count {count}): ", p.profile)?;
+        match &p.outcome {
+            ProfileOutcome::NoQuota => writeln!(out, "skipped: no installation left")?,
+            ProfileOutcome::NoSpecs { file } => {
+                writeln!(out, "no {}: never matches", file.display())?
+            }
+            ProfileOutcome::Failed { file, src, failure } => {
+                let text = failure_text(file, src, failure).replace('\n', "\n  ");
+                writeln!(out, "no match\n  {text}")?
+            }
+            ProfileOutcome::Matched { vars, cmdb } => {
+                writeln!(out, "matched")?;
+                if let Some((file, index)) = cmdb {
+                    writeln!(
+                        out,
+                        "  CMDB entry {index} of {} would be given",
+                        file.display()
+                    )?;
+                }
+                let mut text = Vec::new();
+                literal::format_at(&mut text, &Value::Dict(vars.clone()), 8, 0);
+                writeln!(out, "  var = {}", String::from_utf8_lossy(&text))?;
+            }
+            ProfileOutcome::CmdbExhausted { file, message } => writeln!(
+                out,
+                "matched, but {} has no entry for it: {message}",
+                file.display()
+            )?,
+            ProfileOutcome::Error(message) => writeln!(out, "error: {message}")?,
+            ProfileOutcome::NotTried => writeln!(out, "not tried")?,
+        }
+    }
+    match &report.answer {
+        Ok(profile) => writeln!(out, "answer: profile {profile} would be installed"),
+        Err(message) => writeln!(out, "answer: error: {message}"),
+    }
 }
 
 #[cfg(test)]

@@ -227,11 +227,7 @@ fn explain_profile(
         Err(e) => return note(e.to_string()),
     };
     match explain::first_failing_spec(items, &specs, budget) {
-        Ok(Some(i)) => (
-            Some(i + 1),
-            specs.get(i).map(explain::py_tuple),
-            None,
-        ),
+        Ok(Some(i)) => (Some(i + 1), specs.get(i).map(explain::py_tuple), None),
         Ok(None) => note("matches now (the state or specs changed meanwhile)".to_owned()),
         Err(spec::SpecError::TooComplex { .. }) => {
             note("not explained: the explanation's work budget ran out".to_owned())

@@ -12,14 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use edeploy::check::{self, Positions, Severity};
+use edeploy::check::{self, Severity};
 use edeploy::config::{self, Config};
-use edeploy::explain::{self, ConfigReport, Failure, ProfileOutcome, Verdict};
+use edeploy::explain::{self, failure_text, write_report, Verdict};
 use edeploy::generate;
 use edeploy::hw::{self, Item};
 use edeploy::literal::{self, Document, ParseError, Streamed, Value};
 use edeploy::spec;
-use edeploy::state::Quota;
 use edeploy::store;
 
 const USAGE: &str = "usage: edeploy COMMAND [ARGS...]
@@ -195,18 +194,6 @@ fn read_specs(path: &Path) -> Result<(Vec<spec::Spec>, Vec<u8>)> {
     Ok((spec::specs_from_value(path, &value)?, src))
 }
 
-/// `path:line:col: ` for spec `index` of a specs file.
-fn spec_location(path: &Path, src: &[u8], index: usize) -> String {
-    match Positions::new(src).at(&[0, index]) {
-        Some((line, column)) => format!("{}:{line}:{column}: ", path.display()),
-        None => format!("{}: ", path.display()),
-    }
-}
-
-fn failure_text(path: &Path, src: &[u8], failure: &Failure) -> String {
-    format!("{}{failure}", spec_location(path, src, failure.index))
-}
-
 fn try_match(args: &[String], out: &mut dyn Write) -> Answer {
     let Some(args) = split_args(args, &[], TRY_MATCH_USAGE)? else {
         writeln!(out, "{TRY_MATCH_USAGE}")?;
@@ -269,50 +256,6 @@ fn explain_cmd(args: &[String], out: &mut dyn Write) -> Answer {
     writeln!(out, "state: {}", report.state_file.display())?;
     write_report(&report, out)?;
     Ok(report.answer.is_ok())
-}
-
-fn write_report(report: &ConfigReport, out: &mut dyn Write) -> io::Result<()> {
-    for p in &report.profiles {
-        let count = match p.quota {
-            Quota::Unlimited => "'*'".to_string(),
-            Quota::Remaining(n) => n.to_string(),
-        };
-        write!(out, "profile {} (count {count}): ", p.profile)?;
-        match &p.outcome {
-            ProfileOutcome::NoQuota => writeln!(out, "skipped: no installation left")?,
-            ProfileOutcome::NoSpecs { file } => {
-                writeln!(out, "no {}: never matches", file.display())?
-            }
-            ProfileOutcome::Failed { file, src, failure } => {
-                let text = failure_text(file, src, failure).replace('\n', "\n  ");
-                writeln!(out, "no match\n  {text}")?
-            }
-            ProfileOutcome::Matched { vars, cmdb } => {
-                writeln!(out, "matched")?;
-                if let Some((file, index)) = cmdb {
-                    writeln!(
-                        out,
-                        "  CMDB entry {index} of {} would be given",
-                        file.display()
-                    )?;
-                }
-                let mut text = Vec::new();
-                literal::format_at(&mut text, &Value::Dict(vars.clone()), 8, 0);
-                writeln!(out, "  var = {}", String::from_utf8_lossy(&text))?;
-            }
-            ProfileOutcome::CmdbExhausted { file, message } => writeln!(
-                out,
-                "matched, but {} has no entry for it: {message}",
-                file.display()
-            )?,
-            ProfileOutcome::Error(message) => writeln!(out, "error: {message}")?,
-            ProfileOutcome::NotTried => writeln!(out, "not tried")?,
-        }
-    }
-    match &report.answer {
-        Ok(profile) => writeln!(out, "answer: profile {profile} would be installed"),
-        Err(message) => writeln!(out, "answer: error: {message}"),
-    }
 }
 
 fn check_cmd(args: &[String], out: &mut dyn Write) -> Answer {
