@@ -42,6 +42,7 @@ use crate::state::{Quota, State};
 use crate::store;
 
 pub mod cache;
+pub mod fleet;
 
 /// Most hardware files, and most logs, listed per section (the newest).
 pub const FILES_SHOWN: usize = 50;

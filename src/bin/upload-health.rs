@@ -119,11 +119,13 @@ fn handle(cfg: &Config, req: &Request, now: SystemTime) -> (Answer, Option<Strin
                 "info",
                 &format!("health result saved as {}", path.display()),
             );
-            let file = path
-                .strip_prefix(&cfg.health_dir)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
+            // Relative to HEALTHDIR, which the path names resolved.
+            let root = std::fs::canonicalize(&cfg.health_dir);
+            let relative = root.as_deref().map(|root| path.strip_prefix(root));
+            let file = match relative {
+                Ok(Ok(relative)) => relative.display().to_string(),
+                _ => path.display().to_string(),
+            };
             (
                 Answer::ok(Vec::new()),
                 Some(sysname),
