@@ -155,15 +155,34 @@ fn fleet() -> Fleet {
         assert!(answer.contains("var = "), "{real}: {answer}");
     }
     for i in 0..8 {
-        let hw = server("Supermicro", "SYS-1029P-WTR", &format!("S{i:04}"), i, 256, &[480, 480]);
-        let answer = post(&apache, "upload.py", &["section=SERVER"], &file("hw.json", &hw));
+        let hw = server(
+            "Supermicro",
+            "SYS-1029P-WTR",
+            &format!("S{i:04}"),
+            i,
+            256,
+            &[480, 480],
+        );
+        let answer = post(
+            &apache,
+            "upload.py",
+            &["section=SERVER"],
+            &file("hw.json", &hw),
+        );
         assert!(answer.contains("compute"), "{answer}");
     }
     // Too little memory, a small disk, another vendor (hostile serial).
     let unmatched = [
         server("Supermicro", "SYS-1029P-WTR", "S0100", 100, 32, &[480]),
         server("Supermicro", "SYS-1029P-WTR", "S0101", 101, 128, &[240]),
-        server("Lenovo", "ThinkSystem SR630", HOSTILE_SERIAL, 102, 192, &[960]),
+        server(
+            "Lenovo",
+            "ThinkSystem SR630",
+            HOSTILE_SERIAL,
+            102,
+            192,
+            &[960],
+        ),
     ];
     for hw in &unmatched {
         let answer = post(&apache, "upload.py", &[], &file("hw.json", hw));
@@ -172,19 +191,36 @@ fn fleet() -> Fleet {
     // A Dell whose serial has no CMDB entry.
     let dell = fs::read_to_string(Path::new(REAL_HW).join("hw/dell-poweredge-m520.hw")).unwrap();
     let other = dell.replace("9K9PW02", "9K9ZZ99");
-    let answer = post(&apache, "upload.py", &[], &file("dell.hw", other.as_bytes()));
+    let answer = post(
+        &apache,
+        "upload.py",
+        &[],
+        &file("dell.hw", other.as_bytes()),
+    );
     assert!(answer.contains("CMDB"), "{answer}");
     // An installed node that fails, and sends its log.
     let failing = server("Supermicro", "SYS-1029P-WTR", "S0200", 50, 256, &[960]);
     let answer = post(&apache, "upload.py", &[], &file("hw.json", &failing));
     assert!(answer.contains("compute"), "{answer}");
-    post(&apache, "upload.py", &["failure=compute"], &file("hw.json", &failing));
+    post(
+        &apache,
+        "upload.py",
+        &["failure=compute"],
+        &file("hw.json", &failing),
+    );
     let failed = sysname(&apache, "S0200");
     let log = file(&format!("{failed}.log.gz"), b"\x1f\x8bfake log");
     post(&apache, "upload.py", &[], &log);
     // Health results of three nodes.
     for i in 0..3 {
-        let hw = server("Supermicro", "SYS-1029P-WTR", &format!("S{i:04}"), i, 256, &[480, 480]);
+        let hw = server(
+            "Supermicro",
+            "SYS-1029P-WTR",
+            &format!("S{i:04}"),
+            i,
+            256,
+            &[480, 480],
+        );
         post(
             &apache,
             "upload-health.py",
@@ -231,14 +267,20 @@ fn fleet_views_through_apache_and_chromium() {
     assert_eq!(j["standings"]["failed"], 1);
     let rows = j["machines"].as_array().unwrap();
     assert_eq!(rows.len(), 15);
-    let seen: Vec<&str> = rows.iter().map(|r| r["last_seen"].as_str().unwrap()).collect();
+    let seen: Vec<&str> = rows
+        .iter()
+        .map(|r| r["last_seen"].as_str().unwrap())
+        .collect();
     assert!(seen.windows(2).all(|w| w[0] >= w[1]), "{seen:?}");
     let hp = rows.iter().find(|r| r["sysname"] == f.hp).unwrap();
     assert_eq!(hp["installed"]["profile"], "hp");
     assert_eq!(hp["installed"]["hostname"], "hp-2");
     // Its detection sent no memory total; the Dell's did.
     assert_eq!(hp["hardware"]["memory"], Json::Null);
-    let dell = rows.iter().find(|r| r["installed"]["profile"] == "dell").unwrap();
+    let dell = rows
+        .iter()
+        .find(|r| r["installed"]["profile"] == "dell")
+        .unwrap();
     assert_eq!(dell["hardware"]["memory"], 137438953472u64);
     assert_eq!(hp["hardware"]["cpus"], "2");
     assert_eq!(hp["hardware"]["disks"].as_array().unwrap().len(), 6);
@@ -269,7 +311,10 @@ fn fleet_views_through_apache_and_chromium() {
     assert_eq!(html.matches("<tr class=\"st-unmatched\">").count(), 3);
     assert_eq!(html.matches("<tr class=\"st-failed\">").count(), 1);
     assert_eq!(html.matches("<tr class=\"st-refused\">").count(), 1);
-    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{html}"
+    );
     assert!(!html.contains(HOSTILE_SERIAL));
 
     // An unmatched machine's page says why, profile by profile.
@@ -327,8 +372,13 @@ fn fleet_views_through_apache_and_chromium() {
     let path = session["runs"][0]["results"][0]["path"].as_str().unwrap();
     let (code, head, body) = fetch(&format!("{url}?view=health-result&path={path}"));
     assert_eq!(code, 200, "{head}");
-    assert!(String::from_utf8_lossy(&body).contains("('system', 'product', 'vendor', 'Supermicro')"));
-    let j = json(&format!("{url}?view=machine&name={}&format=json", sysname(&f.apache, "S0000")));
+    assert!(
+        String::from_utf8_lossy(&body).contains("('system', 'product', 'vendor', 'Supermicro')")
+    );
+    let j = json(&format!(
+        "{url}?view=machine&name={}&format=json",
+        sysname(&f.apache, "S0000")
+    ));
     assert_eq!(j["health"][0]["session"], "burnin");
 
     // Names not listed are not found, whatever they point to.
@@ -356,8 +406,14 @@ fn fleet_views_through_apache_and_chromium() {
     let shots = std::env::var_os("EDEPLOY_FLEET_SCREENSHOTS").map(PathBuf::from);
     let views = [
         ("machines", "?view=machines".to_owned()),
-        ("machines-unmatched", "?view=machines&standing=unmatched".to_owned()),
-        ("machine-unmatched", format!("?view=machine&name={}", f.unmatched)),
+        (
+            "machines-unmatched",
+            "?view=machines&standing=unmatched".to_owned(),
+        ),
+        (
+            "machine-unmatched",
+            format!("?view=machine&name={}", f.unmatched),
+        ),
         ("machine-failed", format!("?view=machine&name={}", f.failed)),
         ("machine-hp", format!("?view=machine&name={}", f.hp)),
         ("health", "?view=health".to_owned()),

@@ -42,7 +42,9 @@ enum Format {
 
 /// The query's parameters, decoded (`+` and `%XX`).
 fn parameters(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// `format=json` anywhere in the query string asks for JSON.
@@ -299,11 +301,13 @@ fn cgi_main() -> ExitCode {
     head.push_str(COMMON_HEADERS);
     head.push('\n');
     let mut out = std::io::stdout().lock();
-    let written = out.write_all(head.as_bytes()).and_then(|()| match answer.body {
-        Body::Bytes(body) => out.write_all(&body),
-        // At most the size announced, should the file grow meanwhile.
-        Body::File(file, size) => std::io::copy(&mut file.take(size), &mut out).map(|_| ()),
-    });
+    let written = out
+        .write_all(head.as_bytes())
+        .and_then(|()| match answer.body {
+            Body::Bytes(body) => out.write_all(&body),
+            // At most the size announced, should the file grow meanwhile.
+            Body::File(file, size) => std::io::copy(&mut file.take(size), &mut out).map(|_| ()),
+        });
     match written.and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

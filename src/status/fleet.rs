@@ -169,7 +169,7 @@ impl Seen {
             time: r.time.clone(),
             kind: r.decision.kind().to_owned(),
             profile: r.decision.profile().map(str::to_owned),
-            detail: detail(&r.decision),
+            detail: brief(&r.decision),
         });
         if let Decision::Configured {
             profile,
@@ -186,6 +186,32 @@ impl Seen {
                 ip: ip.clone(),
             });
         }
+    }
+}
+
+/// A decision's details in a few words, for a list: a machine that
+/// matched nothing lists the number of the spec each profile failed at,
+/// a refusal's reason is cut at 160 characters.
+pub fn brief(d: &Decision) -> String {
+    match d {
+        Decision::NoMatch { profiles, more } => {
+            let mut tried: Vec<String> = profiles
+                .iter()
+                .map(|t| match t.spec {
+                    Some(n) => format!("{} spec {n}", t.profile),
+                    None => t.profile.clone(),
+                })
+                .collect();
+            if *more > 0 {
+                tried.push(format!("{more} more"));
+            }
+            format!("failed {}", tried.join(", "))
+        }
+        Decision::Refused { status, reason } if reason.chars().count() > 160 => {
+            let cut: String = reason.chars().take(157).collect();
+            format!("{status}: {cut}...")
+        }
+        _ => detail(d),
     }
 }
 
@@ -661,8 +687,13 @@ fn is_run_name(name: &str) -> bool {
         })
 }
 
-/// The real directories (never links) and regular files of `dir`.
-fn listing(dir: &Path) -> io::Result<(Vec<String>, Vec<(String, fs::Metadata)>)> {
+/// The names of the real directories (never links) of a directory, and
+/// its regular files with their metadata.
+type Listing = (Vec<String>, Vec<(String, fs::Metadata)>);
+
+/// The real directories (never links) and regular files of `dir`, but
+/// hidden ones.
+fn listing(dir: &Path) -> io::Result<Listing> {
     let mut dirs = Vec::new();
     let mut files = Vec::new();
     for entry in fs::read_dir(dir)? {

@@ -10,6 +10,8 @@ use super::{escape_html, STYLE};
 use crate::journal::Record;
 
 const FLEET_STYLE: &str = "\
+body.wide{max-width:none}
+h1.machine{font-family:ui-monospace,monospace;font-size:1.45em;word-break:break-all}
 nav{margin:0 0 1em;padding:.4em 0;border-bottom:1px solid #ccc}
 nav a{margin-right:1.2em;text-decoration:none;color:#36c;font-weight:600}
 nav a.here{color:#222;border-bottom:3px solid #36c}
@@ -23,9 +25,11 @@ tr.st-unmatched td{background:#fff8e3}
 tr.st-unmatched td:first-child{border-left:4px solid #e0a100}
 tr.st-failed td,tr.st-refused td{background:#fdf0f0}
 tr.st-failed td:first-child,tr.st-refused td:first-child{border-left:4px solid #c62828}
-table.machines{width:100%;font-size:13px}
+table.machines{font-size:13px}
 table.machines td{white-space:nowrap}
-table.machines td.wrap{white-space:normal;max-width:22em}
+table.machines td.wrap{white-space:normal;min-width:12em;max-width:22em}
+table.machines td.name{white-space:normal;min-width:16em;max-width:20em;overflow-wrap:anywhere}
+table.machines td.serial{white-space:normal;max-width:9em;overflow-wrap:anywhere}
 .sub{color:#666;font-size:.88em}
 .mono{font-family:ui-monospace,monospace;font-size:.92em}
 .up{color:#17822f}.down{color:#aaa}
@@ -59,11 +63,17 @@ fn href(params: &[(&str, &str)]) -> String {
 }
 
 fn start(h: &mut String, title: &str, here: &str, section: &str) {
+    start_body(h, title, here, section, "");
+}
+
+/// [`start`], with `class` on the body (`wide`: the whole window).
+fn start_body(h: &mut String, title: &str, here: &str, section: &str, class: &str) {
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{} \u{2014} eDeploy</title>\n<style>\n{STYLE}{FLEET_STYLE}</style>\n</head>\n<body>\n",
+         <title>{} \u{2014} eDeploy</title>\n<style>\n{STYLE}{FLEET_STYLE}</style>\n</head>\n\
+         <body class=\"{class}\">\n",
         escape_html(title)
     );
     let links = [
@@ -121,6 +131,15 @@ fn badge(standing: &str) -> String {
     format!("<span class=\"badge b-{class}\">{label}</span>")
 }
 
+/// `1 run`, `2 runs`.
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn none() -> &'static str {
     "<span class=\"none\">-</span>"
 }
@@ -139,27 +158,45 @@ fn gib(bytes: u64) -> String {
     }
 }
 
+/// `3 (2×480 GB, 960 GB)`: the count, then the sizes, equal ones grouped.
 fn disks(hw: &Hardware) -> String {
     if hw.disks.is_empty() {
         return none().to_owned();
     }
-    let sizes: Vec<String> = hw
-        .disks
+    let mut groups: Vec<(&str, usize)> = Vec::new();
+    for d in &hw.disks {
+        let size = d.size.as_deref().unwrap_or("?");
+        match groups.iter_mut().find(|(s, _)| *s == size) {
+            Some((_, n)) => *n += 1,
+            None => groups.push((size, 1)),
+        }
+    }
+    let sizes: Vec<String> = groups
         .iter()
-        .map(|d| match &d.size {
-            Some(s) => format!("{} GB", escape_html(s)),
-            None => "?".to_owned(),
+        .map(|(size, n)| match n {
+            1 => format!("{} GB", escape_html(size)),
+            n => format!("{n}\u{00d7}{} GB", escape_html(size)),
         })
         .collect();
-    format!("{} <span class=\"sub\">({})</span>", hw.disks.len(), sizes.join(", "))
+    format!(
+        "{} <span class=\"sub\">({})</span>",
+        hw.disks.len(),
+        sizes.join(", ")
+    )
 }
 
-fn nics(hw: &Hardware, h: &mut String) {
+/// NICs listed in a row of the machines view (all on a machine's page).
+const NICS_IN_ROW: usize = 2;
+
+/// The NICs, those with a link first, at most `limit` of them.
+fn nics(hw: &Hardware, limit: usize, h: &mut String) {
     if hw.nics.is_empty() {
         h.push_str(none());
         return;
     }
-    for (i, n) in hw.nics.iter().enumerate() {
+    let mut sorted: Vec<_> = hw.nics.iter().collect();
+    sorted.sort_by_key(|n| n.link.as_deref() != Some("yes"));
+    for (i, n) in sorted.iter().take(limit).enumerate() {
         if i > 0 {
             h.push_str("<br>");
         }
@@ -176,6 +213,13 @@ fn nics(hw: &Hardware, h: &mut String) {
         if let Some(ip) = &n.ipv4 {
             let _ = write!(h, " <span class=\"sub\">{}</span>", escape_html(ip));
         }
+    }
+    if sorted.len() > limit {
+        let _ = write!(
+            h,
+            "<br><span class=\"sub\">+{} more</span>",
+            sorted.len() - limit
+        );
     }
 }
 
@@ -195,14 +239,14 @@ fn cpus(hw: &Hardware) -> String {
 /// The machines view.
 pub fn machines_html(m: &Machines, sections: &[String]) -> String {
     let mut h = String::with_capacity(64 * 1024);
-    start(&mut h, "Machines", "machines", &m.section);
+    start_body(&mut h, "Machines", "machines", &m.section, "wide");
     let _ = writeln!(
         h,
-        "<h1>Machines</h1>\n<p class=\"meta\">Section <code>[{}]</code> &middot; {} machines \
+        "<h1>Machines</h1>\n<p class=\"meta\">Section <code>[{}]</code> &middot; {} \
          from <code>{}</code> and the journal <code>{}</code> &middot; \
          <a href=\"{}\">JSON</a></p>",
         escape_html(&m.section),
-        m.total,
+        plural(m.total, "machine"),
         escape_html(&m.hw_dir),
         escape_html(m.journal.as_deref().unwrap_or("(off)")),
         href(&with_format(&filter_params(m, m.page))),
@@ -210,7 +254,11 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
     if sections.len() > 1 {
         h.push_str("<p class=\"chips\">Sections: ");
         for s in sections {
-            let class = if *s == m.section { " class=\"here\"" } else { "" };
+            let class = if *s == m.section {
+                " class=\"here\""
+            } else {
+                ""
+            };
             let _ = write!(
                 h,
                 "<a href=\"{}\"{class}>{}</a>",
@@ -223,7 +271,11 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
     errors(&mut h, &m.errors);
     // One chip per standing, with its count.
     h.push_str("<p class=\"chips\">");
-    let all_class = if m.filter.standing.is_none() { " class=\"here\"" } else { "" };
+    let all_class = if m.filter.standing.is_none() {
+        " class=\"here\""
+    } else {
+        ""
+    };
     let _ = write!(
         h,
         "<a href=\"{}\"{all_class}>all {}</a>",
@@ -240,7 +292,11 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
         let _ = write!(
             h,
             "<a href=\"{}\"{class}>{s} {n}</a>",
-            href(&[("view", "machines"), ("section", &m.section), ("standing", s)])
+            href(&[
+                ("view", "machines"),
+                ("section", &m.section),
+                ("standing", s)
+            ])
         );
     }
     h.push_str("</p>\n");
@@ -261,7 +317,7 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
             let st = machine.standing.as_str();
             let _ = write!(
                 h,
-                "<tr class=\"st-{st}\"><td><a href=\"{}\" class=\"mono\">{}</a>",
+                "<tr class=\"st-{st}\"><td class=\"name\"><a href=\"{}\" class=\"mono\">{}</a>",
                 href(&[
                     ("view", "machine"),
                     ("section", &m.section),
@@ -279,7 +335,7 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
                         .join(" ");
                     let _ = write!(
                         h,
-                        "<br><span class=\"sub\">{}</span></td><td class=\"mono\">{}</td>\
+                        "<br><span class=\"sub\">{}</span></td><td class=\"mono serial\">{}</td>\
                          <td>{}</td><td class=\"num\">{}</td><td>{}</td><td>",
                         escape_html(&model),
                         opt(&hw.serial),
@@ -287,7 +343,7 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
                         hw.memory.map_or_else(|| none().to_owned(), gib),
                         disks(hw),
                     );
-                    nics(hw, &mut h);
+                    nics(hw, NICS_IN_ROW, &mut h);
                     h.push_str("</td>");
                 }
                 None => {
@@ -298,10 +354,18 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
                     let _ = write!(h, "</td><td colspan=\"5\" class=\"wrap\">{why}</td>");
                 }
             }
-            let seen = machine
-                .last_seen
-                .as_deref()
-                .map_or_else(|| none().to_owned(), |t| escape_html(&when(t)));
+            // Day, then time: a narrower column.
+            let seen = machine.last_seen.as_deref().map_or_else(
+                || none().to_owned(),
+                |t| match when(t).split_once(' ') {
+                    Some((day, time)) => format!(
+                        "{}<br><span class=\"sub\">{}</span>",
+                        escape_html(day),
+                        escape_html(time)
+                    ),
+                    None => escape_html(t),
+                },
+            );
             let decision = match &machine.last_decision {
                 Some(d) => format!(
                     "{} <span class=\"sub\">{}</span>",
@@ -313,7 +377,11 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
             let (profile, host) = match &machine.installed {
                 Some(i) => (
                     escape_html(&i.profile),
-                    format!("{}<br><span class=\"sub\">{}</span>", opt(&i.hostname), opt(&i.ip)),
+                    format!(
+                        "{}<br><span class=\"sub\">{}</span>",
+                        opt(&i.hostname),
+                        opt(&i.ip)
+                    ),
                 ),
                 None => (none().to_owned(), none().to_owned()),
             };
@@ -331,7 +399,10 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
 }
 
 fn filter_params(m: &Machines, page: usize) -> Vec<(&'static str, String)> {
-    let mut p = vec![("view", "machines".to_owned()), ("section", m.section.clone())];
+    let mut p = vec![
+        ("view", "machines".to_owned()),
+        ("section", m.section.clone()),
+    ];
     if let Some(v) = &m.filter.profile {
         p.push(("profile", v.clone()));
     }
@@ -426,7 +497,7 @@ pub fn machine_html(p: &MachinePage) -> String {
     start(&mut h, &m.sysname, "machines", &p.section);
     let _ = writeln!(
         h,
-        "<h1 class=\"mono\">{}</h1>\n<p class=\"meta\">{} Section <code>[{}]</code> &middot; \
+        "<h1 class=\"machine\">{}</h1>\n<p class=\"meta\">{} Section <code>[{}]</code> &middot; \
          <a href=\"{}\">JSON</a></p>",
         escape_html(&m.sysname),
         badge(m.standing.as_str()),
@@ -477,7 +548,7 @@ pub fn machine_html(p: &MachinePage) -> String {
             disks(hw),
         );
         h.push_str("<div class=\"card\"><h4>NICs</h4>");
-        nics(hw, &mut h);
+        nics(hw, usize::MAX, &mut h);
         h.push_str("</div>\n");
     }
     match &m.installed {
@@ -527,8 +598,8 @@ pub fn machine_html(p: &MachinePage) -> String {
 
     let _ = writeln!(
         h,
-        "<h2>Decision history</h2>\n<p class=\"meta\">{} journal lines{}.</p>",
-        p.history_total,
+        "<h2>Decision history</h2>\n<p class=\"meta\">{}{}.</p>",
+        plural(p.history_total, "journal line"),
         if p.history_total > p.history.len() {
             format!(", the newest {} shown", p.history.len())
         } else {
@@ -656,16 +727,16 @@ pub fn health_html(health: &Health) -> String {
         };
         let _ = writeln!(
             h,
-            "<h2>{name}</h2>\n<p class=\"meta\">{} runs, {} machines.</p>",
-            s.runs.len(),
-            s.machines
+            "<h2>{name}</h2>\n<p class=\"meta\">{}, {}.</p>",
+            plural(s.runs.len(), "run"),
+            plural(s.machines, "machine")
         );
         for run in &s.runs {
             let _ = writeln!(
                 h,
-                "<h3>Run {} <span class=\"sub\">({} machines)</span></h3>",
+                "<h3>Run {} <span class=\"sub\">({})</span></h3>",
                 escape_html(&run.name),
-                run.results.len()
+                plural(run.results.len(), "machine")
             );
             h.push_str(
                 "<table class=\"files\">\n<thead><tr><th>Machine</th><th>Result</th>\
@@ -710,7 +781,10 @@ mod tests {
 
     #[test]
     fn times_and_sizes_for_people() {
-        assert_eq!(when("2026-12-03T06:50:01.123456Z"), "2026-12-03 06:50:01 UTC");
+        assert_eq!(
+            when("2026-12-03T06:50:01.123456Z"),
+            "2026-12-03 06:50:01 UTC"
+        );
         assert_eq!(when("odd"), "odd");
         assert_eq!(gib(137438953472), "128 GiB");
         assert_eq!(gib(1 << 29), "0.5 GiB");
