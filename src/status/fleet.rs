@@ -309,23 +309,6 @@ pub struct Machine {
     pub installed: Option<Installed>,
 }
 
-impl Machine {
-    /// Does `text` (lower case) occur in its MACs, serial, hostname, IPs or
-    /// name?
-    fn mentions(&self, text: &str) -> bool {
-        let has = |s: &str| s.to_lowercase().contains(text);
-        let opt = |s: &Option<String>| s.as_deref().is_some_and(has);
-        has(&self.sysname)
-            || self.hardware.as_ref().is_some_and(|h| {
-                opt(&h.serial) || h.nics.iter().any(|n| opt(&n.mac) || opt(&n.ipv4))
-            })
-            || self
-                .installed
-                .as_ref()
-                .is_some_and(|i| opt(&i.hostname) || opt(&i.ip))
-    }
-}
-
 /// The filters of the machines view.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Filter {
@@ -362,63 +345,104 @@ pub struct Machines {
     pub errors: Vec<String>,
 }
 
+/// A machine of the list before it is shown: its hardware summary is only
+/// decoded for the rows of the page.
+struct Row {
+    machine: Machine,
+    hw: Option<index::HwEntry>,
+}
+
+impl Row {
+    /// Does `text` (lower case) occur in its MACs, serial, hostname, IPs
+    /// or name?
+    fn mentions(&self, text: &str) -> bool {
+        let opt = |s: &Option<String>| {
+            s.as_deref()
+                .is_some_and(|s| s.to_lowercase().contains(text))
+        };
+        self.machine.sysname.to_lowercase().contains(text)
+            || self.hw.as_ref().is_some_and(|h| h.search.contains(text))
+            || self
+                .machine
+                .installed
+                .as_ref()
+                .is_some_and(|i| opt(&i.hostname) || opt(&i.ip))
+    }
+
+    /// The machine, with its hardware.
+    fn into_machine(self) -> Machine {
+        let mut m = self.machine;
+        if let Some(hw) = self.hw {
+            match hw.summary() {
+                Ok(h) => m.hardware = Some(h),
+                Err(e) => m.hw_error = Some(e),
+            }
+        }
+        m
+    }
+}
+
 /// Every machine of the section whose settings are `cfg`, newest first.
-fn all_machines(cfg: &Config, section: &str, errors: &mut Vec<String>) -> Vec<Machine> {
+fn all_rows(cfg: &Config, section: &str, errors: &mut Vec<String>) -> Vec<Row> {
     let index = index::load_and_update(cfg, errors);
-    let empty = BTreeMap::new();
     let seen = index
         .journal
-        .as_ref()
-        .and_then(|j| j.sections.get(section))
-        .unwrap_or(&empty);
-    let mut machines: BTreeMap<String, Machine> = BTreeMap::new();
-    for (file, entry) in &index.hw {
-        let Some(sysname) = file.strip_suffix(".hw") else {
+        .and_then(|mut j| j.sections.remove(section))
+        .unwrap_or_default();
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    for (file, entry) in index.hw {
+        let Some(sysname) = file.strip_suffix(".hw").map(str::to_owned) else {
             continue;
         };
-        let (hardware, hw_error) = match &entry.summary {
-            Ok(h) => (Some(h.clone()), None),
-            Err(e) => (None, Some(e.clone())),
+        let machine = Machine {
+            sysname: sysname.clone(),
+            hw_file: Some(file),
+            hardware: None,
+            hw_error: None,
+            last_seen: Some(journal::timestamp(
+                UNIX_EPOCH + std::time::Duration::from_micros(entry.mtime_micros),
+            )),
+            standing: Standing::Unknown,
+            last_decision: None,
+            installed: None,
         };
-        machines.insert(
-            sysname.to_owned(),
-            Machine {
-                sysname: sysname.to_owned(),
-                hw_file: Some(file.clone()),
-                hardware,
-                hw_error,
-                last_seen: Some(journal::timestamp(
-                    UNIX_EPOCH + std::time::Duration::from_micros(entry.mtime_micros),
-                )),
-                standing: Standing::Unknown,
-                last_decision: None,
-                installed: None,
+        rows.insert(
+            sysname,
+            Row {
+                machine,
+                hw: Some(entry),
             },
         );
     }
     for (sysname, s) in seen {
-        let m = machines.entry(hw_stem(sysname)).or_insert_with(|| Machine {
-            sysname: hw_stem(sysname),
-            hw_file: None,
-            hardware: None,
-            hw_error: None,
-            last_seen: None,
-            standing: Standing::Unknown,
-            last_decision: None,
-            installed: None,
+        let stem = hw_stem(&sysname);
+        let row = rows.entry(stem.clone()).or_insert_with(|| Row {
+            machine: Machine {
+                sysname: stem,
+                hw_file: None,
+                hardware: None,
+                hw_error: None,
+                last_seen: None,
+                standing: Standing::Unknown,
+                last_decision: None,
+                installed: None,
+            },
+            hw: None,
         });
-        if m.last_seen.as_deref() < Some(s.last_time.as_str()) {
-            m.last_seen = Some(s.last_time.clone());
-        }
+        let m = &mut row.machine;
         m.standing = Standing::of(s.last.as_ref());
-        m.last_decision = s.last.clone();
-        m.installed = s.installed.clone();
+        if m.last_seen.as_deref() < Some(s.last_time.as_str()) {
+            m.last_seen = Some(s.last_time);
+        }
+        m.last_decision = s.last;
+        m.installed = s.installed;
     }
-    let mut all: Vec<Machine> = machines.into_values().collect();
+    let mut all: Vec<Row> = rows.into_values().collect();
     all.sort_by(|a, b| {
-        b.last_seen
-            .cmp(&a.last_seen)
-            .then_with(|| a.sysname.cmp(&b.sysname))
+        b.machine
+            .last_seen
+            .cmp(&a.machine.last_seen)
+            .then_with(|| a.machine.sysname.cmp(&b.machine.sysname))
     });
     all
 }
@@ -433,10 +457,10 @@ fn hw_stem(sysname: &str) -> String {
 /// The machines view of `section` (settings `cfg`) with `filter`.
 pub fn machines(cfg: &Config, section: &str, filter: Filter) -> Machines {
     let mut errors = Vec::new();
-    let all = all_machines(cfg, section, &mut errors);
+    let all = all_rows(cfg, section, &mut errors);
     let mut standings = BTreeMap::new();
     let mut profiles = BTreeSet::new();
-    for m in &all {
+    for m in all.iter().map(|r| &r.machine) {
         *standings.entry(m.standing.as_str().to_owned()).or_insert(0) += 1;
         if let Some(i) = &m.installed {
             profiles.insert(i.profile.clone());
@@ -444,9 +468,11 @@ pub fn machines(cfg: &Config, section: &str, filter: Filter) -> Machines {
     }
     let search = filter.search.as_deref().map(|s| s.trim().to_lowercase());
     let search = search.filter(|s| !s.is_empty());
-    let matching: Vec<Machine> = all
+    let matching: Vec<usize> = all
         .iter()
-        .filter(|m| {
+        .enumerate()
+        .filter(|(_, row)| {
+            let m = &row.machine;
             filter
                 .profile
                 .as_deref()
@@ -455,23 +481,27 @@ pub fn machines(cfg: &Config, section: &str, filter: Filter) -> Machines {
                     .standing
                     .as_deref()
                     .is_none_or(|s| m.standing.as_str() == s)
-                && search.as_deref().is_none_or(|s| m.mentions(s))
+                && search.as_deref().is_none_or(|s| row.mentions(s))
         })
-        .cloned()
+        .map(|(i, _)| i)
         .collect();
     let pages = matching.len().div_ceil(PAGE_SIZE).max(1);
     let page = filter.page.clamp(1, pages);
+    let total = all.len();
+    // Only the rows shown are moved out; the others are dropped whole.
+    let mut all: Vec<Option<Row>> = all.into_iter().map(Some).collect();
     let machines = matching
         .iter()
         .skip((page - 1) * PAGE_SIZE)
         .take(PAGE_SIZE)
-        .cloned()
+        .filter_map(|&i| all.get_mut(i)?.take())
+        .map(Row::into_machine)
         .collect();
     Machines {
         section: section.to_owned(),
         hw_dir: cfg.hw_dir.display().to_string(),
         journal: cfg.journal.as_ref().map(|p| p.display().to_string()),
-        total: all.len(),
+        total,
         standings,
         profiles: profiles.into_iter().collect(),
         matching: matching.len(),
@@ -528,9 +558,10 @@ pub struct HealthResult {
 /// HWDIR or the journal).
 pub fn machine(cfg: &Config, section: &str, name: &str) -> Option<MachinePage> {
     let mut errors = Vec::new();
-    let machine = all_machines(cfg, section, &mut errors)
+    let machine = all_rows(cfg, section, &mut errors)
         .into_iter()
-        .find(|m| m.sysname == name)?;
+        .find(|r| r.machine.sysname == name)?
+        .into_machine();
     let mut hardware_lines = Vec::new();
     let mut explain_text = None;
     if let Some(file) = &machine.hw_file {
