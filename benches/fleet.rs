@@ -20,6 +20,9 @@
 //! - as the CGI, the release `status` binary run as Apache runs it: wall
 //!   time (it runs as a `SCHED_IDLE` task, so on a busy machine the wall
 //!   time is mostly waiting for the CPU) and CPU time.
+//!
+//! `EDEPLOY_BENCH_KEEP=1` keeps the site for a closer look (its path is
+//! printed last).
 
 mod common;
 
@@ -369,4 +372,7 @@ fn main() {
         );
     }
     println!("load average after: {}", common::load_average());
+    if std::env::var_os("EDEPLOY_BENCH_KEEP").is_some() {
+        println!("site kept in {}", scratch.keep().display());
+    }
 }

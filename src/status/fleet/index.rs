@@ -1,5 +1,5 @@
 //! The index of the machines view, kept in HWDIR as
-//! `.edeploy-fleet.status`: each `.hw` file's summary by file identity,
+//! `.edeploy-fleet/index`: each `.hw` file's summary by file identity,
 //! and each machine's journal summary with how far the journal was read.
 //!
 //! A view stats the `.hw` files and parses only those whose identity
@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,8 +40,9 @@ use crate::hw;
 use crate::journal;
 use crate::store;
 
-/// The index's file name in HWDIR.
-pub const FILE_NAME: &str = ".edeploy-fleet.status";
+/// The directory of the index in HWDIR. The index is replaced there, not
+/// in HWDIR itself, so that writing it does not change HWDIR.
+pub const DIR_NAME: &str = ".edeploy-fleet";
 
 /// The format of the index this version writes; others are rebuilt.
 const FORMAT: u32 = 2;
@@ -263,6 +264,9 @@ pub fn load_and_update(cfg: &Config, errors: &mut Vec<String>) -> Index {
     if changed {
         if let Ok(text) = postcard::to_stdvec(&index) {
             // A failure only means the next view does the work again.
+            if let Some(dir) = path.parent() {
+                let _ = fs::DirBuilder::new().mode(0o700).create(dir);
+            }
             let _ = store::replace_cache_file(&path, &text);
         }
     }
