@@ -383,14 +383,13 @@ impl Row {
 }
 
 /// Every machine of the section whose settings are `cfg`, newest first.
-fn all_rows(cfg: &Config, section: &str, errors: &mut Vec<String>) -> Vec<Box<Row>> {
+fn all_rows(cfg: &Config, section: &str, errors: &mut Vec<String>) -> Vec<Row> {
     let index = index::load_and_update(cfg, errors);
     let seen = index
         .journal
         .and_then(|mut j| j.sections.remove(section))
         .unwrap_or_default();
-    // Boxed: sorting ten thousand rows moves pointers, not rows.
-    let mut rows: BTreeMap<String, Box<Row>> = BTreeMap::new();
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     for (file, entry) in index.hw {
         let Some(sysname) = file.strip_suffix(".hw").map(str::to_owned) else {
             continue;
@@ -409,28 +408,26 @@ fn all_rows(cfg: &Config, section: &str, errors: &mut Vec<String>) -> Vec<Box<Ro
         };
         rows.insert(
             sysname,
-            Box::new(Row {
+            Row {
                 machine,
                 hw: Some(entry),
-            }),
+            },
         );
     }
     for (sysname, s) in seen {
         let stem = hw_stem(&sysname);
-        let row = rows.entry(stem.clone()).or_insert_with(|| {
-            Box::new(Row {
-                machine: Machine {
-                    sysname: stem,
-                    hw_file: None,
-                    hardware: None,
-                    hw_error: None,
-                    last_seen: None,
-                    standing: Standing::Unknown,
-                    last_decision: None,
-                    installed: None,
-                },
-                hw: None,
-            })
+        let row = rows.entry(stem.clone()).or_insert_with(|| Row {
+            machine: Machine {
+                sysname: stem,
+                hw_file: None,
+                hardware: None,
+                hw_error: None,
+                last_seen: None,
+                standing: Standing::Unknown,
+                last_decision: None,
+                installed: None,
+            },
+            hw: None,
         });
         let m = &mut row.machine;
         m.standing = Standing::of(s.last.as_ref());
@@ -440,7 +437,7 @@ fn all_rows(cfg: &Config, section: &str, errors: &mut Vec<String>) -> Vec<Box<Ro
         m.last_decision = s.last;
         m.installed = s.installed;
     }
-    let mut all: Vec<Box<Row>> = rows.into_values().collect();
+    let mut all: Vec<Row> = rows.into_values().collect();
     all.sort_by(|a, b| {
         b.machine
             .last_seen
@@ -492,13 +489,13 @@ pub fn machines(cfg: &Config, section: &str, filter: Filter) -> Machines {
     let page = filter.page.clamp(1, pages);
     let total = all.len();
     // Only the rows shown are moved out; the others are dropped whole.
-    let mut all: Vec<Option<Box<Row>>> = all.into_iter().map(Some).collect();
+    let mut all: Vec<Option<Row>> = all.into_iter().map(Some).collect();
     let machines = matching
         .iter()
         .skip((page - 1) * PAGE_SIZE)
         .take(PAGE_SIZE)
         .filter_map(|&i| all.get_mut(i)?.take())
-        .map(|row| row.into_machine())
+        .map(Row::into_machine)
         .collect();
     Machines {
         section: section.to_owned(),
