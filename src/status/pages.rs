@@ -50,7 +50,7 @@ pre.explain{background:#fff;border:1px solid #ccc;padding:.7em;white-space:pre-w
 
 /// `?key=value&...`, URL-encoded (then HTML-escaped by the caller).
 pub fn query(params: &[(&str, &str)]) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::from("?"));
+    let mut s = form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
     for (k, v) in params {
         s.append_pair(k, v);
     }
