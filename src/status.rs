@@ -14,7 +14,9 @@
 //!
 //! The only files it writes are its cache of CMDB summaries, hidden next to
 //! each CMDB (`.<profile>.cmdb.status`, see [`cache`]): a view of an
-//! unchanged CMDB then costs the same whatever its size.
+//! unchanged CMDB then costs the same whatever its size; and the index of
+//! the machines views in HWDIR (see [`fleet`], whose views of the machines
+//! and health results [`pages`] renders).
 //!
 //! Profile names, CMDB values and file names come from whoever writes the
 //! configuration or sends hardware descriptions: every one of them is
