@@ -13,7 +13,7 @@
 //! The directory's own identity is kept too: while HWDIR has not changed
 //! (no file created, renamed or removed in it, which is how the server
 //! replaces a machine's file), its files are not even stated. A directory
-//! changed less than [`SETTLE`] before a view is always scanned again:
+//! changed less than two seconds (`SETTLE`) before a view is always scanned again:
 //! its time may not have ticked between two changes. A `.hw` file written
 //! in place by hand shows once anything else changes in HWDIR.
 //!
