@@ -424,4 +424,43 @@ mod tests {
         assert_eq!(profile(ji, "m3").as_deref(), Some("d"));
         assert_eq!(ji.sections["SERVER"]["m1"].lines, 2);
     }
+
+    #[test]
+    fn hardware_files_added_changed_or_removed_are_seen_by_the_next_view() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = Config::for_dir(tmp.path());
+        let hw = |serial: &str| {
+            format!("[('system', 'product', 'serial', '{serial}'),\n ('memory', 'total', 'size', '1024')]\n")
+        };
+        let serials = |index: &Index| -> Vec<(String, Option<String>)> {
+            index
+                .hw
+                .iter()
+                .map(|(name, e)| (name.clone(), e.summary().unwrap().serial))
+                .collect()
+        };
+        fs::write(tmp.path().join("a.hw"), hw("S1")).unwrap();
+        fs::write(tmp.path().join("notes.txt"), "not a machine").unwrap();
+        let mut errors = Vec::new();
+        let index = load_and_update(&cfg, &mut errors);
+        assert_eq!(serials(&index), [("a.hw".into(), Some("S1".into()))]);
+        assert!(errors.is_empty(), "{errors:?}");
+        // The index is kept in a directory of its own.
+        assert!(crate::status::fleet::index_path(tmp.path()).is_file());
+        // Replaced as the server replaces it, and another one added.
+        fs::write(tmp.path().join("a.tmp"), hw("S2")).unwrap();
+        fs::rename(tmp.path().join("a.tmp"), tmp.path().join("a.hw")).unwrap();
+        fs::write(tmp.path().join("b.hw"), "not a literal").unwrap();
+        let index = load_and_update(&cfg, &mut errors);
+        let a = index.hw["a.hw"].summary().unwrap();
+        assert_eq!(a.serial.as_deref(), Some("S2"));
+        assert!(index.hw["b.hw"].summary().is_err());
+        fs::remove_file(tmp.path().join("b.hw")).unwrap();
+        let index = load_and_update(&cfg, &mut errors);
+        assert_eq!(index.hw.len(), 1);
+        // A damaged index is rebuilt.
+        fs::write(crate::status::fleet::index_path(tmp.path()), "garbage").unwrap();
+        let index = load_and_update(&cfg, &mut errors);
+        assert_eq!(serials(&index), [("a.hw".into(), Some("S2".into()))]);
+    }
 }
