@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -916,13 +916,6 @@ fn open_listed(path: &Path, name: String) -> Option<Download> {
         size: meta.size(),
         file,
     })
-}
-
-/// Reads at most `limit` bytes of `file`.
-pub fn read_limited(file: &File, limit: u64) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    file.take(limit).read_to_end(&mut out)?;
-    Ok(out)
 }
 
 /// The path of the index of HWDIR `hw_dir` (see [`index`]).
