@@ -61,6 +61,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::journal::Decision;
 use crate::logs::{self, LogError, UtcTime};
 use crate::script;
 
@@ -785,8 +786,9 @@ pub fn respond(program: &str, serve: impl FnOnce() -> Answer + UnwindSafe) -> Ex
 
 /// Stores a `.log.gz` upload in `log_dir` (see [`logs::store_log`]) and
 /// answers it: nothing on success; 400 for a file name the client should not
-/// have sent, 500 for a server-side failure. `log` records the event.
-pub fn answer_log(log_dir: &Path, file: &Upload, log: &dyn Fn(&str, &str)) -> Answer {
+/// have sent, 500 for a server-side failure. `log` records the event; the
+/// decision is for the journal.
+pub fn answer_log(log_dir: &Path, file: &Upload, log: &dyn Fn(&str, &str)) -> (Answer, Decision) {
     match logs::store_log(log_dir, &file.filename, &file.data) {
         Ok(stored) => {
             let saved = format!("log saved as {}", stored.path.display());
@@ -797,15 +799,23 @@ pub fn answer_log(log_dir: &Path, file: &Upload, log: &dyn Fn(&str, &str)) -> An
                 ),
                 None => log("info", &saved),
             }
-            Answer::ok(Vec::new())
+            let name = stored.path.file_name().unwrap_or_default();
+            let decision = Decision::LogStored {
+                file: name.to_string_lossy().into_owned(),
+            };
+            (Answer::ok(Vec::new()), decision)
         }
         Err(e) => {
-            log("error", &e.to_string());
+            let reason = e.to_string();
+            log("error", &reason);
             let status = match e {
                 LogError::Name(_) | LogError::NotALog(_) => 400,
                 _ => 500,
             };
-            Answer::error(status, &e.to_string())
+            (
+                Answer::error(status, &reason),
+                Decision::Refused { status, reason },
+            )
         }
     }
 }

@@ -56,6 +56,10 @@ pub const DEFAULT_MAX_HW_SIZE: u64 = 4 << 20;
 pub const DEFAULT_MAX_LOG_SIZE: u64 = 64 << 20;
 /// Default `LOCKFILE` when the configuration file does not name one.
 pub const DEFAULT_LOCK_FILE: &str = "/var/run/httpd/edeploy.lock";
+/// The journal's file name in LOGDIR when `JOURNAL` is not set.
+pub const DEFAULT_JOURNAL_NAME: &str = "edeploy-journal.jsonl";
+/// Default `JOURNALSIZE`: the journal is rotated at this size, in bytes.
+pub const DEFAULT_JOURNAL_SIZE: u64 = 64 << 20;
 
 /// One key of the configuration file, as the reference documents it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +97,9 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         name: "LOCKFILE",
         default: "`/var/run/httpd/edeploy.lock`",
-        meaning: "the lock serialising requests",
+        meaning: "the lock serialising requests; requests waiting for it queue in the \
+                  directory `LOCKFILE.queue`, created next to it (see \"Waiting requests \
+                  are committed together\")",
     },
     KeyDoc {
         name: "USEPXEMNGR",
@@ -135,10 +141,23 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
         name: "MAXCMDBSIZE",
         default: "16 MiB",
-        meaning: "largest CMDB a `generate()` model may expand to, bytes (`K`/`M`/`G`); a \
-                  larger one is refused naming the file. Each request holds the CMDB twice \
-                  (read, rewritten), so 16 MiB keeps it under 64 MiB of RSS; raise it only \
-                  with the memory to match",
+        meaning: "largest CMDB, bytes (`K`/`M`/`G`): a CMDB file larger than this, or a \
+                  `generate()` model expanding to more, is refused naming the file \
+                  (`edeploy check` warns of a file over the default). Each request holds \
+                  the CMDB twice (read, rewritten), so 16 MiB keeps it under 64 MiB of \
+                  RSS; raise it only with the memory to match",
+    },
+    KeyDoc {
+        name: "JOURNAL",
+        default: "`LOGDIR/edeploy-journal.jsonl`",
+        meaning: "the decisions journal (see [The decisions \
+                  journal](#the-decisions-journal)); an empty value turns it off",
+    },
+    KeyDoc {
+        name: "JOURNALSIZE",
+        default: "64 MiB",
+        meaning: "size at which the journal is renamed `<JOURNAL>.1` (replacing the \
+                  previous one) and a new one started, bytes (`K`/`M`/`G`)",
     },
 ];
 
@@ -189,6 +208,11 @@ pub struct Config {
     /// `MAXCMDBSIZE`: largest CMDB a `generate()` model may expand to, in
     /// bytes.
     pub max_cmdb_size: u64,
+    /// `JOURNAL`: the decisions journal (default
+    /// `LOGDIR/edeploy-journal.jsonl`; an empty value turns it off).
+    pub journal: Option<PathBuf>,
+    /// `JOURNALSIZE`: the journal's size at which it is rotated, in bytes.
+    pub journal_size: u64,
 }
 
 impl Config {
@@ -219,6 +243,8 @@ impl Config {
             max_log_size: DEFAULT_MAX_LOG_SIZE,
             hw_limits: HwLimits::default(),
             max_cmdb_size: DEFAULT_MAX_CMDB_SIZE,
+            journal: Some(dir.join(DEFAULT_JOURNAL_NAME)),
+            journal_size: DEFAULT_JOURNAL_SIZE,
         }
     }
 
@@ -540,7 +566,6 @@ impl<'a> Parsed<'a> {
         Ok(Config {
             config_dir,
             hw_dir,
-            log_dir,
             health_dir,
             lock_file,
             use_pxemngr,
@@ -553,6 +578,13 @@ impl<'a> Parsed<'a> {
                 max_value: count("MAXHWVALUE", DEFAULT_MAX_HW_VALUE)?,
             },
             max_cmdb_size: size("MAXCMDBSIZE", DEFAULT_MAX_CMDB_SIZE)?,
+            journal: match get("JOURNAL")? {
+                Some((v, _)) if v.is_empty() => None,
+                Some((v, _)) => Some(PathBuf::from(v)),
+                None => Some(log_dir.join(DEFAULT_JOURNAL_NAME)),
+            },
+            journal_size: size("JOURNALSIZE", DEFAULT_JOURNAL_SIZE)?,
+            log_dir,
         })
     }
 }
@@ -1126,6 +1158,8 @@ for q in sys.argv[2:]:
                     max_value: 4096,
                 },
                 max_cmdb_size: 16 * 1024 * 1024,
+                journal: Some("/usr/lib/config/edeploy-journal.jsonl".into()),
+                journal_size: 64 * 1024 * 1024,
             }
         );
     }
@@ -1149,7 +1183,9 @@ for q in sys.argv[2:]:
              MAXHWLINES  = 500\n\
              MAXHWVALUE  = 256\n\
              MAXCMDBSIZE = 2G\n\
-             [OTHER]\nUSEPXEMNGR = off\nMETADATAURL =\n",
+             JOURNAL     = /var/log/edeploy/journal\n\
+             JOURNALSIZE = 10M\n\
+             [OTHER]\nUSEPXEMNGR = off\nMETADATAURL =\nJOURNAL =\n",
         );
         let cfg = Config::load(&path, "SERVER", Path::new("/cgi")).unwrap();
         assert_eq!(cfg.config_dir, Path::new("/var/lib/edeploy/config/"));
@@ -1170,8 +1206,14 @@ for q in sys.argv[2:]:
             (500, 256)
         );
         assert_eq!(cfg.max_cmdb_size, 2 << 30);
+        assert_eq!(
+            cfg.journal.as_deref(),
+            Some(Path::new("/var/log/edeploy/journal"))
+        );
+        assert_eq!(cfg.journal_size, 10 << 20);
 
         let other = Config::load(&path, "OTHER", Path::new("/cgi")).unwrap();
+        assert_eq!(other.journal, None);
         assert!(!other.use_pxemngr);
         assert_eq!(other.metadata_url, None);
         assert_eq!(other.config_dir.as_os_str(), "/config/");

@@ -13,15 +13,16 @@
 //! needed and what a reader may see).
 
 use std::fmt;
-use std::io;
-use std::path::PathBuf;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
+use crate::check::Positions;
 use crate::cmdb::{self, CmdbError};
 use crate::config::Config;
 use crate::hw::{HwValue, Item};
 use crate::literal::{self, Dict, Value};
 use crate::provision::{read_cmdb, read_if_exists, ProvisionError};
-use crate::spec::{self, Spec, SpecError, Vars};
+use crate::spec::{self, Budget, Spec, SpecError, Vars};
 use crate::state::{Quota, State, StateError};
 use crate::store;
 
@@ -126,24 +127,8 @@ pub fn explain_specs(lines: &[Item], specs: &[Spec]) -> Result<Verdict, SpecErro
     if spec::match_all(lines, specs, &mut vars, &mut forced)? {
         return Ok(Verdict::Match { vars, forced });
     }
-    // The longest prefix the matcher accepts; the spec after it fails. A
-    // prefix fails only if every longer one does (the matcher searches the
-    // longer one's first specs exactly as the shorter one), so bisect.
-    let mut ok = 0;
-    let mut failed = specs.len();
-    let mut bound = Vars::new();
-    while failed - ok > 1 {
-        let mid = ok + (failed - ok) / 2;
-        let mut v = Vars::new();
-        let mut f = Vars::new();
-        if spec::match_all(lines, &specs[..mid], &mut v, &mut f)? {
-            ok = mid;
-            bound = unrename(v, f);
-        } else {
-            failed = mid;
-        }
-    }
-    let index = failed.saturating_sub(1);
+    let (index, bound) =
+        failing_prefix(specs, |prefix, v, f| spec::match_all(lines, prefix, v, f))?;
     let Some(failing) = specs.get(index) else {
         // No specs always match; unreachable through match_all.
         return Ok(Verdict::Match { vars, forced });
@@ -154,6 +139,51 @@ pub fn explain_specs(lines: &[Item], specs: &[Spec]) -> Result<Verdict, SpecErro
         spec: failing.clone(),
         cause,
     }))
+}
+
+/// The 0-based index of the first spec of `specs` that the machine's
+/// `lines` cannot satisfy (the one [`explain_specs`] names), `None` when
+/// they all match. All the matching draws on `budget`, so that a caller
+/// explaining many profiles bounds its whole cost (the server does, to
+/// record why a machine matched nothing).
+pub fn first_failing_spec(
+    lines: &[Item],
+    specs: &[Spec],
+    budget: &mut Budget,
+) -> Result<Option<usize>, SpecError> {
+    let (mut vars, mut forced) = (Vars::new(), Vars::new());
+    if spec::match_all_within(lines, specs, &mut vars, &mut forced, budget)? {
+        return Ok(None);
+    }
+    let (index, _) = failing_prefix(specs, |prefix, v, f| {
+        spec::match_all_within(lines, prefix, v, f, budget)
+    })?;
+    Ok(Some(index))
+}
+
+/// For specs that do not match as a whole: the index of the spec after the
+/// longest prefix `matches` accepts, and the variables that prefix binds.
+/// A prefix fails only if every longer one does (the matcher searches the
+/// longer one's first specs exactly as the shorter one), so bisect.
+fn failing_prefix(
+    specs: &[Spec],
+    mut matches: impl FnMut(&[Spec], &mut Vars, &mut Vars) -> Result<bool, SpecError>,
+) -> Result<(usize, Vars), SpecError> {
+    let mut ok = 0;
+    let mut failed = specs.len();
+    let mut bound = Vars::new();
+    while failed - ok > 1 {
+        let mid = ok + (failed - ok) / 2;
+        let mut v = Vars::new();
+        let mut f = Vars::new();
+        if matches(&specs[..mid], &mut v, &mut f)? {
+            ok = mid;
+            bound = unrename(v, f);
+        } else {
+            failed = mid;
+        }
+    }
+    Ok((failed.saturating_sub(1), bound))
 }
 
 /// The variables as they are while matching: `match_all` renames each `$$x`
@@ -654,6 +684,66 @@ fn try_profile(cfg: &Config, state: &State, profile: &str, items: &[Item]) -> Pr
     ProfileOutcome::Matched { vars, cmdb }
 }
 
+/// `path:line:col: ` for spec `index` of a specs file whose text is `src`.
+fn spec_location(path: &Path, src: &[u8], index: usize) -> String {
+    match Positions::new(src).at(&[0, index]) {
+        Some((line, column)) => format!("{}:{line}:{column}: ", path.display()),
+        None => format!("{}: ", path.display()),
+    }
+}
+
+/// A failure located in its specs file `path` (text `src`), as `edeploy
+/// try-match` prints it.
+pub fn failure_text(path: &Path, src: &[u8], failure: &Failure) -> String {
+    format!("{}{failure}", spec_location(path, src, failure.index))
+}
+
+/// The report as `edeploy explain` prints it (and the status page shows
+/// it): one paragraph per profile, then the answer.
+pub fn write_report(report: &ConfigReport, out: &mut dyn Write) -> io::Result<()> {
+    for p in &report.profiles {
+        let count = match p.quota {
+            Quota::Unlimited => "'*'".to_string(),
+            Quota::Remaining(n) => n.to_string(),
+        };
+        write!(out, "profile {} (count {count}): ", p.profile)?;
+        match &p.outcome {
+            ProfileOutcome::NoQuota => writeln!(out, "skipped: no installation left")?,
+            ProfileOutcome::NoSpecs { file } => {
+                writeln!(out, "no {}: never matches", file.display())?
+            }
+            ProfileOutcome::Failed { file, src, failure } => {
+                let text = failure_text(file, src, failure).replace('\n', "\n  ");
+                writeln!(out, "no match\n  {text}")?
+            }
+            ProfileOutcome::Matched { vars, cmdb } => {
+                writeln!(out, "matched")?;
+                if let Some((file, index)) = cmdb {
+                    writeln!(
+                        out,
+                        "  CMDB entry {index} of {} would be given",
+                        file.display()
+                    )?;
+                }
+                let mut text = Vec::new();
+                literal::format_at(&mut text, &Value::Dict(vars.clone()), 8, 0);
+                writeln!(out, "  var = {}", String::from_utf8_lossy(&text))?;
+            }
+            ProfileOutcome::CmdbExhausted { file, message } => writeln!(
+                out,
+                "matched, but {} has no entry for it: {message}",
+                file.display()
+            )?,
+            ProfileOutcome::Error(message) => writeln!(out, "error: {message}")?,
+            ProfileOutcome::NotTried => writeln!(out, "not tried")?,
+        }
+    }
+    match &report.answer {
+        Ok(profile) => writeln!(out, "answer: profile {profile} would be installed"),
+        Err(message) => writeln!(out, "answer: error: {message}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -870,10 +960,15 @@ mod tests {
                 let Ok(whole) = matches(specs.len()) else {
                     return Ok(());
                 };
+                let first = first_failing_spec(&lines, &specs, &mut Budget::request());
                 match explain_specs(&lines, &specs) {
-                    Ok(Verdict::Match { .. }) => prop_assert!(whole),
+                    Ok(Verdict::Match { .. }) => {
+                        prop_assert!(whole);
+                        prop_assert_eq!(first, Ok(None));
+                    }
                     Ok(Verdict::NoMatch(f)) => {
                         prop_assert!(!whole);
+                        prop_assert_eq!(first, Ok(Some(f.index)));
                         prop_assert_eq!(matches(f.index), Ok(true));
                         prop_assert_eq!(matches(f.index + 1), Ok(false));
                         prop_assert!(!f.to_string().is_empty());

@@ -14,6 +14,7 @@ pub mod explain;
 pub mod generate;
 pub mod health;
 pub mod hw;
+pub mod journal;
 pub mod literal;
 pub mod logs;
 pub mod plan;

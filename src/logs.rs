@@ -185,6 +185,25 @@ pub fn store_log(log_dir: &Path, filename: &str, data: &[u8]) -> Result<StoredLo
     Ok(StoredLog { path, rotated })
 }
 
+/// The machine a log of LOGDIR belongs to: the name it was uploaded under
+/// (`<sysname>.log.gz`), without the rotation stamp it may have got since
+/// (`.<YYYYmmddHHMMSS>[.<n>]`). `None` for a name that is not a log's.
+pub fn machine_of_log(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(LOG_SUFFIX)?;
+    let is_stamp = |s: &str| s.len() == 14 && s.bytes().all(|b| b.is_ascii_digit());
+    let is_counter =
+        |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+    let unrotated = match stem.rsplit_once('.') {
+        Some((rest, n)) if is_counter(n) => match rest.rsplit_once('.') {
+            Some((machine, stamp)) if is_stamp(stamp) => Some(machine),
+            _ => None,
+        },
+        Some((machine, stamp)) if is_stamp(stamp) => Some(machine),
+        _ => None,
+    };
+    Some(unrotated.unwrap_or(stem)).filter(|m| !m.is_empty())
+}
+
 /// Gives the current file at `path` its rotated name. A hard link makes
 /// the new name appear atomically and never replaces an existing file; the
 /// old name is then replaced by the upload.
@@ -295,6 +314,24 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_of_a_log() {
+        for (name, machine) in [
+            ("Dell-R630-ABC.log.gz", Some("Dell-R630-ABC")),
+            ("Dell-R630-ABC.20240102030405.log.gz", Some("Dell-R630-ABC")),
+            (
+                "Dell-R630-ABC.20240102030405.7.log.gz",
+                Some("Dell-R630-ABC"),
+            ),
+            ("a.b.7.log.gz", Some("a.b.7")),
+            ("a.2024.log.gz", Some("a.2024")),
+            (".log.gz", None),
+            ("x.hw", None),
+        ] {
+            assert_eq!(machine_of_log(name), machine, "{name}");
+        }
+    }
     use std::time::Duration;
 
     fn epoch_plus(secs: u64) -> SystemTime {

@@ -14,7 +14,9 @@
 //!
 //! The only files it writes are its cache of CMDB summaries, hidden next to
 //! each CMDB (`.<profile>.cmdb.status`, see [`cache`]): a view of an
-//! unchanged CMDB then costs the same whatever its size.
+//! unchanged CMDB then costs the same whatever its size; and the index of
+//! the machines views in HWDIR (see [`fleet`], whose views of the machines
+//! and health results [`pages`] renders).
 //!
 //! Profile names, CMDB values and file names come from whoever writes the
 //! configuration or sends hardware descriptions: every one of them is
@@ -42,7 +44,9 @@ use crate::state::{Quota, State};
 use crate::store;
 
 pub mod cache;
+pub mod fleet;
 pub mod pace;
+pub mod pages;
 
 /// Most hardware files, and most logs, listed per section (the newest).
 pub const FILES_SHOWN: usize = 50;
@@ -200,6 +204,39 @@ pub fn gather(conf: &Path, required: bool, script_dir: &Path) -> Status {
             });
     }
     status
+}
+
+/// The sections the status page shows: `SERVER`, then every other section
+/// of the configuration file `conf` that sets a CONFIGDIR (see [`gather`]).
+pub fn section_names(conf: &Path, required: bool) -> Vec<String> {
+    let mut names = vec![DEFAULT_SECTION.to_owned()];
+    if let Ok(others) = config::sections_setting(conf, "CONFIGDIR") {
+        names.extend(others.into_iter().filter(|n| n != DEFAULT_SECTION));
+    } else if required {
+        names.clear();
+    }
+    names
+}
+
+/// The settings of `section`, if it is one of [`section_names`]: a view
+/// names a section only among those the page lists. Without a
+/// configuration file (and `required` false), the legacy defaults of
+/// `SERVER`, as `upload.py` uses them.
+pub fn section_config(
+    conf: &Path,
+    required: bool,
+    script_dir: &Path,
+    section: &str,
+) -> Result<Config, String> {
+    if !section_names(conf, required).iter().any(|n| n == section) {
+        return Err(format!("no section [{section}] with a CONFIGDIR"));
+    }
+    match Config::load(conf, section, script_dir) {
+        Err(e) if !required && e.kind == ConfigErrorKind::Io(io::ErrorKind::NotFound) => {
+            Ok(Config::legacy_defaults(script_dir))
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
 }
 
 /// The status of one section whose settings were read.
@@ -591,6 +628,10 @@ pub fn to_html(status: &Status) -> String {
     );
     h.push_str(STYLE);
     h.push_str("</style>\n</head>\n<body>\n<h1>eDeploy status</h1>\n");
+    h.push_str(
+        "<p class=\"meta\"><a href=\"?view=machines\">Machines</a> &middot; \
+         <a href=\"?view=health\">Health results</a></p>\n",
+    );
     let _ = writeln!(
         h,
         "<p class=\"meta\">Configuration <code>{}</code>{} &middot; generated {} &middot; \

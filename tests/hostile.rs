@@ -16,6 +16,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use edeploy::config::DEFAULT_JOURNAL_NAME;
 use edeploy::{hw, literal};
 
 const UPLOAD: &str = env!("CARGO_BIN_EXE_upload");
@@ -101,11 +102,16 @@ impl Site {
         self.dir.path().join(sub)
     }
 
-    /// Every regular file under `sub`, relative to it.
+    /// Every regular file under `sub`, relative to it, but the journal.
     fn files(&self, sub: &str) -> Vec<String> {
         fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
             for e in fs::read_dir(dir).unwrap() {
                 let p = e.unwrap().path();
+                // The server's own, not named by a request (see
+                // `journal_is_whole_lines`).
+                if p.file_name() == Some(DEFAULT_JOURNAL_NAME.as_ref()) {
+                    continue;
+                }
                 if p.is_dir() {
                     walk(base, &p, out);
                 } else {
@@ -117,6 +123,17 @@ impl Site {
         walk(&self.path(sub), &self.path(sub), &mut out);
         out.sort();
         out
+    }
+
+    /// The decisions journal in LOGDIR: every line a whole record, whatever
+    /// the requests sent.
+    fn journal_is_whole_lines(&self) {
+        let text = fs::read_to_string(self.path("data/logs").join(DEFAULT_JOURNAL_NAME)).unwrap();
+        assert!(text.ends_with('\n'));
+        for line in text.lines() {
+            let record: Result<edeploy::journal::Record, _> = serde_json::from_str(line);
+            assert!(record.is_ok(), "{line}");
+        }
     }
 
     /// Nothing outside `data/` but our own configuration; `outside/` empty.
@@ -772,6 +789,7 @@ fn upload_hostile_fields_and_strings() {
     o.assert_clean();
     assert_eq!(o.status, 200, "{}", o.body_text());
     assert_eq!(site.files("data/logs"), ["evil.log.gz"]);
+    site.journal_is_whole_lines();
     // Hostile hardware strings: a configure script or an error script,
     // never a file outside HWDIR.
     for mac in ["52:54:00:$(reboot);`x`:01", "../../../outside/x"] {

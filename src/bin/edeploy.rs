@@ -8,6 +8,7 @@
 //! (`cmdb-used`, the legacy `verify-cmdb.py`), which known machines would
 //! a configuration change move (`plan`).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -16,12 +17,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use edeploy::check::{self, Positions, Severity};
 use edeploy::cli::{self, Check, CmdbUsed, Command, EdeployRun, Explain, GenDocs, Plan, TryMatch};
 use edeploy::config::{self, Config};
-use edeploy::explain::{self, ConfigReport, Failure, ProfileOutcome, Verdict};
+use edeploy::explain::{self, failure_text, write_report, Verdict};
 use edeploy::hw::{self, Item};
+use edeploy::journal;
 use edeploy::literal::{self, Streamed, Value};
 use edeploy::plan::{self, Last};
 use edeploy::spec::SpecError;
-use edeploy::state::Quota;
 use edeploy::{docs, generate, spec, store};
 
 /// A command's outcome: `Ok(true)` exit 0, `Ok(false)` exit 1, `Err` exit 2.
@@ -67,18 +68,6 @@ fn read_specs(path: &Path) -> Result<(Vec<spec::Spec>, Vec<u8>)> {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// `path:line:col: ` for spec `index` of a specs file.
-fn spec_location(path: &Path, src: &[u8], index: usize) -> String {
-    match Positions::new(src).at(&[0, index]) {
-        Some((line, column)) => format!("{}:{line}:{column}: ", path.display()),
-        None => format!("{}: ", path.display()),
-    }
-}
-
-fn failure_text(path: &Path, src: &[u8], failure: &Failure) -> String {
-    format!("{}{failure}", spec_location(path, src, failure.index))
 }
 
 fn try_match(args: &TryMatch, out: &mut dyn Write) -> Answer {
@@ -133,50 +122,6 @@ fn explain_cmd(args: &Explain, out: &mut dyn Write) -> Answer {
     writeln!(out, "state: {}", report.state_file.display())?;
     write_report(&report, out)?;
     Ok(report.answer.is_ok())
-}
-
-fn write_report(report: &ConfigReport, out: &mut dyn Write) -> io::Result<()> {
-    for p in &report.profiles {
-        let count = match p.quota {
-            Quota::Unlimited => "'*'".to_string(),
-            Quota::Remaining(n) => n.to_string(),
-        };
-        write!(out, "profile {} (count {count}): ", p.profile)?;
-        match &p.outcome {
-            ProfileOutcome::NoQuota => writeln!(out, "skipped: no installation left")?,
-            ProfileOutcome::NoSpecs { file } => {
-                writeln!(out, "no {}: never matches", file.display())?
-            }
-            ProfileOutcome::Failed { file, src, failure } => {
-                let text = failure_text(file, src, failure).replace('\n', "\n  ");
-                writeln!(out, "no match\n  {text}")?
-            }
-            ProfileOutcome::Matched { vars, cmdb } => {
-                writeln!(out, "matched")?;
-                if let Some((file, index)) = cmdb {
-                    writeln!(
-                        out,
-                        "  CMDB entry {index} of {} would be given",
-                        file.display()
-                    )?;
-                }
-                let mut text = Vec::new();
-                literal::format_at(&mut text, &Value::Dict(vars.clone()), 8, 0);
-                writeln!(out, "  var = {}", String::from_utf8_lossy(&text))?;
-            }
-            ProfileOutcome::CmdbExhausted { file, message } => writeln!(
-                out,
-                "matched, but {} has no entry for it: {message}",
-                file.display()
-            )?,
-            ProfileOutcome::Error(message) => writeln!(out, "error: {message}")?,
-            ProfileOutcome::NotTried => writeln!(out, "not tried")?,
-        }
-    }
-    match &report.answer {
-        Ok(profile) => writeln!(out, "answer: profile {profile} would be installed"),
-        Err(message) => writeln!(out, "answer: error: {message}"),
-    }
 }
 
 fn check_cmd(args: &Check, out: &mut dyn Write) -> Answer {
@@ -256,16 +201,40 @@ fn cmdb_used(args: &CmdbUsed, out: &mut dyn Write) -> Answer {
     Ok(false)
 }
 
-/// A machine's last decision, from its sysname: where the decisions
-/// journal (issue 12, part 1) plugs in. Until then every last decision is
-/// unknown.
-fn journal_last_decision(_sysname: &str) -> Option<Last> {
-    None
+/// Each machine's last decision, by sysname, from the decisions journal of
+/// `cfg` (none known without one). A failure report counts as nothing: the
+/// installation failed and its count was given back.
+fn last_decisions(cfg: &Config) -> HashMap<String, Last> {
+    let Some(path) = &cfg.journal else {
+        return HashMap::new();
+    };
+    let records = match journal::last_decisions(path) {
+        Ok(records) => records,
+        Err(e) => {
+            if e.kind() != io::ErrorKind::NotFound {
+                eprintln!("edeploy: warning: {}: {e}", path.display());
+            }
+            return HashMap::new();
+        }
+    };
+    records
+        .into_iter()
+        .map(|(sysname, record)| {
+            let last = match record.decision {
+                journal::Decision::Configured { profile, .. } => Last::Profile(profile),
+                _ => Last::Nothing,
+            };
+            (sysname, last)
+        })
+        .collect()
 }
 
 fn plan_cmd(args: &Plan, out: &mut dyn Write) -> Answer {
     let cfg = load_config(None, &args.section)?;
-    let plan = plan::plan(&cfg, args.config.as_deref(), &journal_last_decision)?;
+    let last = last_decisions(&cfg);
+    let plan = plan::plan(&cfg, args.config.as_deref(), &|sysname: &str| {
+        last.get(sysname).cloned()
+    })?;
     for row in &plan.rows {
         if let plan::Decision::Unreadable { error } = &row.now {
             eprintln!("edeploy: warning: {error}");

@@ -23,7 +23,8 @@ use clap::Parser;
 use edeploy::cgi::{self, Answer, Limits, Request};
 use edeploy::cli::{self, UploadHealth};
 use edeploy::config::{self, Config};
-use edeploy::{health, hw, literal};
+use edeploy::journal::{self, Decision, Record};
+use edeploy::{health, hw, literal, logs};
 
 const PROGRAM: &str = "upload-health";
 
@@ -42,10 +43,11 @@ fn main() -> ExitCode {
 
 fn serve() -> Answer {
     let now = SystemTime::now();
+    let remote = std::env::var("REMOTE_ADDR").unwrap_or_else(|_| "-".to_owned());
     let cfg = match load_config() {
         Ok(cfg) => cfg,
         Err(e) => {
-            let remote = std::env::var("REMOTE_ADDR").unwrap_or_else(|_| "-".to_owned());
+            // No configuration: no journal either.
             let msg = format!("{e:#}");
             cgi::log_event(PROGRAM, "error", &remote, &msg);
             return Answer::error(500, &msg);
@@ -55,37 +57,66 @@ fn serve() -> Answer {
         max_hw_size: cfg.max_hw_size,
         max_log_size: cfg.max_log_size,
     };
-    let req = match cgi::read_process_request(limits) {
-        Ok(req) => req,
+    let (answer, sysname, decision) = match cgi::read_process_request(limits) {
+        Ok(req) => handle(&cfg, &req, now),
         Err(e) => {
-            let remote = std::env::var("REMOTE_ADDR").unwrap_or_else(|_| "-".to_owned());
+            let (status, reason) = (e.status(), e.to_string());
             cgi::log_event(
                 PROGRAM,
                 "error",
                 &remote,
-                &format!("refused ({}): {e}", e.status()),
+                &format!("refused ({status}): {reason}"),
             );
-            return Answer::error(e.status(), &e.to_string());
+            (
+                Answer::error(status, &reason),
+                None,
+                Decision::Refused { status, reason },
+            )
         }
     };
-    handle(&cfg, &req, now)
+    // Recorded as upload.py records its requests; a journal that cannot be
+    // written costs a warning, nothing else.
+    let record = Record::new(
+        "upload-health.py",
+        &remote,
+        Some("SERVER"),
+        sysname.as_deref(),
+        decision,
+    );
+    if let Err(e) = journal::record(&cfg, &record) {
+        cgi::log_event(PROGRAM, "warn", &remote, &e.to_string());
+    }
+    answer
 }
 
-fn handle(cfg: &Config, req: &Request, now: SystemTime) -> Answer {
+/// The answer, the machine's name when known, and the journal's decision.
+fn handle(cfg: &Config, req: &Request, now: SystemTime) -> (Answer, Option<String>, Decision) {
     let log = |level: &str, msg: &str| cgi::log_event(PROGRAM, level, &req.remote_addr, msg);
+    let refused = |status: u16, reason: String| {
+        (
+            Answer::error(status, &reason),
+            None,
+            Decision::Refused { status, reason },
+        )
+    };
     let Some(file) = &req.file else {
         log("info", "no file passed");
-        return Answer::error(200, "No file passed to the CGI");
+        return refused(200, "No file passed to the CGI".to_owned());
     };
     if file.is_log() {
-        return cgi::answer_log(&cfg.log_dir, file, &log);
+        let (answer, decision) = cgi::answer_log(&cfg.log_dir, file, &log);
+        let sysname = match &decision {
+            Decision::LogStored { file } => logs::machine_of_log(file).map(str::to_owned),
+            _ => None,
+        };
+        return (answer, sysname, decision);
     }
     let items = match hw::parse_hw_with(Path::new(&file.filename), &file.data, &cfg.hw_limits) {
         Ok(items) => items,
         Err(e) => {
             let msg = format!("Invalid hardware file: {e}");
             log("error", &msg);
-            return Answer::error(400, &msg);
+            return refused(400, msg);
         }
     };
     let (sysname, _) = hw::sysname_and_macs(&items);
@@ -102,7 +133,18 @@ fn handle(cfg: &Config, req: &Request, now: SystemTime) -> Answer {
                 "info",
                 &format!("{sysname}: health result saved as {}", path.display()),
             );
-            Answer::ok(Vec::new())
+            // Relative to HEALTHDIR, which the path names resolved.
+            let root = std::fs::canonicalize(&cfg.health_dir);
+            let relative = root.as_deref().map(|root| path.strip_prefix(root));
+            let file = match relative {
+                Ok(Ok(relative)) => relative.display().to_string(),
+                _ => path.display().to_string(),
+            };
+            (
+                Answer::ok(Vec::new()),
+                Some(sysname),
+                Decision::HealthStored { file },
+            )
         }
         Err(e) => {
             log("error", &format!("{sysname}: {e}"));
@@ -110,7 +152,8 @@ fn handle(cfg: &Config, req: &Request, now: SystemTime) -> Answer {
                 health::HealthError::Session(_) | health::HealthError::SystemName(_) => 400,
                 _ => 500,
             };
-            Answer::error(status, &e.to_string())
+            let (answer, _, decision) = refused(status, e.to_string());
+            (answer, Some(sysname), decision)
         }
     }
 }

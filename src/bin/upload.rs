@@ -1,21 +1,23 @@
 //! `upload` (installed as `upload.py`): the provisioning endpoint.
 //!
 //! Run by Apache as a CGI program (GATEWAY_INTERFACE set), it answers the
-//! initrd's multipart POST; run by hand it is the legacy command line
-//! `upload -f HW_FILE [-F PROFILE] [--dry-run]` used by USB-key installs
-//! (see `edeploy::cli::Upload`).
+//! initrd's multipart POST and records its decision in the journal; run by
+//! hand it is the legacy command line `upload -f HW_FILE [-F PROFILE]
+//! [--dry-run]` used by USB-key installs (see `edeploy::cli::Upload`).
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use edeploy::cgi::{self, Answer, Limits};
+use edeploy::cgi::{self, Answer, Limits, Request};
 use edeploy::cli::{self, Upload};
 use edeploy::config::{self, Config};
-use edeploy::provision::{self, Outcome};
-use edeploy::{hw, script};
+use edeploy::hw::{self, Item};
+use edeploy::journal::{self, Decision, Record};
+use edeploy::provision::{self, Outcome, ProvisionError};
+use edeploy::{logs, script};
 
 const PROGRAM: &str = "upload";
 
@@ -54,37 +56,16 @@ fn cgi_config(section: &str) -> Result<Config> {
     })?)
 }
 
-/// What a machine's request gets.
-enum Served {
-    /// The configure script.
-    Script(Vec<u8>),
-    /// Nothing: a failure report.
-    Nothing,
-    /// An error, already logged: the machine gets an error script.
-    Error(String),
+/// Parses a hardware description within the configured limits.
+fn parse_items(cfg: &Config, name: &Path, src: &[u8]) -> Result<Vec<Item>> {
+    hw::parse_hw_with(name, src, &cfg.hw_limits).map_err(|e| anyhow!("Invalid hardware file: {e}"))
 }
 
-/// Parses the hardware description and serves the request, logging the
-/// decision with the machine's name.
-fn serve_hw(
-    cfg: &Config,
-    name: &Path,
-    src: &[u8],
-    failure: Option<&str>,
-    dry_run: bool,
-    log: &dyn Fn(&str, &str),
-) -> Served {
-    let items = match hw::parse_hw_with(name, src, &cfg.hw_limits) {
-        Ok(items) => items,
-        Err(e) => {
-            let msg = format!("Invalid hardware file: {e}");
-            log("error", &msg);
-            return Served::Error(msg);
-        }
-    };
-    let (sysname, _) = hw::sysname_and_macs(&items);
-    match provision::provision(cfg, &items, failure, dry_run) {
-        Ok(Outcome::Configured(c)) => {
+/// Logs what a request did; the configure script, or `None` for a failure
+/// report.
+fn log_outcome(sysname: &str, outcome: Outcome, log: &dyn Fn(&str, &str)) -> Option<Vec<u8>> {
+    match outcome {
+        Outcome::Configured(c) => {
             for w in &c.warnings {
                 log("warn", &format!("{sysname}: {w}"));
             }
@@ -96,13 +77,13 @@ fn serve_hw(
                 "info",
                 &format!("{}: profile {} matched{entry}", c.sysname, c.profile),
             );
-            Served::Script(c.script)
+            Some(c.script)
         }
-        Ok(Outcome::FailureReported {
+        Outcome::FailureReported {
             profile,
             quota_restored,
             warnings,
-        }) => {
+        } => {
             for w in &warnings {
                 log("warn", &format!("{sysname}: {w}"));
             }
@@ -115,44 +96,99 @@ fn serve_hw(
                 "info",
                 &format!("{sysname}: failure reported for profile {profile}: {what}"),
             );
-            Served::Nothing
-        }
-        Err(e) => {
-            let msg = format!("{e:#}");
-            log("error", &format!("{sysname}: {msg}"));
-            Served::Error(msg)
+            None
         }
     }
 }
 
+/// What the journal records of an outcome.
+fn decision_of(outcome: &Outcome) -> Decision {
+    match outcome {
+        Outcome::Configured(c) => Decision::configured(&c.profile, c.cmdb_entry, &c.vars),
+        Outcome::FailureReported {
+            profile,
+            quota_restored,
+            ..
+        } => Decision::FailureReport {
+            profile: profile.clone(),
+            quota_given_back: *quota_restored,
+        },
+    }
+}
+
+/// What the command line prints: the configure script (empty for a
+/// failure report), or the error script of an error already logged.
+enum Printed {
+    Script(Vec<u8>),
+    Error(String),
+}
+
 /// Runs the command line; `Err` for what stops it before a machine's
 /// request is served.
-fn run_cli(args: &Upload) -> Result<Served> {
+fn run_cli(args: &Upload) -> Result<Printed> {
     let log = |level: &str, msg: &str| eprintln!("upload: {level}: {msg}");
     let (cfg, source) = cli_config(args)?;
     log("info", &format!("configuration: {source}"));
     let src = read_limited(&args.hw_file, cfg.max_hw_size)?;
-    Ok(serve_hw(
-        &cfg,
-        &args.hw_file,
-        &src,
-        args.failure.as_deref(),
-        args.dry_run,
-        &log,
-    ))
+    let items = parse_items(&cfg, &args.hw_file, &src)?;
+    let sysname = hw::sysname_and_macs(&items).0;
+    match provision::provision(&cfg, &items, args.failure.as_deref(), args.dry_run) {
+        Ok(outcome) => Ok(Printed::Script(
+            log_outcome(&sysname, outcome, &log).unwrap_or_default(),
+        )),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            log("error", &format!("{sysname}: {msg}"));
+            Ok(Printed::Error(msg))
+        }
+    }
+}
+
+/// A request's answer, and what the journal records of it.
+struct Served {
+    answer: Answer,
+    sysname: Option<String>,
+    decision: Decision,
+}
+
+impl Served {
+    /// An error answer (status 200 for the errors the initrd runs).
+    fn refused(status: u16, reason: String) -> Served {
+        Served {
+            answer: Answer::error(status, &reason),
+            sysname: None,
+            decision: Decision::Refused { status, reason },
+        }
+    }
+}
+
+/// Records `served` in the journal of `cfg` and gives its answer. A journal
+/// that cannot be written costs a warning in the log, nothing else.
+fn journal(cfg: &Config, remote: &str, section: Option<&str>, served: Served) -> Answer {
+    let record = Record::new(
+        "upload.py",
+        remote,
+        section,
+        served.sysname.as_deref(),
+        served.decision,
+    );
+    if let Err(e) = journal::record(cfg, &record) {
+        cgi::log_event(PROGRAM, "warn", remote, &e.to_string());
+    }
+    served.answer
 }
 
 /// Serves a CGI request. Every answer the initrd executes has status 200,
 /// as with the legacy server (see `edeploy::cgi`).
 fn serve_cgi() -> Answer {
-    let error = Answer::error;
     let remote = std::env::var("REMOTE_ADDR").unwrap_or_else(|_| "-".to_owned());
     let server = match cgi_config("SERVER") {
         Ok(cfg) => cfg,
         Err(e) => {
+            // No configuration: no journal either.
             let msg = format!("{e:#}");
             cgi::log_event(PROGRAM, "error", &remote, &msg);
-            return error(500, &msg);
+            return Answer::error(500, &msg);
         }
     };
     let limits = Limits {
@@ -169,32 +205,49 @@ fn serve_cgi() -> Answer {
                 &remote,
                 &format!("refused ({}): {msg}", e.status()),
             );
-            return error(e.status(), &msg);
+            return journal(&server, &remote, None, Served::refused(e.status(), msg));
         }
     };
     let log = |level: &str, msg: &str| cgi::log_event(PROGRAM, level, &req.remote_addr, msg);
     // The initrd sends `section=` even when it has none.
-    let cfg = match req
+    let section = req
         .section
         .as_deref()
-        .filter(|s| !s.is_empty() && *s != "SERVER")
-    {
+        .filter(|s| !s.is_empty() && *s != "SERVER");
+    let cfg = match section {
         None => server,
         Some(section) => match cgi_config(section) {
             Ok(cfg) => cfg,
             Err(e) => {
                 let msg = format!("{e:#}");
                 log("error", &msg);
-                return error(200, &msg);
+                let served = Served::refused(200, msg);
+                return journal(&server, &req.remote_addr, Some(section), served);
             }
         },
     };
+    let served = serve_request(&cfg, &req, &log);
+    let section = section.unwrap_or("SERVER");
+    journal(&cfg, &req.remote_addr, Some(section), served)
+}
+
+/// Serves a request whose section's configuration is `cfg`.
+fn serve_request(cfg: &Config, req: &Request, log: &dyn Fn(&str, &str)) -> Served {
     let Some(file) = &req.file else {
         log("info", "no file passed");
-        return error(200, "No file passed to the CGI");
+        return Served::refused(200, "No file passed to the CGI".to_owned());
     };
     if file.is_log() {
-        return cgi::answer_log(&cfg.log_dir, file, &log);
+        let (answer, decision) = cgi::answer_log(&cfg.log_dir, file, log);
+        let sysname = match &decision {
+            Decision::LogStored { file } => logs::machine_of_log(file).map(str::to_owned),
+            _ => None,
+        };
+        return Served {
+            answer,
+            sysname,
+            decision,
+        };
     }
     if file.data.len() as u64 > cfg.max_hw_size {
         let msg = format!(
@@ -202,20 +255,47 @@ fn serve_cgi() -> Answer {
             cfg.max_hw_size
         );
         log("error", &msg);
-        return error(413, &msg);
+        return Served::refused(413, msg);
     }
+    let items = match parse_items(cfg, Path::new(&file.filename), &file.data) {
+        Ok(items) => items,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            log("error", &msg);
+            return Served::refused(200, msg);
+        }
+    };
+    let sysname = hw::sysname_and_macs(&items).0;
     let failure = req.failure.as_deref().filter(|f| !f.is_empty());
-    match serve_hw(
-        &cfg,
-        Path::new(&file.filename),
-        &file.data,
-        failure,
-        false,
-        &log,
-    ) {
-        Served::Script(script) => Answer::ok(script),
-        Served::Nothing => Answer::ok(Vec::new()),
-        Served::Error(msg) => error(200, &msg),
+    match provision::provision(cfg, &items, failure, false) {
+        Ok(outcome) => {
+            let decision = decision_of(&outcome);
+            let script = log_outcome(&sysname, outcome, log);
+            Served {
+                answer: Answer::ok(script.unwrap_or_default()),
+                sysname: Some(sysname),
+                decision,
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            log("error", &format!("{sysname}: {msg}"));
+            // Explained after the answer is decided, without the lock.
+            let decision = match &e {
+                ProvisionError::NoMatch { profiles, .. } => {
+                    Decision::no_match(cfg, &items, profiles)
+                }
+                _ => Decision::Refused {
+                    status: 200,
+                    reason: msg.clone(),
+                },
+            };
+            Served {
+                answer: Answer::error(200, &msg),
+                sysname: Some(sysname),
+                decision,
+            }
+        }
     }
 }
 
@@ -242,9 +322,8 @@ fn main() -> ExitCode {
     }
     let args = Upload::parse();
     let (script, code) = match run_cli(&args) {
-        Ok(Served::Script(script)) => (script, ExitCode::SUCCESS),
-        Ok(Served::Nothing) => (Vec::new(), ExitCode::SUCCESS),
-        Ok(Served::Error(msg)) => (script::error_script(&msg), ExitCode::FAILURE),
+        Ok(Printed::Script(script)) => (script, ExitCode::SUCCESS),
+        Ok(Printed::Error(msg)) => (script::error_script(&msg), ExitCode::FAILURE),
         Err(e) => {
             let msg = format!("{e:#}");
             eprintln!("upload: error: {msg}");
