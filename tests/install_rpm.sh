@@ -68,7 +68,7 @@ if [ -z "$rpm" ]; then
 fi
 ok "cargo generate-rpm builds $(basename "$rpm")"
 
-rpmlint -r "$top/packaging/rpm/edeploy.rpmlintrc" "$rpm" >"$work/rpmlint.log" 2>&1
+rpmlint -c "$top/packaging/rpm/rpmlint.toml" -r "$top/packaging/rpm/edeploy.rpmlintrc" "$rpm" >"$work/rpmlint.log" 2>&1
 rpmlint_rc=$?
 sed 's/^/  rpmlint: /' "$work/rpmlint.log"
 check "rpmlint reports no error and no warning" [ "$rpmlint_rc" = 0 ]
