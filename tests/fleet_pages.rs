@@ -12,13 +12,12 @@
 
 mod common;
 
-use std::fs::{self, File};
+use std::fs::{self};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::apache::{apache_available, Apache};
+use common::chromium;
 use serde_json::Value as Json;
 
 const REAL_HW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/real-hw");
@@ -397,10 +396,10 @@ fn fleet_views_through_apache_and_chromium() {
         assert_eq!(code, 404, "{q}: {}", String::from_utf8_lossy(&body));
     }
 
-    if !browser_available() {
+    if !chromium::available() {
         return;
     }
-    let dom = chromium(&format!("{url}?view=machines"), &["--dump-dom"]);
+    let dom = chromium::run(&format!("{url}?view=machines"), &["--dump-dom"]);
     assert!(dom.contains("<h1>Machines</h1>"), "{dom}");
     assert!(!dom.contains("<img"), "an element was injected:\n{dom}");
     let shots = std::env::var_os("EDEPLOY_FLEET_SCREENSHOTS").map(PathBuf::from);
@@ -419,12 +418,12 @@ fn fleet_views_through_apache_and_chromium() {
         ("health", "?view=health".to_owned()),
     ];
     for (name, q) in views {
-        let dom = chromium(&format!("{url}{q}"), &["--dump-dom"]);
+        let dom = chromium::run(&format!("{url}{q}"), &["--dump-dom"]);
         assert!(dom.contains("<nav>"), "{name}: {dom}");
         if let Some(dir) = &shots {
             fs::create_dir_all(dir).unwrap();
             let png = dir.join(format!("{name}.png"));
-            chromium(
+            chromium::run(
                 &format!("{url}{q}"),
                 &[
                     &format!("--screenshot={}", png.display()),
@@ -436,67 +435,4 @@ fn fleet_views_through_apache_and_chromium() {
     }
     let log = f.apache.read_log("error.log");
     assert!(!log.contains("panicked"), "{log}");
-}
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn browser_available() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    if std::env::var("EDEPLOY_SKIP_BROWSER").as_deref() == Ok("1") {
-        eprintln!("{CHROMIUM} missing: browser checks skipped because EDEPLOY_SKIP_BROWSER=1");
-        return false;
-    }
-    panic!("{CHROMIUM} missing: apt-get install chromium, or set EDEPLOY_SKIP_BROWSER=1 to skip");
-}
-
-/// Runs headless Chromium on `url` with `args` and a fresh profile;
-/// returns its stdout.
-fn chromium(url: &str, args: &[&str]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out_dir = tempfile::tempdir().unwrap();
-    let stdout = out_dir.path().join("stdout");
-    let stderr = out_dir.path().join("stderr");
-    let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout).unwrap())
-        .stderr(File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "chromium timed out: {}",
-                fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        status.success(),
-        "chromium {status}: {}",
-        fs::read_to_string(&stderr).unwrap_or_default()
-    );
-    fs::read_to_string(&stdout).unwrap()
 }

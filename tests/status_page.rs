@@ -15,11 +15,12 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, FileTimes};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::apache::{apache_available, Apache, FIXTURES};
+use common::chromium;
 use edeploy::status::{self, Status, FILES_SHOWN, USED_SHOWN};
 use serde_json::Value as Json;
 
@@ -835,69 +836,6 @@ fn million_entry_model_is_summarised_without_expanding_it() {
 
 // ---- End to end: Apache and Chromium ----
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Whether to run the browser part: Chromium present, or explicitly skipped.
-fn browser_available() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    if std::env::var("EDEPLOY_SKIP_BROWSER").as_deref() == Ok("1") {
-        eprintln!("{CHROMIUM} missing: browser checks skipped because EDEPLOY_SKIP_BROWSER=1");
-        return false;
-    }
-    panic!("{CHROMIUM} missing: apt-get install chromium, or set EDEPLOY_SKIP_BROWSER=1 to skip");
-}
-
-/// Runs headless Chromium on `url` with `args` (`--dump-dom`, or
-/// `--screenshot=…`) and a fresh profile; returns its stdout.
-fn chromium(url: &str, args: &[&str]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out_dir = tempfile::tempdir().unwrap();
-    let stdout = out_dir.path().join("stdout");
-    let stderr = out_dir.path().join("stderr");
-    let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout).unwrap())
-        .stderr(File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "chromium timed out: {}",
-                fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        status.success(),
-        "chromium {status}: {}",
-        fs::read_to_string(&stderr).unwrap_or_default()
-    );
-    fs::read_to_string(&stdout).unwrap()
-}
-
 /// HTTP status, headers (lower-cased) and body of a GET, or of `curl_args`.
 fn fetch(url: &str, curl_args: &[&str]) -> (u16, String, String) {
     let out = Command::new("curl")
@@ -1006,10 +944,10 @@ fn status_page_through_apache_and_chromium() {
         "[('vm', 1)]\n"
     );
 
-    if !browser_available() {
+    if !chromium::available() {
         return;
     }
-    let dom = chromium(&url, &["--dump-dom"]);
+    let dom = chromium::run(&url, &["--dump-dom"]);
     assert!(dom.contains("<h1>eDeploy status</h1>"), "{dom}");
     for shown in [
         "<tr><td class=\"profile\">vm</td><td class=\"num remaining\">1</td>",
@@ -1035,7 +973,7 @@ fn status_page_through_apache_and_chromium() {
 
     if let Some(png) = std::env::var_os("EDEPLOY_STATUS_SCREENSHOT") {
         let png = PathBuf::from(png);
-        chromium(
+        chromium::run(
             &url,
             &[
                 &format!("--screenshot={}", png.display()),

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod apache;
+pub mod chromium;
 pub mod fleet;
 pub mod oracle;
 pub mod rng;
