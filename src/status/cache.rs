@@ -50,20 +50,21 @@ const FORMAT: u32 = 1;
 /// kilobytes, unless the CMDB holds huge values (then it is not cached).
 pub const MAX_SIZE: u64 = 1 << 20;
 
-/// The identity of one version of a file.
+/// The identity of one version of a file (see the module's doc), as the
+/// caches of the status pages record it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Key {
+pub(crate) struct Key {
     dev: u64,
     ino: u64,
     size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-    ctime: i64,
+    pub(crate) mtime: i64,
+    pub(crate) mtime_nsec: i64,
+    pub(crate) ctime: i64,
     ctime_nsec: i64,
 }
 
 impl Key {
-    fn of(meta: &fs::Metadata) -> Key {
+    pub(crate) fn of(meta: &fs::Metadata) -> Key {
         Key {
             dev: meta.dev(),
             ino: meta.ino(),

@@ -38,6 +38,7 @@ use super::{summarize_hw, Hardware, Seen};
 use crate::config::Config;
 use crate::hw;
 use crate::journal;
+use crate::status::cache::Key;
 use crate::store;
 
 /// The directory of the index in HWDIR. The index is replaced there, not
@@ -53,32 +54,6 @@ const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Largest index read: ten thousand machines take a few megabytes.
 const MAX_SIZE: u64 = 512 << 20;
-
-/// The identity of one version of a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Key {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-    ctime: i64,
-    ctime_nsec: i64,
-}
-
-impl Key {
-    fn of(meta: &fs::Metadata) -> Key {
-        Key {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-            ctime: meta.ctime(),
-            ctime_nsec: meta.ctime_nsec(),
-        }
-    }
-}
 
 /// What the index holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
