@@ -22,24 +22,8 @@ url=http://127.0.0.1/cgi-bin/edeploy
 pidfile=/run/apache2/apache2.pid
 stub=/usr/local/sbin/pxemngr
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; }
-check() {
-	local name=$1
-	shift
-	if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
-finish() {
-	echo "$passed passed, $failed failed"
-	[ "$failed" -eq 0 ]
-	exit
-}
-fatal() {
-	not_ok "$1"
-	finish
-}
+# shellcheck source=tests/tap.sh
+. "$top/tests/tap.sh"
 
 known_to_dpkg() { dpkg-query -W -f '${Status}' edeploy 2>/dev/null | grep -q ' installed$\| config-files$\|half'; }
 apache_running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; }

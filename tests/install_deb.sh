@@ -21,26 +21,8 @@ cgi=/usr/lib/cgi-bin/edeploy
 url=http://127.0.0.1/cgi-bin/edeploy
 pidfile=/run/apache2/apache2.pid
 
-passed=0
-failed=0
-skipped=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; }
-skip() { skipped=$((skipped + 1)); echo "skip - $1"; }
-check() {
-	local name=$1
-	shift
-	if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
-finish() {
-	echo "$passed passed, $failed failed, $skipped skipped"
-	[ "$failed" -eq 0 ]
-	exit
-}
-fatal() {
-	not_ok "$1"
-	finish
-}
+# shellcheck source=tests/tap.sh
+. "$top/tests/tap.sh"
 
 # Apache re-reads its configuration (or starts) and answers.
 apache_reload() {

@@ -19,24 +19,8 @@ set -u
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; }
-check() {
-	local name=$1
-	shift
-	if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
-finish() {
-	echo "$passed passed, $failed failed"
-	[ "$failed" -eq 0 ]
-	exit
-}
-fatal() {
-	not_ok "$1"
-	finish
-}
+# shellcheck source=tests/tap.sh
+. "$top/tests/tap.sh"
 
 [ "$(id -u)" = 0 ] || fatal "must run as root"
 [ -f /etc/debian_version ] || fatal "must run on Debian"
