@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// The least time between the starts of two views.
-pub const MIN_SPACING: Duration = Duration::from_millis(25);
+pub const MIN_SPACING: Duration = Duration::from_millis(50);
 
 /// The longest a view waits for its turn before it is answered "busy".
 pub const MAX_WAIT: Duration = Duration::from_secs(10);
