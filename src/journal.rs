@@ -4,7 +4,7 @@
 //! The server otherwise keeps each machine's `.hw` file and the CMDB, and
 //! nothing of its decisions: a machine that matched nothing left no trace
 //! but a line in Apache's error log. The status page's machine views and
-//! `edeploy plan` read the journal back ([`for_each`], [`last_profiles`]).
+//! `edeploy plan` read the journal back ([`for_each`], [`last_decisions`]).
 //!
 //! Writing it must never cost a machine its installation, nor delay the
 //! others: a line is appended after the answer is decided, outside the
@@ -463,19 +463,6 @@ fn for_each_in(path: &Path, f: &mut impl FnMut(Record)) -> io::Result<()> {
     }
 }
 
-/// The profile each machine got last, by sysname: that of its last
-/// `configured` decision in the journal `path` (what `edeploy plan`
-/// compares with).
-pub fn last_profiles(path: &Path) -> io::Result<HashMap<String, String>> {
-    let mut last = HashMap::new();
-    for_each(path, |r| {
-        if let (Some(sysname), Decision::Configured { profile, .. }) = (r.sysname, r.decision) {
-            last.insert(sysname, profile);
-        }
-    })?;
-    Ok(last)
-}
-
 /// The last decision about each machine, by sysname: its last record
 /// other than a stored log or health result.
 pub fn last_decisions(path: &Path) -> io::Result<HashMap<String, Record>> {
@@ -714,12 +701,10 @@ mod tests {
             more: 0,
         };
         append(&path, u64::MAX, &r).unwrap();
-        let profiles = last_profiles(&path).unwrap();
-        assert_eq!(profiles.len(), 1);
-        assert_eq!(profiles["machine-1"], "hp");
         let last = last_decisions(&path).unwrap();
+        assert_eq!(last.len(), 2);
         assert_eq!(last["machine-1"].decision.kind(), "configured");
         assert_eq!(last["machine-2"].decision.kind(), "no_match");
-        assert!(last_profiles(&tmp.path().join("none")).unwrap().is_empty());
+        assert!(last_decisions(&tmp.path().join("none")).unwrap().is_empty());
     }
 }

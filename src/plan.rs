@@ -55,6 +55,7 @@ use serde_json::{json, Value as Json};
 use crate::cmdb::{self, CmdbError, Indexed};
 use crate::config::Config;
 use crate::hw::{self, HwError, HwLimits, Item};
+use crate::journal;
 use crate::literal::Dict;
 use crate::provision::{self, read_if_exists, ProvisionError};
 use crate::spec::{self, Budget, Spec, SpecError};
@@ -132,6 +133,23 @@ pub enum Last {
     Profile(String),
     /// An error: no profile matched, no quota, no CMDB entry...
     Nothing,
+}
+
+/// What each machine got last, by sysname, from the decisions journal
+/// `path`: the profile of a `configured` decision, else nothing (no match,
+/// a refusal, or a failure report: that installation failed and its count
+/// was given back). Stored logs and health results are no decisions.
+pub fn last_decisions(path: &Path) -> io::Result<HashMap<String, Last>> {
+    Ok(journal::last_decisions(path)?
+        .into_iter()
+        .map(|(sysname, record)| {
+            let last = match record.decision {
+                journal::Decision::Configured { profile, .. } => Last::Profile(profile),
+                _ => Last::Nothing,
+            };
+            (sysname, last)
+        })
+        .collect())
 }
 
 /// What the server would answer a machine.
@@ -1100,5 +1118,60 @@ fn decision_json(decision: &Decision) -> Json {
         } => json!({ "profile": profile, "cmdb_entry": cmdb_entry, "kept": kept }),
         Decision::Nothing { reason } => json!({ "profile": null, "reason": reason }),
         Decision::Unreadable { error } => json!({ "profile": null, "error": error }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Decision as Logged, Record};
+
+    #[test]
+    fn the_last_decision_of_each_machine_from_the_journal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("journal");
+        let log = |sysname: &str, decision: Logged| {
+            let r = Record::new(
+                "upload.py",
+                "192.0.2.1",
+                Some("SERVER"),
+                Some(sysname),
+                decision,
+            );
+            journal::append(&path, u64::MAX, &r).unwrap();
+        };
+        let configured = |profile: &str| Logged::Configured {
+            profile: profile.into(),
+            cmdb_entry: None,
+            hostname: None,
+            ip: None,
+        };
+        log("installed", configured("hp"));
+        log(
+            "installed",
+            Logged::LogStored {
+                file: "installed.log.gz".into(),
+            },
+        );
+        log("failed", configured("dell"));
+        log(
+            "failed",
+            Logged::FailureReport {
+                profile: "dell".into(),
+                quota_given_back: true,
+            },
+        );
+        log(
+            "unmatched",
+            Logged::NoMatch {
+                profiles: Vec::new(),
+                more: 0,
+            },
+        );
+        let last = last_decisions(&path).unwrap();
+        assert_eq!(last.len(), 3);
+        assert_eq!(last["installed"], Last::Profile("hp".into()));
+        assert_eq!(last["failed"], Last::Nothing);
+        assert_eq!(last["unmatched"], Last::Nothing);
     }
 }

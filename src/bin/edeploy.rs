@@ -19,7 +19,6 @@ use edeploy::cli::{self, Check, CmdbUsed, Command, EdeployRun, Explain, GenDocs,
 use edeploy::config::{self, Config};
 use edeploy::explain::{self, failure_text, write_report, Verdict};
 use edeploy::hw::{self, Item};
-use edeploy::journal;
 use edeploy::literal::{self, Streamed, Value};
 use edeploy::plan::{self, Last};
 use edeploy::spec::SpecError;
@@ -201,32 +200,16 @@ fn cmdb_used(args: &CmdbUsed, out: &mut dyn Write) -> Answer {
     Ok(false)
 }
 
-/// Each machine's last decision, by sysname, from the decisions journal of
-/// `cfg` (none known without one). A failure report counts as nothing: the
-/// installation failed and its count was given back.
+/// Each machine's last decision from the decisions journal of `cfg`; none
+/// known without one, or when it cannot be read (with a warning).
 fn last_decisions(cfg: &Config) -> HashMap<String, Last> {
     let Some(path) = &cfg.journal else {
         return HashMap::new();
     };
-    let records = match journal::last_decisions(path) {
-        Ok(records) => records,
-        Err(e) => {
-            if e.kind() != io::ErrorKind::NotFound {
-                eprintln!("edeploy: warning: {}: {e}", path.display());
-            }
-            return HashMap::new();
-        }
-    };
-    records
-        .into_iter()
-        .map(|(sysname, record)| {
-            let last = match record.decision {
-                journal::Decision::Configured { profile, .. } => Last::Profile(profile),
-                _ => Last::Nothing,
-            };
-            (sysname, last)
-        })
-        .collect()
+    plan::last_decisions(path).unwrap_or_else(|e| {
+        eprintln!("edeploy: warning: {}: {e}", path.display());
+        HashMap::new()
+    })
 }
 
 fn plan_cmd(args: &Plan, out: &mut dyn Write) -> Answer {
