@@ -107,8 +107,8 @@ pub fn select(
     select_within(file, src, vars, forced, DEFAULT_MAX_CMDB_SIZE)
 }
 
-/// Default `MAXCMDBSIZE`: largest CMDB a `generate()` model may expand to,
-/// in bytes. The expansion and the next request's copy of it are both held
+/// Default `MAXCMDBSIZE`: largest CMDB file read, and largest CMDB a
+/// `generate()` model may expand to, in bytes. The expansion and the next request's copy of it are both held
 /// in memory (the file is read whole, and its new text is built whole before
 /// it replaces it), and entries grow by about half once used: 16 MiB keeps
 /// every request under 64 MiB of RSS, and holds a /16 of addresses.

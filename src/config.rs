@@ -205,8 +205,8 @@ pub struct Config {
     pub max_log_size: u64,
     /// `MAXHWLINES` and `MAXHWVALUE`: bounds on a hardware description.
     pub hw_limits: HwLimits,
-    /// `MAXCMDBSIZE`: largest CMDB a `generate()` model may expand to, in
-    /// bytes.
+    /// `MAXCMDBSIZE`: largest CMDB file read, and largest CMDB a
+    /// `generate()` model may expand to, in bytes.
     pub max_cmdb_size: u64,
     /// `JOURNAL`: the decisions journal (default
     /// `LOGDIR/edeploy-journal.jsonl`; an empty value turns it off).

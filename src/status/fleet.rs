@@ -53,6 +53,18 @@ pub struct Hardware {
     pub nics: Vec<Nic>,
 }
 
+impl Hardware {
+    /// Vendor and product, as far as known (`"HP ProLiant DL360p Gen8"`).
+    pub fn model(&self) -> String {
+        [&self.vendor, &self.product]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Disk {
     pub name: String,

@@ -327,12 +327,7 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
             );
             match &machine.hardware {
                 Some(hw) => {
-                    let model = [&hw.vendor, &hw.product]
-                        .into_iter()
-                        .flatten()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" ");
+                    let model = hw.model();
                     let _ = write!(
                         h,
                         "<br><span class=\"sub\">{}</span></td><td class=\"mono serial\">{}</td>\
@@ -530,12 +525,7 @@ pub fn machine_html(p: &MachinePage) -> String {
     }
     h.push_str("<div class=\"cards\">\n");
     if let Some(hw) = &m.hardware {
-        let model = [&hw.vendor, &hw.product]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let model = hw.model();
         let _ = writeln!(
             h,
             "<div class=\"card\"><h4>System</h4>{}<br>serial <span class=\"mono\">{}</span></div>\n\
