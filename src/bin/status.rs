@@ -322,6 +322,9 @@ fn cgi_main() -> ExitCode {
     head.push_str(&format!("Content-Type: {}\n", answer.content_type));
     head.push_str(COMMON_HEADERS);
     head.push('\n');
+    // Worked out: the next view may start once the spacing has passed,
+    // while this answer is still being sent.
+    let released = turn.map(Turn::release_after_spacing);
     let mut out = std::io::stdout().lock();
     let written = out
         .write_all(head.as_bytes())
@@ -333,9 +336,9 @@ fn cgi_main() -> ExitCode {
     match written.and_then(|()| out.flush()) {
         Ok(()) => {
             drop(out);
-            if let Some(turn) = turn {
+            if let Some(released) = released {
                 close_output();
-                turn.finish();
+                released.wait();
             }
             ExitCode::SUCCESS
         }

@@ -1,5 +1,5 @@
-//! Pacing of status views: one at a time, and at most one every
-//! [`MIN_SPACING`] (or as long as the last one took, whichever is longer).
+//! Pacing of status views: one at a time while it works out its answer,
+//! and at most one every [`MIN_SPACING`].
 //!
 //! A view runs at idle CPU priority, but Apache starts each CGI at the
 //! normal one: under a flood of views (a dashboard refreshing in a loop, a
@@ -9,7 +9,10 @@
 //! views did. Pacing bounds that work: a client waiting for its turn sleeps
 //! and sends nothing new, so the views a flood can start per second are
 //! bounded by the pace, not by how fast Apache can fork. A view alone is
-//! not delayed: the spacing is waited for after its answer is sent.
+//! not delayed: the spacing is waited for after its answer is sent. Nor
+//! does a slow client hold the others up: the turn is given up once the
+//! answer is worked out and the spacing has passed, while a download (a
+//! log of up to MAXLOGSIZE) is still being sent.
 //!
 //! The turn is an exclusive `flock` on the running program's own file
 //! (`/proc/self/exe`): every view of one installation shares it, whatever
@@ -88,24 +91,32 @@ impl Turn {
         }
     }
 
-    /// Whether this turn holds the lock (false when pacing was not
-    /// possible).
-    pub fn is_paced(&self) -> bool {
-        self.file.is_some()
+    /// Gives the turn up [`MIN_SPACING`] after the view started, or now if
+    /// that has passed: call it once the answer is worked out, then send
+    /// it, and [`Released::wait`] before the process ends (which would give
+    /// the turn up sooner).
+    pub fn release_after_spacing(self) -> Released {
+        let Some(file) = self.file else {
+            return Released(None);
+        };
+        let until = self.started + MIN_SPACING;
+        Released(Some(thread::spawn(move || {
+            thread::sleep(until.saturating_duration_since(Instant::now()));
+            drop(file);
+        })))
     }
+}
 
-    /// How long after the start of this view the next may start: the
-    /// view's own duration, at least [`MIN_SPACING`].
-    pub fn spacing(&self) -> Duration {
-        self.started.elapsed().max(MIN_SPACING)
-    }
+/// A turn being given up (see [`Turn::release_after_spacing`]).
+#[derive(Debug)]
+pub struct Released(Option<thread::JoinHandle<()>>);
 
-    /// Keeps the turn until [`spacing`](Turn::spacing) has passed since
-    /// the view started, then gives it up. Call it once the answer is sent.
-    pub fn finish(self) {
-        if self.is_paced() {
-            let spacing = self.spacing();
-            thread::sleep(spacing.saturating_sub(self.started.elapsed()));
+impl Released {
+    /// Waits until the turn is given up.
+    pub fn wait(self) {
+        if let Some(handle) = self.0 {
+            // The thread only sleeps and closes a file.
+            let _ = handle.join();
         }
     }
 }
@@ -124,13 +135,13 @@ mod tests {
     fn one_view_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let first = Turn::take_on(lock_file(&dir), MAX_WAIT).unwrap();
-        assert!(first.is_paced());
+        assert!(first.file.is_some());
         // Another open file description of the same file: another view.
         let second = Turn::take_on(lock_file(&dir), Duration::from_millis(50));
         assert_eq!(second.unwrap_err(), Busy::TimedOut);
         drop(first);
         let third = Turn::take_on(lock_file(&dir), MAX_WAIT).unwrap();
-        assert!(third.is_paced());
+        assert!(third.file.is_some());
     }
 
     #[test]
@@ -138,17 +149,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = Turn::take_on(lock_file(&dir), MAX_WAIT).unwrap();
         let first_started = first.started;
-        let finished = thread::spawn(move || first.finish());
+        // The first view's answer is still being sent (it has not waited
+        // for its release): the second starts all the same, after the
+        // spacing.
+        let released = first.release_after_spacing();
         let second = Turn::take_on(lock_file(&dir), MAX_WAIT).unwrap();
-        finished.join().unwrap();
-        assert!(second.is_paced());
+        released.wait();
+        assert!(second.file.is_some());
         assert!(second.started - first_started >= MIN_SPACING);
     }
 
     #[test]
     fn the_running_program_paces_its_views() {
         let turn = Turn::take(MAX_WAIT).unwrap();
-        assert!(turn.is_paced());
+        assert!(turn.file.is_some());
         assert!(Turn::take(Duration::from_millis(50)).is_err());
     }
 }
