@@ -16,8 +16,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+mod layout;
 mod pool;
 
+pub use layout::Layout;
 pub use pool::Pool;
 
 use crate::generate::{self, GenerateError};

@@ -356,9 +356,18 @@ pub(crate) fn decide(
                 let orig = append_to_name(&cmdb.file, ".orig");
                 store::copy_file_atomic(&cmdb.file, &orig).map_err(io_error(&orig))?;
             }
-            let prepared = store::prepare_file_locked(&cmdb.file, &pool.into_contents())
+            let (contents, layout) = pool.into_text();
+            let prepared = store::prepare_file_locked_from_parts(&cmdb.file, &contents.parts())
                 .map_err(io_error(&cmdb.file))?;
             files.push(prepared);
+            // A cache, renamed with the CMDB: a layout that cannot be
+            // written only costs the next batch a parse.
+            let layout = layout.zip(cmdb::Layout::path(&cmdb.file));
+            if let Some(Ok(prepared)) =
+                layout.map(|(l, path)| store::prepare_volatile(&path, &l.encode()))
+            {
+                files.push(prepared);
+            }
         }
         if batch.state_changed {
             let prepared = store::prepare_file_locked(&state_file, &batch.state.to_bytes())
@@ -503,7 +512,11 @@ impl Batch<'_> {
             }
         }
         let pool = match src {
-            Some(src) => cmdb::Pool::read(path, &src, &wanted, self.cfg.max_cmdb_size),
+            Some(src) => {
+                let layout = cmdb::Layout::read(path);
+                let max = self.cfg.max_cmdb_size;
+                cmdb::Pool::read_laid_out(path, src, layout.as_ref(), &wanted, max)
+            }
             None => Ok(None),
         };
         self.cmdbs.push(CmdbFile {

@@ -249,7 +249,9 @@ fn read_version_with(
             if opened.size() > limit {
                 return Err(too_large());
             }
-            let mut contents = Vec::new();
+            // Sized once: a CMDB is megabytes, grown by doubling it would be
+            // copied and faulted in again at each step.
+            let mut contents = Vec::with_capacity(usize::try_from(opened.size()).unwrap_or(0) + 1);
             // Written in place by someone else meanwhile, it may have grown.
             let mut file = io::Read::take(file, limit.saturating_add(1));
             io::Read::read_to_end(&mut file, &mut contents)?;
@@ -331,7 +333,7 @@ pub fn replace_file_no_follow(path: &Path, contents: &[u8]) -> io::Result<()> {
 pub fn prepare_file(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
     let target = resolve(path)?;
     let old = metadata_if_exists(&target)?;
-    prepare_replacing(&target, old.as_ref(), contents)
+    prepare_replacing(&target, old.as_ref(), &[contents])
 }
 
 /// A new file for [`commit_all`] that only live processes read and that
@@ -348,13 +350,13 @@ pub fn prepare_volatile(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
 fn prepare_replacing(
     target: &Path,
     old: Option<&fs::Metadata>,
-    contents: &[u8],
+    parts: &[&[u8]],
 ) -> io::Result<Prepared> {
     prepare_with(target, |tmp| {
         if let Some(meta) = old {
             same_owner_and_mode(tmp, meta)?;
         }
-        tmp.write_all(contents)
+        parts.iter().try_for_each(|part| tmp.write_all(part))
     })
 }
 
@@ -372,12 +374,19 @@ fn prepare_replacing(
 /// content. Otherwise (or where leases or exchanges are not supported) this
 /// is [`prepare_file`].
 pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
+    prepare_file_locked_from_parts(path, &[contents])
+}
+
+/// [`prepare_file_locked`] for the content made of `parts` one after the
+/// other: a large CMDB is written from the pieces of its new text, never
+/// copied whole.
+pub fn prepare_file_locked_from_parts(path: &Path, parts: &[&[u8]]) -> io::Result<Prepared> {
     let target = resolve(path)?;
     let Some(old) = metadata_if_exists(&target)? else {
-        return prepare_replacing(&target, None, contents);
+        return prepare_replacing(&target, None, parts);
     };
     let Some((tmp_path, file, spare)) = open_spare(&target, &old) else {
-        return prepare_replacing(&target, Some(&old), contents);
+        return prepare_replacing(&target, Some(&old), parts);
     };
     let mut prepared = Prepared {
         tmp_path,
@@ -390,11 +399,11 @@ pub fn prepare_file_locked(path: &Path, contents: &[u8]) -> io::Result<Prepared>
     // Written over the old content, then cut to length: truncating first
     // would free every block (a discard each, with `-o discard`) only to
     // allocate them again.
-    let len = contents.len() as u64;
+    let len: u64 = parts.iter().map(|part| part.len() as u64).sum();
     crash_point("write", &prepared.tmp_path);
-    prepared
-        .file
-        .write_all(contents)
+    parts
+        .iter()
+        .try_for_each(|part| prepared.file.write_all(part))
         .and_then(|()| {
             if spare.len() > len {
                 crash_point("cut", &prepared.tmp_path);
@@ -541,7 +550,7 @@ const TEMP_NAME_KEEP: usize = 200;
 
 /// `.<name of target><suffix>` in the directory of `target` (the name cut
 /// to `TEMP_NAME_KEEP` bytes); `None` if `target` has no file name.
-fn hidden_sibling(target: &Path, suffix: &str) -> Option<PathBuf> {
+pub(crate) fn hidden_sibling(target: &Path, suffix: &str) -> Option<PathBuf> {
     Some(parent_dir(target).join(hidden_name(target.file_name()?, suffix)))
 }
 

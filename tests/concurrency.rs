@@ -116,7 +116,8 @@ fn quota_and_cmdb_hold_under_256_simultaneous_machines() {
 
     // Every machine's hardware is saved (refused ones too, as the legacy
     // server did), and nothing temporary is left: only the spares that the
-    // state and CMDB are exchanged with, and the record of the last commit.
+    // state and CMDB are exchanged with, the record of the last commit, and
+    // the CMDB's layout (its 200 entries are plain).
     let (temps, mut config) = split_temporaries(&site.config_dir);
     assert!(temps.is_empty(), "{temps:?}");
     config.sort();
@@ -124,6 +125,7 @@ fn quota_and_cmdb_hold_under_256_simultaneous_machines() {
         config,
         [
             ".edeploy-commit",
+            ".robust.cmdb.layout",
             ".robust.cmdb.spare",
             ".state.spare",
             "robust.cmdb",

@@ -87,9 +87,11 @@ fn result_files(case: &Path) -> BTreeMap<String, Vec<u8>> {
                 continue;
             }
             // The spares the state and CMDB are exchanged with (an older
-            // version, see store::prepare_file_locked) and the record of the
-            // last commit (store::commit_all): ours only, by design.
-            if name.starts_with('.') && name.ends_with(".spare") || name == ".edeploy-commit" {
+            // version, see store::prepare_file_locked), the layouts of CMDBs
+            // (cmdb::Layout) and the record of the last commit
+            // (store::commit_all): ours only, by design.
+            let hidden = |suffix| name.starts_with('.') && name.ends_with(suffix);
+            if hidden(".spare") || hidden(".layout") || name == ".edeploy-commit" {
                 continue;
             }
             let path = if rel.is_empty() {

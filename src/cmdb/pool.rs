@@ -1,23 +1,31 @@
 //! The pool of a batch: a CMDB read once for the selections of all the
 //! requests of a batch (see `batch`), and written once.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use memchr::memmem;
+
+use super::layout::{Layout, MIN_ENTRIES};
 use super::{is_included, is_used, preference, CmdbError};
 use crate::generate::{self, GenerateError};
-use crate::literal::{self, Dict, FlatDict, ListSink, ParseError, Plain, Streamed, Value};
+use crate::literal::{
+    self, Dict, Document, FlatDict, ListSink, ParseError, Plain, Streamed, Value,
+};
 
 /// A CMDB read once for several selections in a row, as a batch of
 /// requests makes them (see `batch`): each is the one [`select`] would make
 /// on the text the ones before it left, and the new text is printed once.
 ///
 /// The file is read in one pass that keeps, for each preference given,
-/// the first entries that include it, and the first unused entries, as
-/// many as there are preferences: each selection changes one entry, so
+/// the first entries that include it, and the first unused entries, one
+/// more than there are preferences: each selection changes one entry, so
 /// the one the next selection wants is among those, or among the entries
-/// changed already, which are checked as they now are.
+/// changed already, which are checked as they now are (and one is left
+/// unused to start the next layout from). A text the server printed
+/// itself, recognised by its [`Layout`], is not parsed: those entries are
+/// found by searching its text.
 pub struct Pool {
     file: PathBuf,
     /// The list printed as pprint does, but for its closing `]\n`; the
@@ -36,6 +44,11 @@ pub struct Pool {
     /// Entries chosen so far, as they now are.
     changed: BTreeMap<usize, Dict>,
     backup_original: bool,
+    /// Entries in the list.
+    count: usize,
+    /// Every entry read is a dict of str keys and str or int values: the
+    /// new text may have a layout.
+    plain: bool,
 }
 
 impl Pool {
@@ -97,6 +110,36 @@ impl Pool {
             unused: scan.unused,
             changed: BTreeMap::new(),
             backup_original,
+            count: scan.count,
+            plain: scan.plain,
+        }))
+    }
+
+    /// [`Pool::read`], but a text that `layout` describes (the server
+    /// printed it) is searched rather than parsed.
+    pub fn read_laid_out(
+        file: &Path,
+        src: Vec<u8>,
+        layout: Option<&Layout>,
+        prefs: &[&Dict],
+        max_generated: u64,
+    ) -> Result<Option<Pool>, CmdbError> {
+        let Some(found) = layout.and_then(|layout| Found::search(file, &src, layout, prefs)) else {
+            return Pool::read(file, &src, prefs, max_generated);
+        };
+        let mut out = src;
+        out.truncate(out.len() - b"]\n".len());
+        Ok(Some(Pool {
+            file: file.to_path_buf(),
+            out,
+            small: None,
+            candidates: found.candidates,
+            matching: found.matching,
+            unused: found.unused,
+            changed: BTreeMap::new(),
+            backup_original: false,
+            count: found.count,
+            plain: true,
         }))
     }
 
@@ -181,22 +224,235 @@ impl Pool {
 
     /// The CMDB's new text.
     pub fn into_contents(self) -> Vec<u8> {
+        self.into_text().0.parts().concat()
+    }
+
+    /// The CMDB's new text, and its layout when it may have one.
+    pub fn into_text(self) -> (Text, Option<Layout>) {
         if let Some(mut values) = self.small {
             // The list may fit on one line: let the printer decide.
             for (&i, entry) in &self.changed {
                 values[i] = Value::Dict(entry.clone());
             }
-            return literal::pformat(&Value::List(values));
+            let text = literal::pformat(&Value::List(values));
+            let whole = 0..text.len();
+            let text = Text {
+                old: text,
+                pieces: vec![Piece::Old(whole)],
+            };
+            return (text, None);
         }
-        let mut out = self.out;
-        // From the last: the texts before keep their place.
-        for (i, entry) in self.changed.iter().rev() {
-            let mut replaced = Vec::new();
-            literal::format_at(&mut replaced, &Value::Dict(entry.clone()), 1, 1);
-            out.splice(self.candidates[i].1.clone(), replaced);
+        let mut pieces = Vec::with_capacity(2 * self.changed.len() + 2);
+        // Where the old text is copied up to, and how much longer the new
+        // text is up to there.
+        let (mut copied, mut grown) = (0, 0isize);
+        // The first unused entry left, and where it starts in the new text.
+        let first_unused = self
+            .unused
+            .iter()
+            .copied()
+            .find(|i| !self.changed.contains_key(i));
+        let mut first_unused_at = None;
+        for (&i, entry) in &self.changed {
+            if let Some(u) = first_unused.filter(|&u| u < i && first_unused_at.is_none()) {
+                first_unused_at = self.candidates[&u].1.start.checked_add_signed(grown);
+            }
+            let range = &self.candidates[&i].1;
+            let mut new = Vec::new();
+            literal::format_at(&mut new, &Value::Dict(entry.clone()), 1, 1);
+            grown += new.len() as isize - range.len() as isize;
+            pieces.push(Piece::Old(copied..range.start));
+            pieces.push(Piece::New(new));
+            copied = range.end;
         }
-        out.extend_from_slice(b"]\n");
-        out
+        if let Some(u) = first_unused.filter(|_| first_unused_at.is_none()) {
+            first_unused_at = self.candidates[&u].1.start.checked_add_signed(grown);
+        }
+        pieces.push(Piece::Old(copied..self.out.len()));
+        pieces.push(Piece::New(b"]\n".to_vec()));
+        let text = Text {
+            old: self.out,
+            pieces,
+        };
+        // All the unused entries read were chosen: there is no other one
+        // only if fewer were found than were looked for.
+        let known = first_unused.is_some() || self.unused.len() <= self.matching.len();
+        let plain = self.plain && self.changed.values().all(is_plain);
+        let layout = (known && plain && self.count >= MIN_ENTRIES)
+            .then(|| Layout::of(&text.parts(), self.count, first_unused.zip(first_unused_at)));
+        (text, layout)
+    }
+}
+
+/// A CMDB's new text, as pieces of the old one and new entries: a large
+/// CMDB is written from them, never copied whole.
+pub struct Text {
+    old: Vec<u8>,
+    pieces: Vec<Piece>,
+}
+
+enum Piece {
+    Old(Range<usize>),
+    New(Vec<u8>),
+}
+
+impl Text {
+    /// The text, in order.
+    pub fn parts(&self) -> Vec<&[u8]> {
+        self.pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Old(range) => &self.old[range.clone()],
+                Piece::New(text) => text.as_slice(),
+            })
+            .collect()
+    }
+}
+
+/// Whether a dict has only str keys and str or int values, as the entries
+/// of a text with a layout.
+fn is_plain(entry: &Dict) -> bool {
+    entry
+        .iter()
+        .all(|(k, v)| matches!(k, Value::Str(_)) && matches!(v, Value::Str(_) | Value::Int(_)))
+}
+
+/// What a pool keeps of a text with a layout, found by searching it.
+struct Found {
+    count: usize,
+    candidates: BTreeMap<usize, (Dict, Range<usize>)>,
+    matching: Vec<Vec<usize>>,
+    unused: Vec<usize>,
+}
+
+/// Where every entry but the first starts in a text with a layout.
+const ENTRY_START: &[u8] = b"\n {";
+
+impl Found {
+    /// Finds in `src`, if `layout` describes it, what [`Pool::read`] would
+    /// keep for `prefs`; `None` if it may not be searched (it must then be
+    /// parsed).
+    fn search(file: &Path, src: &[u8], layout: &Layout, prefs: &[&Dict]) -> Option<Found> {
+        if !layout.describes(src) {
+            return None;
+        }
+        let out = src.strip_suffix(b"]\n")?;
+        if !out.starts_with(b"[{") {
+            return None;
+        }
+        let keep = prefs.len();
+        // By where each entry starts: the entries found, and their index
+        // when known.
+        let mut entries: BTreeMap<usize, (Dict, Range<usize>, Option<usize>)> = BTreeMap::new();
+        let mut matching_at = vec![Vec::new(); keep];
+        for (pref, matching) in prefs.iter().zip(&mut matching_at) {
+            // An entry including `pref` holds the text of each of its
+            // items: the longest is searched, the entries found checked.
+            let needles: Option<Vec<Vec<u8>>> = pref.iter().map(|(k, v)| item_text(k, v)).collect();
+            let needle = needles?.into_iter().max_by_key(Vec::len);
+            let starts: Box<dyn Iterator<Item = usize>> = match &needle {
+                Some(needle) => {
+                    Box::new(memmem::find_iter(out, needle).map(|at| entry_start(out, at)))
+                }
+                // An empty preference: every entry includes it.
+                None => Box::new(entry_starts(out, 1)),
+            };
+            let mut last = None;
+            for start in starts {
+                if matching.len() == keep {
+                    break;
+                }
+                if last.replace(start) == Some(start) {
+                    continue;
+                }
+                if let btree_map::Entry::Vacant(vacant) = entries.entry(start) {
+                    let range = start..entry_end(out, start);
+                    vacant.insert((parse_entry(file, &out[range.clone()])?, range, None));
+                }
+                if is_included(pref, &entries[&start].0) {
+                    matching.push(start);
+                }
+            }
+        }
+        let mut unused = Vec::new();
+        if let Some((mut index, start)) = layout.first_unused {
+            for start in entry_starts(out, start) {
+                if unused.len() > keep {
+                    break;
+                }
+                let range = start..entry_end(out, start);
+                let entry = match entries.remove(&start) {
+                    Some((entry, _, _)) => entry,
+                    None => parse_entry(file, &out[range.clone()])?,
+                };
+                if !is_used(&entry) {
+                    unused.push(index);
+                }
+                entries.insert(start, (entry, range, Some(index)));
+                index += 1;
+            }
+        }
+        // The index of an entry is the number of entry starts before it.
+        let mut boundaries = memmem::find_iter(out, ENTRY_START).peekable();
+        let mut before = 0;
+        for (&start, (_, _, index)) in &mut entries {
+            while boundaries.next_if(|&at| at + 2 <= start).is_some() {
+                before += 1;
+            }
+            index.get_or_insert(before);
+        }
+        let index_at = |start: &usize| entries[start].2.unwrap_or_default();
+        let matching = matching_at
+            .iter()
+            .map(|starts| starts.iter().map(index_at).collect())
+            .collect();
+        let candidates = entries
+            .into_values()
+            .map(|(entry, range, index)| (index.unwrap_or_default(), (entry, range)))
+            .collect();
+        Some(Found {
+            count: layout.count,
+            candidates,
+            matching,
+            unused,
+        })
+    }
+}
+
+/// The text of the item `key: value` in a text with a layout; `None` if
+/// no such text may hold it (the key is not a str, or the value neither
+/// a str nor an int).
+fn item_text(key: &Value, value: &Value) -> Option<Vec<u8>> {
+    if !matches!(key, Value::Str(_)) || !matches!(value, Value::Str(_) | Value::Int(_)) {
+        return None;
+    }
+    let mut text = literal::repr(key);
+    text.extend_from_slice(b": ");
+    text.extend_from_slice(&literal::repr(value));
+    Some(text)
+}
+
+/// Where the entry holding the text at `at` starts (its `{`).
+fn entry_start(out: &[u8], at: usize) -> usize {
+    memmem::rfind(&out[..at], ENTRY_START).map_or(1, |boundary| boundary + 2)
+}
+
+/// Where the entry starting at `start` ends (after its `}`).
+fn entry_end(out: &[u8], start: usize) -> usize {
+    memmem::find(&out[start..], ENTRY_START).map_or(out.len(), |next| start + next - 1)
+}
+
+/// Where each entry starts, from the one starting at `start` on.
+fn entry_starts(out: &[u8], start: usize) -> impl Iterator<Item = usize> + '_ {
+    std::iter::once(start)
+        .chain(memmem::find_iter(&out[start..], ENTRY_START).map(move |at| start + at + 2))
+}
+
+/// An entry of a text with a layout; `None` if it is not a dict.
+fn parse_entry(file: &Path, text: &[u8]) -> Option<Dict> {
+    match literal::parse(file, text) {
+        Ok(Document::Literal(Value::Dict(entry))) => Some(entry),
+        _ => None,
     }
 }
 
@@ -212,9 +468,11 @@ struct Scan<'a> {
     /// compared without a `Value`. Otherwise every entry takes the general
     /// path.
     plain_prefs: Option<Vec<PlainDict<'a>>>,
-    /// Candidates kept per preference, and unused entries kept: one per
-    /// selection to come.
+    /// Candidates kept per preference: one per selection to come; and one
+    /// more unused entry.
     keep: usize,
+    /// Every entry so far is a dict of str keys and str or int values.
+    plain: bool,
     /// The new file's text so far: `[`, then every entry printed as a list
     /// element (indent 1, allowance 1), separated by `,\n `. The chosen
     /// entries' texts are replaced in place at the end, so the file is
@@ -248,7 +506,7 @@ impl ListSink for Scan<'_> {
                 return false;
             }
         }
-        if self.unused.len() < self.keep && entry.get(b"used").is_none() {
+        if self.unused.len() <= self.keep && entry.get(b"used").is_none() {
             return false;
         }
         if self.count > 0 {
@@ -289,6 +547,7 @@ impl<'a> Scan<'a> {
             prefs,
             plain_prefs,
             keep: prefs.len(),
+            plain: true,
             out,
             count: 0,
             small: Some((0, Vec::new(), Vec::new())),
@@ -314,6 +573,7 @@ impl<'a> Scan<'a> {
                 message: format!("entry {index} is not a dict"),
             });
         };
+        self.plain &= is_plain(entry);
         if index > 0 {
             self.out.extend_from_slice(b",\n ");
         }
@@ -327,7 +587,7 @@ impl<'a> Scan<'a> {
                 candidate = true;
             }
         }
-        if self.unused.len() < self.keep && !is_used(entry) {
+        if self.unused.len() <= self.keep && !is_used(entry) {
             self.unused.push(index);
             candidate = true;
         }
@@ -350,5 +610,175 @@ impl<'a> Scan<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdb::DEFAULT_MAX_CMDB_SIZE;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            8 => prop::sample::select(vec!["a", "b", "eth0", "10.0.0.1", "it's", "x\ny"])
+                .prop_map(Value::str),
+            3 => (0i64..3).prop_map(Value::Int),
+        ]
+    }
+
+    fn dict_of(keys: &'static [&'static str]) -> impl Strategy<Value = Dict> {
+        prop::collection::vec((prop::sample::select(keys), value()), 0..4)
+            .prop_map(|items| items.into_iter().map(|(k, v)| (Value::str(k), v)).collect())
+    }
+
+    fn entry() -> impl Strategy<Value = Dict> {
+        (
+            dict_of(&["ip", "mac", "eth", "mac2"]),
+            prop::bool::weighted(0.4),
+        )
+            .prop_map(|(mut d, used)| {
+                if used {
+                    d.insert(Value::str("used"), Value::Int(1));
+                }
+                d
+            })
+    }
+
+    fn requests() -> impl Strategy<Value = Vec<(Dict, Dict)>> {
+        let request = (
+            dict_of(&["ip", "mac", "eth"]),
+            dict_of(&["mac"]),
+            prop::bool::weighted(0.2),
+        );
+        prop::collection::vec(request, 0..6).prop_map(|requests| {
+            requests
+                .into_iter()
+                .map(|(mut vars, forced, force)| {
+                    vars.update(&forced);
+                    (vars, if force { forced } else { Dict::new() })
+                })
+                .collect()
+        })
+    }
+
+    type Picks = Vec<Result<(usize, Dict), String>>;
+
+    /// Runs a batch on `pool`: the picks, the new text and its layout.
+    fn batch(mut pool: Pool, requests: &[(Dict, Dict)]) -> (Picks, Vec<u8>, Option<Layout>) {
+        let picks = requests
+            .iter()
+            .enumerate()
+            .map(|(i, (vars, forced))| pool.pick(i, vars, forced).map_err(|e| e.to_string()))
+            .collect();
+        let (text, layout) = pool.into_text();
+        (picks, text.parts().concat(), layout)
+    }
+
+    fn prefs(requests: &[(Dict, Dict)]) -> Vec<&Dict> {
+        requests.iter().map(|(v, f)| preference(v, f)).collect()
+    }
+
+    proptest! {
+        /// A batch on a text with its layout, searched, picks and prints
+        /// exactly as one on the same text parsed whole, and leaves the
+        /// same layout; the layout says where the first unused entry is.
+        #[test]
+        fn a_laid_out_text_is_searched_as_it_would_be_parsed(
+            mut entries in prop::collection::vec(entry(), 0..48),
+            // Not plain: a text holding one has no layout.
+            spoil in prop::option::weighted(0.1, (any::<prop::sample::Index>(), prop_oneof![
+                Just(Value::Long(1)),
+                Just(Value::Unicode("a".to_owned())),
+            ])),
+            first in requests(),
+            second in requests(),
+        ) {
+            let file = Path::new("/cfg/p.cmdb");
+            if let (Some((at, value)), false) = (spoil, entries.is_empty()) {
+                let at = at.index(entries.len());
+                entries[at].insert(Value::str("ip"), value);
+            }
+            let src = literal::pformat(&Value::List(entries.into_iter().map(Value::Dict).collect()));
+            let Some(pool) = Pool::read(file, &src, &prefs(&first), DEFAULT_MAX_CMDB_SIZE).unwrap()
+            else {
+                return Ok(());
+            };
+            let (_, text, layout) = batch(pool, &first);
+            let parsed = Pool::read(file, &text, &prefs(&second), DEFAULT_MAX_CMDB_SIZE)
+                .unwrap()
+                .unwrap();
+            let searched = Pool::read_laid_out(
+                file,
+                text.clone(),
+                layout.as_ref(),
+                &prefs(&second),
+                DEFAULT_MAX_CMDB_SIZE,
+            )
+            .unwrap()
+            .unwrap();
+            if let Some(layout) = &layout {
+                let found = Found::search(file, &text, layout, &prefs(&second));
+                prop_assert!(found.is_some(), "a layout that describes its text is used");
+                // Where the first unused entry starts, counted afresh.
+                let whole = literal::parse(file, &text).unwrap();
+                let Document::Literal(Value::List(list)) = whole else { panic!("a list") };
+                let first_unused = list.iter().position(|e| match e {
+                    Value::Dict(d) => !is_used(d),
+                    _ => false,
+                });
+                prop_assert_eq!(layout.first_unused.map(|(i, _)| i), first_unused);
+                if let Some((i, at)) = layout.first_unused {
+                    let mut printed = Vec::new();
+                    literal::format_at(&mut printed, &list[i], 1, 1);
+                    prop_assert!(text[at..].starts_with(&printed));
+                }
+            }
+            let (want_picks, want_text, want_layout) = batch(parsed, &second);
+            let (picks, text, layout) = batch(searched, &second);
+            prop_assert_eq!(picks, want_picks);
+            prop_assert_eq!(String::from_utf8_lossy(&text), String::from_utf8_lossy(&want_text));
+            prop_assert_eq!(layout, want_layout);
+        }
+    }
+
+    /// A text changed since its layout was made (an operator's edit) is
+    /// parsed: the edit is seen.
+    #[test]
+    fn a_stale_layout_is_not_used() {
+        let file = Path::new("/cfg/p.cmdb");
+        let entries: Vec<Value> = (0..30)
+            .map(|i| {
+                let mut d = Dict::new();
+                d.insert(Value::str("ip"), Value::str(&format!("10.0.0.{i}")));
+                Value::Dict(d)
+            })
+            .collect();
+        let src = literal::pformat(&Value::List(entries));
+        let mut vars = Dict::new();
+        vars.insert(Value::str("mac"), Value::str("m1"));
+        let pool = Pool::read(file, &src, &[&vars], DEFAULT_MAX_CMDB_SIZE)
+            .unwrap()
+            .unwrap();
+        let (picks, text, layout) = batch(pool, &[(vars.clone(), Dict::new())]);
+        assert_eq!(picks[0].as_ref().map(|(i, _)| *i), Ok(0));
+        let layout = layout.expect("30 plain entries have a layout");
+        // The operator gives entry 7 to machine m2, by hand.
+        let edited = String::from_utf8(text)
+            .unwrap()
+            .replace("'ip': '10.0.0.7'", "'ip': '10.0.0.7', 'mac': 'm2'");
+        let mut m2 = Dict::new();
+        m2.insert(Value::str("mac"), Value::str("m2"));
+        let pool = Pool::read_laid_out(
+            file,
+            edited.into_bytes(),
+            Some(&layout),
+            &[&m2],
+            DEFAULT_MAX_CMDB_SIZE,
+        )
+        .unwrap()
+        .unwrap();
+        let (picks, _, _) = batch(pool, &[(m2, Dict::new())]);
+        assert_eq!(picks[0].as_ref().map(|(i, _)| *i), Ok(7));
     }
 }
