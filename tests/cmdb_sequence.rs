@@ -91,7 +91,7 @@ enum Req {
 }
 
 fn hw(n: usize) -> String {
-    let vendor = if n >= 100 && n < 200 { "Dell" } else { "QEMU" };
+    let vendor = if (100..200).contains(&n) { "Dell" } else { "QEMU" };
     format!(
         "[[\"system\", \"product\", \"vendor\", \"{vendor}\"],\
           [\"system\", \"product\", \"serial\", \"S{n}\"],\
