@@ -253,7 +253,10 @@ impl<'a> Field<'a> {
 /// skips building a tree of Python values, which was most of the cost of
 /// listing thousands of machines.
 pub fn scan_saved<'a>(src: &'a [u8], limits: &HwLimits) -> Option<Vec<[Field<'a>; 4]>> {
-    let mut s = Scanner { src, at: 0 };
+    let mut s = Scanner {
+        src: std::str::from_utf8(src).ok()?,
+        at: 0,
+    };
     s.blank();
     s.eat(b'[')?;
     let mut lines = Vec::with_capacity(src.len() / 40);
@@ -283,13 +286,13 @@ pub fn scan_saved<'a>(src: &'a [u8], limits: &HwLimits) -> Option<Vec<[Field<'a>
 }
 
 struct Scanner<'a> {
-    src: &'a [u8],
+    src: &'a str,
     at: usize,
 }
 
 impl<'a> Scanner<'a> {
     fn next(&mut self) -> Option<u8> {
-        let b = *self.src.get(self.at)?;
+        let b = *self.src.as_bytes().get(self.at)?;
         self.at += 1;
         Some(b)
     }
@@ -300,35 +303,37 @@ impl<'a> Scanner<'a> {
 
     /// Spaces and newlines, all pprint puts between tokens.
     fn blank(&mut self) {
-        while matches!(self.src.get(self.at), Some(b' ' | b'\n')) {
+        while matches!(self.src.as_bytes().get(self.at), Some(b' ' | b'\n')) {
             self.at += 1;
         }
     }
 
     fn field(&mut self, max_value: usize) -> Option<Field<'a>> {
         let start = self.at;
+        let bytes = self.src.as_bytes();
         match self.next()? {
             quote @ (b'\'' | b'"') => {
-                let len = self.src[self.at..]
-                    .iter()
-                    .position(|&b| b == quote || b == b'\\' || !(b' '..=b'~').contains(&b))?;
-                let text = &self.src[self.at..self.at + len];
-                self.at += len;
-                self.eat(quote)?;
-                if len > max_value {
+                let len = memchr::memchr(quote, &bytes[self.at..])?;
+                let end = self.at + len;
+                // Printable ASCII but backslashes: the text is the value.
+                let plain = bytes[self.at..end].iter().fold(true, |ok, &b| {
+                    ok & (b' '..=b'~').contains(&b) & (b != b'\\')
+                });
+                if !plain || len > max_value {
                     return None;
                 }
-                // Printable ASCII: always UTF-8.
-                std::str::from_utf8(text).ok().map(Field::Str)
+                let text = self.src.get(self.at..end)?;
+                self.at = end + 1;
+                Some(Field::Str(text))
             }
             b'1'..=b'9' => {
-                while self.src.get(self.at).is_some_and(u8::is_ascii_digit) {
+                while bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
                     self.at += 1;
                 }
-                let digits = std::str::from_utf8(&self.src[start..self.at]).ok()?;
+                let digits = self.src.get(start..self.at)?;
                 (digits.len() <= 18).then_some(Field::Int(digits))
             }
-            b'0' if !self.src.get(self.at).is_some_and(u8::is_ascii_alphanumeric) => {
+            b'0' if !bytes.get(self.at).is_some_and(u8::is_ascii_alphanumeric) => {
                 Some(Field::Int("0"))
             }
             _ => None,

@@ -170,11 +170,27 @@ pub(super) fn run(
         .map(str::len)
         .max()
         .unwrap_or(0);
+    let checks: Vec<[Check<'_>; 4]> = specs.iter().map(checks).collect();
+    let (spec_kinds, line_kinds) = kinds(&checks, lines);
+    let mut fixed = fixed;
+    if !fixed.is_empty() {
+        for (row, &kind) in fixed.chunks_mut(lines.len().max(1)).zip(&spec_kinds) {
+            if kind != NO_KIND {
+                for (slot, &line_kind) in row.iter_mut().zip(&line_kinds) {
+                    if line_kind != kind {
+                        *slot = KNOWN;
+                    }
+                }
+            }
+        }
+    }
     let mut m = Matcher {
         lines,
         specs,
+        spec_kinds,
+        line_kinds,
         weight: 1 + u64::try_from(longest / BYTES_PER_UNIT).unwrap_or(u64::MAX),
-        checks: specs.iter().map(checks).collect(),
+        checks,
         fixed,
         forced: &mut forced_dict,
         left: budget.left,
@@ -192,6 +208,43 @@ pub(super) fn run(
     Ok(ok)
 }
 
+/// The first field of each spec that requires a text there, and of each
+/// line, as numbers: equal numbers for equal texts, [`NO_KIND`] for a spec
+/// without such a field and for a line whose first field is none of them.
+/// A spec cannot take a line of another kind (neither by equality nor by
+/// its checks), and most lines are of another kind than most specs: told
+/// apart by one comparison of numbers instead of two of texts.
+fn kinds(checks: &[[Check<'_>; 4]], lines: &[Item]) -> (Vec<u32>, Vec<u32>) {
+    let mut texts: Vec<&str> = Vec::new();
+    let spec_kinds = checks
+        .iter()
+        .map(|c| match c[0] {
+            Check::Text(text) => {
+                let at = texts.iter().position(|t| *t == text).unwrap_or_else(|| {
+                    texts.push(text);
+                    texts.len() - 1
+                });
+                u32::try_from(at).unwrap_or(NO_KIND)
+            }
+            _ => NO_KIND,
+        })
+        .collect();
+    let line_kinds = lines
+        .iter()
+        .map(|line| {
+            line[0]
+                .as_str()
+                .and_then(|kind| texts.iter().position(|t| *t == kind))
+                .and_then(|at| u32::try_from(at).ok())
+                .unwrap_or(NO_KIND)
+        })
+        .collect();
+    (spec_kinds, line_kinds)
+}
+
+/// See [`kinds`].
+const NO_KIND: u32 = u32::MAX;
+
 /// Bytes of the longest hardware value that make a step cost one more unit.
 const BYTES_PER_UNIT: usize = 256;
 
@@ -202,6 +255,10 @@ const MAX_TABLE: usize = 1 << 22;
 struct Matcher<'s, 'f> {
     lines: &'s [Item],
     specs: &'s [Spec],
+    /// The kind each spec requires of a line's first field, and each
+    /// line's (see [`kinds`]).
+    spec_kinds: Vec<u32>,
+    line_kinds: Vec<u32>,
     checks: Vec<[Check<'s>; 4]>,
     /// For spec `s` and line `l`, at `s * lines + l`: 0 not known yet, else
     /// [`KNOWN`] with [`EQUAL`] (the line equals the spec) and [`FIXED`]
@@ -252,14 +309,29 @@ const EQUAL: u8 = 2;
 const FIXED: u8 = 4;
 
 impl Matcher<'_, '_> {
-    /// What spec `s` makes of line `l` regardless of the variables.
+    /// What spec `s` makes of line `l` regardless of the variables. Called
+    /// for every line a spec looks at, again and again while backtracking:
+    /// a look in the table, inlined; the work is done once, in [`Matcher::compute`].
+    #[inline]
     fn fixed(&mut self, s: usize, l: usize) -> u8 {
         let at = s * self.lines.len() + l;
-        if let Some(&known) = self.fixed.get(at).filter(|&&k| k != 0) {
-            return known;
+        match self.fixed.get(at) {
+            Some(&known) if known != 0 => known,
+            _ => self.compute(s, l, at),
+        }
+    }
+
+    #[inline(never)]
+    fn compute(&mut self, s: usize, l: usize, at: usize) -> u8 {
+        let mut flags = KNOWN;
+        let kind = self.spec_kinds[s];
+        if kind != NO_KIND && kind != self.line_kinds[l] {
+            if let Some(slot) = self.fixed.get_mut(at) {
+                *slot = flags;
+            }
+            return flags;
         }
         let (spec, line) = (&self.specs[s], &self.lines[l]);
-        let mut flags = KNOWN;
         if line == spec {
             flags |= EQUAL;
         }
