@@ -198,6 +198,8 @@ pub(super) fn run(
         prune,
         backtracking: false,
         failed: HashMap::new(),
+        candidates: vec![None; specs.len()],
+        position: vec![usize::MAX; lines.len()],
         max_level,
     };
     let ok = m.match_all((0..lines.len()).collect(), 0, &mut dict, 0);
@@ -279,6 +281,12 @@ struct Matcher<'s, 'f> {
     failed: HashMap<CallKey, usize>,
     /// The legacy's recursion limit ([`MAX_LEVEL`]).
     max_level: usize,
+    /// For each spec, the lines it may take whatever the variables (see
+    /// [`Matcher::candidates`]).
+    candidates: Vec<Option<Rc<[usize]>>>,
+    /// Scratch for [`Matcher::feasible`]: each line's position among the
+    /// lines left, `usize::MAX` for none.
+    position: Vec<usize>,
 }
 
 /// What a call of the legacy `match_all` depends on: its lines in order,
@@ -505,17 +513,52 @@ impl Matcher<'_, '_> {
     ) -> Result<bool, SpecError> {
         let rest = first..self.specs.len();
         self.charge(rest.len().saturating_mul(lines.len() + 1))?;
+        for (p, &l) in lines.iter().enumerate() {
+            self.position[l] = p;
+        }
         let mut accepted: Vec<Vec<usize>> = Vec::with_capacity(rest.len());
+        // Only the lines a spec may take are looked at (a few of the
+        // lines, most being of other kinds): the same positions as
+        // trying it on every line left, in the same order.
         for s in rest {
-            let positions: Vec<usize> = (0..lines.len())
-                .filter(|&p| self.accepts(s, lines[p], vars))
-                .collect();
-            if positions.is_empty() {
-                return Ok(false);
+            let mut positions = Vec::new();
+            for &l in self.candidates(s).iter() {
+                let p = self.position[l];
+                if p != usize::MAX && self.accepts(s, l, vars) {
+                    positions.push(p);
+                }
             }
+            if positions.is_empty() {
+                break;
+            }
+            positions.sort_unstable();
             accepted.push(positions);
         }
-        Ok(distinct_lines(&accepted, lines.len()))
+        for &l in lines {
+            self.position[l] = usize::MAX;
+        }
+        let all = accepted.len() == self.specs.len() - first;
+        Ok(all && distinct_lines(&accepted, lines.len()))
+    }
+
+    /// The lines spec `s` takes by equality or by its checks but for the
+    /// variables, in order.
+    fn candidates(&mut self, s: usize) -> Rc<[usize]> {
+        if let Some(known) = &self.candidates[s] {
+            return known.clone();
+        }
+        let kind = self.spec_kinds[s];
+        let mut found = Vec::new();
+        for l in 0..self.lines.len() {
+            if (kind == NO_KIND || kind == self.line_kinds[l])
+                && self.fixed(s, l) & (EQUAL | FIXED) != 0
+            {
+                found.push(l);
+            }
+        }
+        let found: Rc<[usize]> = found.into();
+        self.candidates[s] = Some(found.clone());
+        found
     }
 }
 

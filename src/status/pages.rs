@@ -270,6 +270,12 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
     }
     errors(&mut h, &m.errors);
     if m.pending > 0 || m.journal_pending {
+        // Each view indexes some more: the page reloads itself until all.
+        h = h.replacen(
+            "</head>",
+            "<meta http-equiv=\"refresh\" content=\"1\">\n</head>",
+            1,
+        );
         let journal = if m.journal_pending {
             ", decisions from the first part of the journal"
         } else {
@@ -277,7 +283,8 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
         };
         let _ = writeln!(
             h,
-            "<p class=\"error\">Indexing: {} of {} machines shown{journal}, reload to see the rest.</p>",
+            "<p class=\"error\">Indexing: {} of {} machines shown{journal}; \
+             the page reloads itself until all are.</p>",
             m.total,
             m.total + m.pending
         );

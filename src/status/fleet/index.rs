@@ -131,11 +131,12 @@ impl JournalIndex {
     }
 
     /// Reads the whole lines of `file` from `offset`, a chunk at a time
-    /// until `deadline` (one at least), and marks the file read up to the
+    /// while another fits before `deadline` (one at least), and marks the file read up to the
     /// last of them; `true` when that is its end.
     fn read(&mut self, file: &mut File, offset: u64, deadline: Instant) -> io::Result<bool> {
         let mut offset = offset;
         let at_end = loop {
+            let started = Instant::now();
             file.seek(SeekFrom::Start(offset))?;
             let mut text = Vec::with_capacity(CHUNK as usize);
             file.by_ref().take(CHUNK).read_to_end(&mut text)?;
@@ -148,7 +149,8 @@ impl JournalIndex {
             let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             self.parse(&text[..whole]);
             offset += whole as u64;
-            if at_end || Instant::now() >= deadline {
+            // Another chunk would take about as long as this one.
+            if at_end || Instant::now() + started.elapsed() >= deadline {
                 break at_end;
             }
         };
@@ -212,7 +214,7 @@ impl JournalIndex {
 
 /// Bytes of the journal read at a time (see [`JournalIndex::read`]): tens
 /// of milliseconds of parsing.
-const CHUNK: u64 = 4 << 20;
+const CHUNK: u64 = 2 << 20;
 
 /// Length of [`JournalIndex::head`].
 const HEAD: usize = 48;
@@ -308,9 +310,7 @@ pub fn load_and_update(cfg: &Config, errors: &mut Vec<String>) -> Index {
         },
         None => changed |= index.journal.take().is_some(),
     }
-    // Each view indexes some files, however long the journal took.
-    let deadline = deadline.max(Instant::now() + MIN_SLICE);
-    match update_hw(&mut index, cfg, deadline) {
+    match update_hw(&mut index, cfg, deadline, MIN_SLICE) {
         Ok(c) => changed |= c,
         Err(e) => errors.push(format!("{}: {e}", cfg.hw_dir.display())),
     }
@@ -337,21 +337,16 @@ fn load(path: &Path) -> Option<Index> {
     (index.format == FORMAT).then_some(index)
 }
 
-/// What a view found of one `.hw` file.
-enum Found {
-    /// Not a machine's file (gone, a link, a directory).
-    Nothing,
-    /// Indexed as it is.
-    Known,
-    New(HwEntry),
-    /// Not summarised: the view's time for indexing ran out.
-    Pending,
-}
-
 /// Brings the `.hw` summaries up to date, summarising new files until
-/// `deadline`; `true` when one changed. Files left for later are listed
-/// in `index.pending`, and HWDIR is then not taken as indexed.
-fn update_hw(index: &mut Index, cfg: &Config, deadline: Instant) -> io::Result<bool> {
+/// `deadline` (for `slice` at least); `true` when one changed.
+/// Files left for later are listed in `index.pending`, and HWDIR is then
+/// not taken as indexed.
+fn update_hw(
+    index: &mut Index,
+    cfg: &Config,
+    deadline: Instant,
+    slice: Duration,
+) -> io::Result<bool> {
     let scanned = SystemTime::now();
     let dir = Key::of(&fs::metadata(&cfg.hw_dir)?);
     if index.hw_dir == Some(dir) {
@@ -374,50 +369,42 @@ fn update_hw(index: &mut Index, cfg: &Config, deadline: Instant) -> io::Result<b
             names.push(name);
         }
     }
-    let entries = &index.hw;
-    let found = in_parallel(&names, |name| {
-        let path = cfg.hw_dir.join(name);
+    let keys = in_parallel(&names, |name| {
         // Not followed: a link is not a machine's file (the server
         // replaces links by files).
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            return Found::Nothing;
-        };
-        if !meta.is_file() {
-            return Found::Nothing;
-        }
-        let key = Key::of(&meta);
-        if entries.get(name).is_some_and(|e| e.key == key) {
-            Found::Known
-        } else if Instant::now() < deadline {
-            Found::New(summarize_file(&path, cfg, key))
-        } else {
-            Found::Pending
-        }
+        fs::symlink_metadata(cfg.hw_dir.join(name))
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .map(|meta| Key::of(&meta))
     });
     let mut fresh = BTreeMap::new();
-    let mut changed = false;
+    let mut new = Vec::new();
+    for (name, key) in names.into_iter().zip(keys) {
+        let Some(key) = key else { continue };
+        match index.hw.remove(&name) {
+            Some(entry) if entry.key == key => {
+                fresh.insert(name, entry);
+            }
+            _ => new.push((name, key)),
+        }
+    }
+    let changed = !index.hw.is_empty() || !new.is_empty();
+    let deadline = deadline.max(Instant::now() + slice);
+    let summaries = in_parallel(&new, |(name, key)| {
+        (Instant::now() < deadline).then(|| summarize_file(&cfg.hw_dir.join(name), cfg, *key))
+    });
     index.pending.clear();
-    for (name, found) in names.into_iter().zip(found) {
-        let entry = match found {
-            Found::Nothing => continue,
-            Found::Pending => {
-                index.pending.push(name);
-                continue;
+    for ((name, _), summary) in new.into_iter().zip(summaries) {
+        match summary {
+            Some(entry) => {
+                fresh.insert(name, entry);
             }
-            Found::Known => index.hw.remove(&name),
-            Found::New(entry) => {
-                changed = true;
-                Some(entry)
-            }
-        };
-        if let Some(entry) = entry {
-            fresh.insert(name, entry);
+            None => index.pending.push(name),
         }
     }
     index.hw_dir = (settled && index.pending.is_empty()).then_some(dir);
-    changed |= !index.hw.is_empty() || known != index.hw_dir;
     index.hw = fresh;
-    Ok(changed)
+    Ok(changed || known != index.hw_dir)
 }
 
 /// `f` of each item, in order, computed by two threads (a view must leave
@@ -673,11 +660,11 @@ mod tests {
             .unwrap();
         }
         let mut index = Index::default();
-        update_hw(&mut index, &cfg, Instant::now()).unwrap();
+        update_hw(&mut index, &cfg, Instant::now(), Duration::ZERO).unwrap();
         assert_eq!(index.hw.len() + index.pending.len(), 100);
         assert!(!index.pending.is_empty());
         let later = Instant::now() + Duration::from_secs(60);
-        update_hw(&mut index, &cfg, later).unwrap();
+        update_hw(&mut index, &cfg, later, Duration::ZERO).unwrap();
         assert!(index.pending.is_empty());
         assert_eq!(index.hw.len(), 100);
         let serial = index.hw["m42.hw"].summary().unwrap().serial;
