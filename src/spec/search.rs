@@ -174,12 +174,23 @@ pub(super) fn run(
     let (spec_kinds, line_kinds) = kinds(&checks, lines);
     let mut fixed = fixed;
     if !fixed.is_empty() {
+        // Lines of other kinds: known at once. A spec's row is filled,
+        // then cleared again for the lines of its kind (a few of them).
+        let mut of_kind: Vec<Vec<usize>> = Vec::new();
+        for (l, &kind) in line_kinds.iter().enumerate() {
+            if let Some(k) = usize::try_from(kind).ok().filter(|_| kind != NO_KIND) {
+                if of_kind.len() <= k {
+                    of_kind.resize_with(k + 1, Vec::new);
+                }
+                of_kind[k].push(l);
+            }
+        }
         for (row, &kind) in fixed.chunks_mut(lines.len().max(1)).zip(&spec_kinds) {
             if kind != NO_KIND {
-                for (slot, &line_kind) in row.iter_mut().zip(&line_kinds) {
-                    if line_kind != kind {
-                        *slot = KNOWN;
-                    }
+                row.fill(KNOWN);
+                let same = usize::try_from(kind).ok().and_then(|k| of_kind.get(k));
+                for &l in same.into_iter().flatten() {
+                    row[l] = 0;
                 }
             }
         }
