@@ -272,9 +272,10 @@ fn main() {
         &Summary::of(&views),
     );
     println!(
-        "  {} views until all {machines} shown ({:.2} s in all); shown after each: {shown:?}",
+        "  {} views until all {machines} shown ({:.2} s in all); shown after each: {shown:?}; ms each: {:?}",
         views.len(),
-        whole.elapsed().as_secs_f64()
+        whole.elapsed().as_secs_f64(),
+        views.iter().map(|v| v.as_millis()).collect::<Vec<_>>()
     );
     let index = fs::metadata(fleet::index_path(&cfg.hw_dir)).unwrap().len();
     println!("  index: {:.1} MB", index as f64 / 1e6);
