@@ -511,16 +511,28 @@ impl Row {
 }
 
 /// Every machine of the section whose settings are `cfg`, newest first.
-/// Machines whose `.hw` file is not indexed yet are left out: their
-/// number is returned too.
-fn all_rows(cfg: &Config, section: &str, errors: &mut Vec<String>) -> (Vec<Row>, Indexing) {
-    let index = index::load_and_update(cfg, errors);
+/// Machines whose `.hw` file is not indexed yet are left out (their
+/// number is returned too), unless `with_pending` (then without their
+/// hardware summary).
+fn all_rows(
+    cfg: &Config,
+    section: &str,
+    with_pending: bool,
+    errors: &mut Vec<String>,
+) -> (Vec<Row>, Indexing) {
+    let mut index = index::load_and_update(cfg, errors);
     let journal_pending = index.journal_pending;
-    let pending: BTreeSet<&str> = index
-        .pending
-        .iter()
-        .filter_map(|file| file.strip_suffix(".hw"))
-        .collect();
+    let mut pending: BTreeSet<String> = BTreeSet::new();
+    for file in std::mem::take(&mut index.pending) {
+        if let Some(sysname) = file.strip_suffix(".hw") {
+            pending.insert(sysname.to_owned());
+        }
+    }
+    let pending_files = if with_pending {
+        std::mem::take(&mut pending)
+    } else {
+        BTreeSet::new()
+    };
     let seen = index
         .journal
         .and_then(|mut j| j.sections.remove(section))
@@ -550,9 +562,22 @@ fn all_rows(cfg: &Config, section: &str, errors: &mut Vec<String>) -> (Vec<Row>,
             },
         );
     }
+    for sysname in pending_files {
+        let machine = Machine {
+            sysname: sysname.clone(),
+            hw_file: Some(format!("{sysname}.hw")),
+            hardware: None,
+            hw_error: None,
+            last_seen: None,
+            standing: Standing::Unknown,
+            last_decision: None,
+            installed: None,
+        };
+        rows.insert(sysname, Row { machine, hw: None });
+    }
     for (sysname, s) in seen {
         let stem = hw_stem(&sysname);
-        if pending.contains(stem.as_str()) {
+        if pending.contains(&stem) {
             continue;
         }
         let row = rows.entry(stem.clone()).or_insert_with(|| Row {
@@ -606,7 +631,7 @@ fn hw_stem(sysname: &str) -> String {
 /// The machines view of `section` (settings `cfg`) with `filter`.
 pub fn machines(cfg: &Config, section: &str, filter: Filter) -> Machines {
     let mut errors = Vec::new();
-    let (all, indexing) = all_rows(cfg, section, &mut errors);
+    let (all, indexing) = all_rows(cfg, section, false, &mut errors);
     let mut standings = BTreeMap::new();
     let mut profiles = BTreeSet::new();
     for m in all.iter().map(|r| &r.machine) {
@@ -709,7 +734,8 @@ pub struct HealthResult {
 /// HWDIR or the journal).
 pub fn machine(cfg: &Config, section: &str, name: &str) -> Option<MachinePage> {
     let mut errors = Vec::new();
-    let machine = all_rows(cfg, section, &mut errors)
+    // A machine not indexed yet has its page (without its summary).
+    let machine = all_rows(cfg, section, true, &mut errors)
         .0
         .into_iter()
         .find(|r| r.machine.sysname == name)?
