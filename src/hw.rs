@@ -259,7 +259,12 @@ pub fn scan_saved<'a>(src: &'a [u8], limits: &HwLimits) -> Option<Vec<[Field<'a>
     };
     s.blank();
     s.eat(b'[')?;
-    let mut lines = Vec::with_capacity(src.len() / 40);
+    s.blank();
+    // Nothing is allocated for another form (a JSON upload of 4 MiB).
+    if s.src.as_bytes().get(s.at) != Some(&b'(') {
+        return None;
+    }
+    let mut lines = Vec::with_capacity((src.len() / 40).min(limits.max_lines + 1));
     loop {
         s.blank();
         s.eat(b'(')?;

@@ -209,8 +209,8 @@ pub(super) fn run(
         prune,
         backtracking: false,
         failed: HashMap::new(),
-        candidates: vec![None; specs.len()],
-        position: vec![usize::MAX; lines.len()],
+        candidates: Vec::new(),
+        position: Vec::new(),
         max_level,
     };
     let ok = m.match_all((0..lines.len()).collect(), 0, &mut dict, 0);
@@ -293,7 +293,7 @@ struct Matcher<'s, 'f> {
     /// The legacy's recursion limit ([`MAX_LEVEL`]).
     max_level: usize,
     /// For each spec, the lines it may take whatever the variables (see
-    /// [`Matcher::candidates`]).
+    /// [`Matcher::candidates`]); made with `position`.
     candidates: Vec<Option<Rc<[usize]>>>,
     /// Scratch for [`Matcher::feasible`]: each line's position among the
     /// lines left, `usize::MAX` for none.
@@ -524,6 +524,11 @@ impl Matcher<'_, '_> {
     ) -> Result<bool, SpecError> {
         let rest = first..self.specs.len();
         self.charge(rest.len().saturating_mul(lines.len() + 1))?;
+        if self.position.is_empty() {
+            // Made at the first need: a greedy match never has one.
+            self.position = vec![usize::MAX; self.lines.len()];
+            self.candidates = vec![None; self.specs.len()];
+        }
         for (p, &l) in lines.iter().enumerate() {
             self.position[l] = p;
         }
