@@ -23,7 +23,8 @@
 //! atomically and not durably (`store::replace_cache_file`), readable by
 //! its owner only; a missing, corrupt or foreign index is rebuilt; two
 //! views updating it at once each write a whole index, the last one wins.
-//! When HWDIR is not writable, views rebuild it every time.
+//! When HWDIR is not writable, views rebuild it every time, whole (a view
+//! otherwise indexes for [`BUDGET`] only, and the next ones go on).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -297,9 +298,18 @@ fn update_journal(
 pub fn load_and_update(cfg: &Config, errors: &mut Vec<String>) -> Index {
     let start = Instant::now();
     let path = super::index_path(&cfg.hw_dir);
+    if let Some(dir) = path.parent() {
+        let _ = fs::DirBuilder::new().mode(0o700).create(dir);
+    }
     let mut index = load(&path).unwrap_or_default();
-    // Saving the index takes about as long as loading it did.
-    let deadline = start + BUDGET.saturating_sub(start.elapsed());
+    // Saving the index takes about as long as loading it did. An index
+    // that cannot be saved is built whole: no later view could go on.
+    let budget = if writable(path.parent().unwrap_or(&cfg.hw_dir)) {
+        BUDGET.saturating_sub(start.elapsed())
+    } else {
+        WHOLE
+    };
+    let deadline = start + budget;
     let mut changed = index.format != FORMAT;
     index.format = FORMAT;
     // The journal first: the standing of the machines shown.
@@ -320,13 +330,22 @@ pub fn load_and_update(cfg: &Config, errors: &mut Vec<String>) -> Index {
     if changed {
         if let Ok(text) = postcard::to_stdvec(&index) {
             // A failure only means the next view does the work again.
-            if let Some(dir) = path.parent() {
-                let _ = fs::DirBuilder::new().mode(0o700).create(dir);
-            }
             let _ = store::replace_cache_file(&path, &text);
         }
     }
     index
+}
+
+/// A time no indexing reaches: the deadline of a view that indexes all.
+const WHOLE: Duration = Duration::from_secs(86_400);
+
+/// Can this process create files in `dir`?
+fn writable(dir: &Path) -> bool {
+    let Ok(dir) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: access only reads the NUL-terminated path it is given.
+    unsafe { libc::access(dir.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 fn load(path: &Path) -> Option<Index> {
