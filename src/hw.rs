@@ -170,6 +170,14 @@ pub fn parse_hw(file: &Path, src: &[u8]) -> Result<Vec<Item>, HwError> {
 
 /// [`parse_hw`] within `limits` (those of edeploy.conf).
 pub fn parse_hw_with(file: &Path, src: &[u8], limits: &HwLimits) -> Result<Vec<Item>, HwError> {
+    match scan_saved(src, limits) {
+        Some(lines) => Ok(lines.iter().map(|l| l.map(Field::to_hw)).collect()),
+        None => parse_hw_fully(file, src, limits),
+    }
+}
+
+/// [`parse_hw_with`] by the full parsers (Python literal or JSON).
+fn parse_hw_fully(file: &Path, src: &[u8], limits: &HwLimits) -> Result<Vec<Item>, HwError> {
     let error = |position, message: String| HwError {
         file: file.to_path_buf(),
         position,
@@ -200,6 +208,141 @@ pub fn parse_hw_with(file: &Path, src: &[u8], limits: &HwLimits) -> Result<Vec<I
     match read {
         Read::Lines(lines) => lines.map_err(|m| error(None, m)),
         _ => Err(error(None, "expected a list of hardware lines".into())),
+    }
+}
+
+/// A field of a `.hw` file written as the server writes it, borrowed from
+/// the file's text: a string of printable ASCII, or a plain integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field<'a> {
+    Str(&'a str),
+    /// Its digits: at most 18, no leading zero (an `i64`, printed as is).
+    Int(&'a str),
+}
+
+impl<'a> Field<'a> {
+    /// The text of a string, `None` for a number (as [`HwValue::as_str`]).
+    pub fn as_str(self) -> Option<&'a str> {
+        match self {
+            Field::Str(s) => Some(s),
+            Field::Int(_) => None,
+        }
+    }
+
+    /// The text of a string, else the digits ([`HwValue::text`]).
+    pub fn text(self) -> &'a str {
+        match self {
+            Field::Str(s) | Field::Int(s) => s,
+        }
+    }
+
+    pub fn to_hw(self) -> HwValue {
+        match self {
+            Field::Str(s) => HwValue::Str(s.to_owned()),
+            // At most 18 digits: always an `i64`.
+            Field::Int(digits) => digits.parse().map_or(HwValue::None, HwValue::Int),
+        }
+    }
+}
+
+/// The lines of a `.hw` file in the form the server saves (a pprinted
+/// list of 4-tuples whose fields are quoted printable ASCII without
+/// backslashes, or plain integers), within `limits`; `None` for any other
+/// text, which the full parser reads (and rejects or not). Where this
+/// reads a file, the full parser reads the same lines from it: this only
+/// skips building a tree of Python values, which was most of the cost of
+/// listing thousands of machines.
+pub fn scan_saved<'a>(src: &'a [u8], limits: &HwLimits) -> Option<Vec<[Field<'a>; 4]>> {
+    let mut s = Scanner {
+        src: std::str::from_utf8(src).ok()?,
+        at: 0,
+    };
+    s.blank();
+    s.eat(b'[')?;
+    s.blank();
+    // Nothing is allocated for another form (a JSON upload of 4 MiB).
+    if s.src.as_bytes().get(s.at) != Some(&b'(') {
+        return None;
+    }
+    let mut lines = Vec::with_capacity((src.len() / 40).min(limits.max_lines + 1));
+    loop {
+        s.blank();
+        s.eat(b'(')?;
+        let mut line = [Field::Int("0"); 4];
+        for (i, slot) in line.iter_mut().enumerate() {
+            s.blank();
+            *slot = s.field(limits.max_value)?;
+            s.blank();
+            s.eat(if i == 3 { b')' } else { b',' })?;
+        }
+        lines.push(line);
+        if lines.len() > limits.max_lines {
+            return None;
+        }
+        s.blank();
+        match s.next()? {
+            b',' => continue,
+            b']' => break,
+            _ => return None,
+        }
+    }
+    s.blank();
+    (s.at == src.len()).then_some(lines)
+}
+
+struct Scanner<'a> {
+    src: &'a str,
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn next(&mut self) -> Option<u8> {
+        let b = *self.src.as_bytes().get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn eat(&mut self, expected: u8) -> Option<()> {
+        (self.next()? == expected).then_some(())
+    }
+
+    /// Spaces and newlines, all pprint puts between tokens.
+    fn blank(&mut self) {
+        while matches!(self.src.as_bytes().get(self.at), Some(b' ' | b'\n')) {
+            self.at += 1;
+        }
+    }
+
+    fn field(&mut self, max_value: usize) -> Option<Field<'a>> {
+        let start = self.at;
+        let bytes = self.src.as_bytes();
+        match self.next()? {
+            quote @ (b'\'' | b'"') => {
+                let len = memchr::memchr(quote, &bytes[self.at..])?;
+                let end = self.at + len;
+                // Printable ASCII but backslashes: the text is the value.
+                let plain = bytes[self.at..end].iter().fold(true, |ok, &b| {
+                    ok & (b' '..=b'~').contains(&b) & (b != b'\\')
+                });
+                if !plain || len > max_value {
+                    return None;
+                }
+                let text = self.src.get(self.at..end)?;
+                self.at = end + 1;
+                Some(Field::Str(text))
+            }
+            b'1'..=b'9' => {
+                while bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+                    self.at += 1;
+                }
+                let digits = self.src.get(start..self.at)?;
+                (digits.len() <= 18).then_some(Field::Int(digits))
+            }
+            b'0' if !bytes.get(self.at).is_some_and(u8::is_ascii_alphanumeric) => {
+                Some(Field::Int("0"))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -1075,6 +1218,128 @@ mod tests {
         fn arbitrary_json_never_panics(src in r#"[\[\]{}",:a-z0-9 \\u]{0,40}"#) {
             proptest::prop_assume!(!looks_like_python(src.as_bytes()));
             let _ = parse(&src);
+        }
+    }
+
+    /// The server's saved form is read without the full parser, to the
+    /// same lines; anything else is left to the full parser.
+    #[test]
+    fn saved_files_are_scanned_to_the_lines_the_full_parser_reads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real-hw/hw");
+        let limits = HwLimits::default();
+        for name in ["hp-proliant-dl360p-gen8.hw", "dell-poweredge-m520.hw"] {
+            let src = std::fs::read(dir.join(name)).unwrap();
+            let full = parse_hw_fully(Path::new(name), &src, &limits).unwrap();
+            let scanned = scan_saved(&src, &limits).expect(name);
+            let scanned: Vec<Item> = scanned.iter().map(|l| l.map(Field::to_hw)).collect();
+            assert_eq!(scanned, full, "{name}");
+            // The HP's integers stay integers.
+            let ints = full.iter().filter(|l| matches!(l[3], HwValue::Int(_)));
+            assert_eq!(ints.count() > 0, name.starts_with("hp"), "{name}");
+            // As saved again by the server.
+            assert!(scan_saved(&items_text(&full), &limits).is_some());
+        }
+        let hostile = [
+            "",
+            "[]",
+            "[('a', 'b', 'c', 'd'),]",
+            "[('a', 'b', 'c', 'd',)]",
+            "[('a', 'b', 'c')]",
+            "[('a', 'b', 'c', 'd', 'e')]",
+            "[('a', 'b', 'c', 'd')] x",
+            "[('a', 'b', 'c', 'd')",
+            "[('a', 'b', 'c', 'd' 'e')]",
+            "[('a', 'b', 'c', 'it''s')]",
+            "[('a', 'b', 'c', 'd\\'')]",
+            "[('a', 'b', 'c', 'caf\u{e9}')]",
+            "[('a', 'b', 'c', u'd')]",
+            "[('a', 'b', 'c', 010)]",
+            "[('a', 'b', 'c', 10L)]",
+            "[('a', 'b', 'c', 1.5)]",
+            "[('a', 'b', 'c', -1)]",
+            "[('a', 'b', 'c', 0x10)]",
+            "[('a', 'b', 'c', 1e3)]",
+            "[('a', 'b', 'c', 12345678901234567890)]",
+            "[('a', 'b', 'c', True)]",
+            "[('a', 'b', 'c', None)]",
+            "[['a', 'b', 'c', 'd']]",
+            "[('a', 'b', 'c', 'd'),\t('e', 'f', 'g', 'h')]",
+            "[('a', 'b', 'c', 'd')] # comment",
+            "[('a', 'b', 'c', 'tab\there')]",
+            "[('a', 'b', 'c', \"it's\")]",
+            "[('a', 'b', 'c', 'd')]\r\n",
+            "[('a', 'b', 'c', 0),\n ('a',\n  'b',\n  'c',\n  'ef')]\n",
+            "generate([('a', 'b', 'c', 'd')])",
+        ];
+        for text in hostile {
+            let src = text.as_bytes();
+            for limits in [
+                limits,
+                HwLimits {
+                    max_lines: 1,
+                    max_value: 2,
+                },
+            ] {
+                let got = parse_hw_with(Path::new("h.hw"), src, &limits);
+                assert_eq!(
+                    got,
+                    parse_hw_fully(Path::new("h.hw"), src, &limits),
+                    "{text}"
+                );
+            }
+        }
+        // The forms the scanner takes.
+        for text in [
+            "[('a', 'b', 'c', 'd')]",
+            "[('a', 'b', 'c', \"it's\")]",
+            "[('a', 'b', 'c', 0),\n ('a',\n  'b',\n  'c',\n  12)]\n",
+        ] {
+            assert!(scan_saved(text.as_bytes(), &limits).is_some(), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any lines the server may save, and any text near that form,
+        /// read the same with and without the scanner.
+        #[test]
+        fn scanned_and_fully_parsed_files_agree(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        r"[ -~]{0,6}".prop_map(HwValue::Str),
+                        "[a-z\\\\'\"\t\u{e9}]{0,4}".prop_map(HwValue::Str),
+                        proptest::num::i64::ANY.prop_map(HwValue::Int),
+                        (0i64..1000).prop_map(HwValue::Int),
+                        proptest::bool::ANY.prop_map(HwValue::Bool),
+                        (-1e3f64..1e3).prop_map(HwValue::Float),
+                    ],
+                    4,
+                ),
+                0..8,
+            ),
+            cut in 0usize..400,
+            byte in 0u8..128,
+            max_value in 2usize..8,
+        ) {
+            let items: Vec<Item> = lines
+                .into_iter()
+                .map(|l| [l[0].clone(), l[1].clone(), l[2].clone(), l[3].clone()])
+                .collect();
+            let saved = items_text(&items);
+            let mut mutated = saved.clone();
+            if !mutated.is_empty() {
+                let at = cut % mutated.len();
+                mutated[at] = byte;
+            }
+            for src in [&saved, &mutated] {
+                for limits in [HwLimits::default(), HwLimits { max_lines: 3, max_value }] {
+                    proptest::prop_assert_eq!(
+                        parse_hw_with(Path::new("p.hw"), src, &limits),
+                        parse_hw_fully(Path::new("p.hw"), src, &limits),
+                        "{}", String::from_utf8_lossy(src)
+                    );
+                }
+            }
         }
     }
 }

@@ -223,12 +223,16 @@ fn plan_cmd(args: &Plan, out: &mut dyn Write) -> Answer {
             eprintln!("edeploy: warning: {error}");
         }
     }
+    // Standard output is line buffered: a write per line of 10,000
+    // machines' JSON took longer than the plan itself.
+    let mut out = io::BufWriter::with_capacity(1 << 16, out);
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &plan.to_json(args.changed))?;
+        serde_json::to_writer_pretty(&mut out, &plan.to_json(args.changed))?;
         writeln!(out)?;
     } else {
-        plan.write_table(out, args.changed)?;
+        plan.write_table(&mut out, args.changed)?;
     }
+    out.flush()?;
     Ok(plan.changed() == 0)
 }
 

@@ -170,11 +170,38 @@ pub(super) fn run(
         .map(str::len)
         .max()
         .unwrap_or(0);
+    let checks: Vec<[Check<'_>; 4]> = specs.iter().map(checks).collect();
+    let (spec_kinds, line_kinds) = kinds(&checks, lines);
+    let mut fixed = fixed;
+    if !fixed.is_empty() {
+        // Lines of other kinds: known at once. A spec's row is filled,
+        // then cleared again for the lines of its kind (a few of them).
+        let mut of_kind: Vec<Vec<usize>> = Vec::new();
+        for (l, &kind) in line_kinds.iter().enumerate() {
+            if let Some(k) = usize::try_from(kind).ok().filter(|_| kind != NO_KIND) {
+                if of_kind.len() <= k {
+                    of_kind.resize_with(k + 1, Vec::new);
+                }
+                of_kind[k].push(l);
+            }
+        }
+        for (row, &kind) in fixed.chunks_mut(lines.len().max(1)).zip(&spec_kinds) {
+            if kind != NO_KIND {
+                row.fill(KNOWN);
+                let same = usize::try_from(kind).ok().and_then(|k| of_kind.get(k));
+                for &l in same.into_iter().flatten() {
+                    row[l] = 0;
+                }
+            }
+        }
+    }
     let mut m = Matcher {
         lines,
         specs,
+        spec_kinds,
+        line_kinds,
         weight: 1 + u64::try_from(longest / BYTES_PER_UNIT).unwrap_or(u64::MAX),
-        checks: specs.iter().map(checks).collect(),
+        checks,
         fixed,
         forced: &mut forced_dict,
         left: budget.left,
@@ -182,6 +209,8 @@ pub(super) fn run(
         prune,
         backtracking: false,
         failed: HashMap::new(),
+        candidates: Vec::new(),
+        position: Vec::new(),
         max_level,
     };
     let ok = m.match_all((0..lines.len()).collect(), 0, &mut dict, 0);
@@ -191,6 +220,43 @@ pub(super) fn run(
     *forced = forced_dict.to_map();
     Ok(ok)
 }
+
+/// The first field of each spec that requires a text there, and of each
+/// line, as numbers: equal numbers for equal texts, [`NO_KIND`] for a spec
+/// without such a field and for a line whose first field is none of them.
+/// A spec cannot take a line of another kind (neither by equality nor by
+/// its checks), and most lines are of another kind than most specs: told
+/// apart by one comparison of numbers instead of two of texts.
+fn kinds(checks: &[[Check<'_>; 4]], lines: &[Item]) -> (Vec<u32>, Vec<u32>) {
+    let mut texts: Vec<&str> = Vec::new();
+    let spec_kinds = checks
+        .iter()
+        .map(|c| match c[0] {
+            Check::Text(text) => {
+                let at = texts.iter().position(|t| *t == text).unwrap_or_else(|| {
+                    texts.push(text);
+                    texts.len() - 1
+                });
+                u32::try_from(at).unwrap_or(NO_KIND)
+            }
+            _ => NO_KIND,
+        })
+        .collect();
+    let line_kinds = lines
+        .iter()
+        .map(|line| {
+            line[0]
+                .as_str()
+                .and_then(|kind| texts.iter().position(|t| *t == kind))
+                .and_then(|at| u32::try_from(at).ok())
+                .unwrap_or(NO_KIND)
+        })
+        .collect();
+    (spec_kinds, line_kinds)
+}
+
+/// See [`kinds`].
+const NO_KIND: u32 = u32::MAX;
 
 /// Bytes of the longest hardware value that make a step cost one more unit.
 const BYTES_PER_UNIT: usize = 256;
@@ -202,6 +268,10 @@ const MAX_TABLE: usize = 1 << 22;
 struct Matcher<'s, 'f> {
     lines: &'s [Item],
     specs: &'s [Spec],
+    /// The kind each spec requires of a line's first field, and each
+    /// line's (see [`kinds`]).
+    spec_kinds: Vec<u32>,
+    line_kinds: Vec<u32>,
     checks: Vec<[Check<'s>; 4]>,
     /// For spec `s` and line `l`, at `s * lines + l`: 0 not known yet, else
     /// [`KNOWN`] with [`EQUAL`] (the line equals the spec) and [`FIXED`]
@@ -222,6 +292,12 @@ struct Matcher<'s, 'f> {
     failed: HashMap<CallKey, usize>,
     /// The legacy's recursion limit ([`MAX_LEVEL`]).
     max_level: usize,
+    /// For each spec, the lines it may take whatever the variables (see
+    /// [`Matcher::candidates`]); made with `position`.
+    candidates: Vec<Option<Rc<[usize]>>>,
+    /// Scratch for [`Matcher::feasible`]: each line's position among the
+    /// lines left, `usize::MAX` for none.
+    position: Vec<usize>,
 }
 
 /// What a call of the legacy `match_all` depends on: its lines in order,
@@ -252,14 +328,29 @@ const EQUAL: u8 = 2;
 const FIXED: u8 = 4;
 
 impl Matcher<'_, '_> {
-    /// What spec `s` makes of line `l` regardless of the variables.
+    /// What spec `s` makes of line `l` regardless of the variables. Called
+    /// for every line a spec looks at, again and again while backtracking:
+    /// a look in the table, inlined; the work is done once, in [`Matcher::compute`].
+    #[inline]
     fn fixed(&mut self, s: usize, l: usize) -> u8 {
         let at = s * self.lines.len() + l;
-        if let Some(&known) = self.fixed.get(at).filter(|&&k| k != 0) {
-            return known;
+        match self.fixed.get(at) {
+            Some(&known) if known != 0 => known,
+            _ => self.compute(s, l, at),
+        }
+    }
+
+    #[inline(never)]
+    fn compute(&mut self, s: usize, l: usize, at: usize) -> u8 {
+        let mut flags = KNOWN;
+        let kind = self.spec_kinds[s];
+        if kind != NO_KIND && kind != self.line_kinds[l] {
+            if let Some(slot) = self.fixed.get_mut(at) {
+                *slot = flags;
+            }
+            return flags;
         }
         let (spec, line) = (&self.specs[s], &self.lines[l]);
-        let mut flags = KNOWN;
         if line == spec {
             flags |= EQUAL;
         }
@@ -433,17 +524,57 @@ impl Matcher<'_, '_> {
     ) -> Result<bool, SpecError> {
         let rest = first..self.specs.len();
         self.charge(rest.len().saturating_mul(lines.len() + 1))?;
+        if self.position.is_empty() {
+            // Made at the first need: a greedy match never has one.
+            self.position = vec![usize::MAX; self.lines.len()];
+            self.candidates = vec![None; self.specs.len()];
+        }
+        for (p, &l) in lines.iter().enumerate() {
+            self.position[l] = p;
+        }
         let mut accepted: Vec<Vec<usize>> = Vec::with_capacity(rest.len());
+        // Only the lines a spec may take are looked at (a few of the
+        // lines, most being of other kinds): the same positions as
+        // trying it on every line left, in the same order.
         for s in rest {
-            let positions: Vec<usize> = (0..lines.len())
-                .filter(|&p| self.accepts(s, lines[p], vars))
-                .collect();
-            if positions.is_empty() {
-                return Ok(false);
+            let mut positions = Vec::new();
+            for &l in self.candidates(s).iter() {
+                let p = self.position[l];
+                if p != usize::MAX && self.accepts(s, l, vars) {
+                    positions.push(p);
+                }
             }
+            if positions.is_empty() {
+                break;
+            }
+            positions.sort_unstable();
             accepted.push(positions);
         }
-        Ok(distinct_lines(&accepted, lines.len()))
+        for &l in lines {
+            self.position[l] = usize::MAX;
+        }
+        let all = accepted.len() == self.specs.len() - first;
+        Ok(all && distinct_lines(&accepted, lines.len()))
+    }
+
+    /// The lines spec `s` takes by equality or by its checks but for the
+    /// variables, in order.
+    fn candidates(&mut self, s: usize) -> Rc<[usize]> {
+        if let Some(known) = &self.candidates[s] {
+            return known.clone();
+        }
+        let kind = self.spec_kinds[s];
+        let mut found = Vec::new();
+        for l in 0..self.lines.len() {
+            if (kind == NO_KIND || kind == self.line_kinds[l])
+                && self.fixed(s, l) & (EQUAL | FIXED) != 0
+            {
+                found.push(l);
+            }
+        }
+        let found: Rc<[usize]> = found.into();
+        self.candidates[s] = Some(found.clone());
+        found
     }
 }
 

@@ -83,10 +83,46 @@ pub struct Nic {
 
 /// The summary of a machine's hardware lines.
 pub fn summarize_hw(items: &[Item]) -> Hardware {
+    summarize(items)
+}
+
+/// [`summarize_hw`] of the lines of a `.hw` file as [`hw::scan_saved`]
+/// reads them: the same summary as of the lines the full parser reads.
+pub fn summarize_scanned(lines: &[[hw::Field<'_>; 4]]) -> Hardware {
+    summarize(lines)
+}
+
+/// A hardware field, parsed or scanned.
+trait FieldText {
+    fn as_str(&self) -> Option<&str>;
+    fn text(&self) -> String;
+}
+
+impl FieldText for HwValue {
+    fn as_str(&self) -> Option<&str> {
+        HwValue::as_str(self)
+    }
+
+    fn text(&self) -> String {
+        HwValue::text(self)
+    }
+}
+
+impl FieldText for hw::Field<'_> {
+    fn as_str(&self) -> Option<&str> {
+        hw::Field::as_str(*self)
+    }
+
+    fn text(&self) -> String {
+        hw::Field::text(*self).to_owned()
+    }
+}
+
+fn summarize<F: FieldText>(lines: &[[F; 4]]) -> Hardware {
     let mut h = Hardware::default();
     let mut disks: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut nics: Vec<Nic> = Vec::new();
-    for [kind, name, key, value] in items {
+    for [kind, name, key, value] in lines {
         let (Some(kind), Some(name), Some(key)) = (kind.as_str(), name.as_str(), key.as_str())
         else {
             continue;
@@ -168,6 +204,21 @@ pub struct Installed {
 }
 
 impl Seen {
+    /// Takes into account the lines summarised in `later`, all of them
+    /// after those summarised here: the same as adding them one by one.
+    pub fn merge(&mut self, later: Seen) {
+        self.lines += later.lines;
+        if later.last_time > self.last_time {
+            self.last_time = later.last_time;
+        }
+        if later.last.is_some() {
+            self.last = later.last;
+        }
+        if later.installed.is_some() {
+            self.installed = later.installed;
+        }
+    }
+
     /// Takes the journal's next line about this machine into account.
     pub fn add(&mut self, r: &Record) {
         self.lines += 1;
@@ -177,26 +228,85 @@ impl Seen {
         if !journal::is_decision(&r.decision) {
             return;
         }
-        self.last = Some(Summary {
+        self.last = Some(Summary::of(r));
+        if let Some(installed) = Installed::of(r) {
+            self.installed = Some(installed);
+        }
+    }
+}
+
+impl Summary {
+    fn of(r: &Record) -> Summary {
+        Summary {
             time: r.time.clone(),
             kind: r.decision.kind().to_owned(),
             profile: r.decision.profile().map(str::to_owned),
             detail: brief(&r.decision),
-        });
-        if let Decision::Configured {
-            profile,
-            cmdb_entry,
-            hostname,
-            ip,
-        } = &r.decision
-        {
-            self.installed = Some(Installed {
+        }
+    }
+}
+
+impl Installed {
+    /// The installation `r` records, if it is one.
+    fn of(r: &Record) -> Option<Installed> {
+        match &r.decision {
+            Decision::Configured {
+                profile,
+                cmdb_entry,
+                hostname,
+                ip,
+            } => Some(Installed {
                 time: r.time.clone(),
                 profile: profile.clone(),
                 cmdb_entry: *cmdb_entry,
                 hostname: hostname.clone(),
                 ip: ip.clone(),
-            });
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The journal's lines about one machine, gathered without summarising
+/// each decision (most are replaced by later ones): [`Seen::add`] of
+/// each line in turn gives [`Latest::seen`].
+#[derive(Debug, Default)]
+pub struct Latest {
+    lines: usize,
+    last_time: String,
+    /// The last decision.
+    last: Option<Record>,
+    /// The last installation before `last`, when it is not one itself.
+    installed: Option<Record>,
+}
+
+impl Latest {
+    pub fn add(&mut self, r: Record) {
+        self.lines += 1;
+        if r.time > self.last_time {
+            self.last_time.clone_from(&r.time);
+        }
+        if !journal::is_decision(&r.decision) {
+            return;
+        }
+        if let Some(last) = self.last.take() {
+            if matches!(last.decision, Decision::Configured { .. }) {
+                self.installed = Some(last);
+            }
+        }
+        self.last = Some(r);
+    }
+
+    pub fn seen(&self) -> Seen {
+        let last = self.last.as_ref();
+        let installed = last
+            .and_then(Installed::of)
+            .or_else(|| self.installed.as_ref().and_then(Installed::of));
+        Seen {
+            last_time: self.last_time.clone(),
+            last: last.map(Summary::of),
+            installed,
+            lines: self.lines,
         }
     }
 }
@@ -353,6 +463,12 @@ pub struct Machines {
     pub page_size: usize,
     /// This page of them, newest first.
     pub machines: Vec<Machine>,
+    /// Machines not counted nor shown yet: their `.hw` files are left to
+    /// the next views to index (the first view of a large HWDIR).
+    pub pending: usize,
+    /// Whether the journal is still being read: the decisions shown may
+    /// not be the last ones.
+    pub journal_pending: bool,
     /// What could not be read (HWDIR, the journal).
     pub errors: Vec<String>,
 }
@@ -395,8 +511,28 @@ impl Row {
 }
 
 /// Every machine of the section whose settings are `cfg`, newest first.
-fn all_rows(cfg: &Config, section: &str, errors: &mut Vec<String>) -> Vec<Row> {
-    let index = index::load_and_update(cfg, errors);
+/// Machines whose `.hw` file is not indexed yet are left out (their
+/// number is returned too), unless `with_pending` (then without their
+/// hardware summary).
+fn all_rows(
+    cfg: &Config,
+    section: &str,
+    with_pending: bool,
+    errors: &mut Vec<String>,
+) -> (Vec<Row>, Indexing) {
+    let mut index = index::load_and_update(cfg, errors);
+    let journal_pending = index.journal_pending;
+    let mut pending: BTreeSet<String> = BTreeSet::new();
+    for file in std::mem::take(&mut index.pending) {
+        if let Some(sysname) = file.strip_suffix(".hw") {
+            pending.insert(sysname.to_owned());
+        }
+    }
+    let pending_files = if with_pending {
+        std::mem::take(&mut pending)
+    } else {
+        BTreeSet::new()
+    };
     let seen = index
         .journal
         .and_then(|mut j| j.sections.remove(section))
@@ -426,8 +562,24 @@ fn all_rows(cfg: &Config, section: &str, errors: &mut Vec<String>) -> Vec<Row> {
             },
         );
     }
+    for sysname in pending_files {
+        let machine = Machine {
+            sysname: sysname.clone(),
+            hw_file: Some(format!("{sysname}.hw")),
+            hardware: None,
+            hw_error: None,
+            last_seen: None,
+            standing: Standing::Unknown,
+            last_decision: None,
+            installed: None,
+        };
+        rows.insert(sysname, Row { machine, hw: None });
+    }
     for (sysname, s) in seen {
         let stem = hw_stem(&sysname);
+        if pending.contains(&stem) {
+            continue;
+        }
         let row = rows.entry(stem.clone()).or_insert_with(|| Row {
             machine: Machine {
                 sysname: stem,
@@ -456,7 +608,17 @@ fn all_rows(cfg: &Config, section: &str, errors: &mut Vec<String>) -> Vec<Row> {
             .cmp(&a.machine.last_seen)
             .then_with(|| a.machine.sysname.cmp(&b.machine.sysname))
     });
-    all
+    let indexing = Indexing {
+        pending: pending.len(),
+        journal_pending,
+    };
+    (all, indexing)
+}
+
+/// What the views have not indexed yet (see [`index::BUDGET`]).
+struct Indexing {
+    pending: usize,
+    journal_pending: bool,
 }
 
 /// The name of a machine's `.hw` file without `.hw`, as the server names
@@ -469,7 +631,7 @@ fn hw_stem(sysname: &str) -> String {
 /// The machines view of `section` (settings `cfg`) with `filter`.
 pub fn machines(cfg: &Config, section: &str, filter: Filter) -> Machines {
     let mut errors = Vec::new();
-    let all = all_rows(cfg, section, &mut errors);
+    let (all, indexing) = all_rows(cfg, section, false, &mut errors);
     let mut standings = BTreeMap::new();
     let mut profiles = BTreeSet::new();
     for m in all.iter().map(|r| &r.machine) {
@@ -522,6 +684,8 @@ pub fn machines(cfg: &Config, section: &str, filter: Filter) -> Machines {
         page_size: PAGE_SIZE,
         filter: Filter { page, ..filter },
         machines,
+        pending: indexing.pending,
+        journal_pending: indexing.journal_pending,
         errors,
     }
 }
@@ -570,7 +734,9 @@ pub struct HealthResult {
 /// HWDIR or the journal).
 pub fn machine(cfg: &Config, section: &str, name: &str) -> Option<MachinePage> {
     let mut errors = Vec::new();
-    let machine = all_rows(cfg, section, &mut errors)
+    // A machine not indexed yet has its page (without its summary).
+    let machine = all_rows(cfg, section, true, &mut errors)
+        .0
         .into_iter()
         .find(|r| r.machine.sysname == name)?
         .into_machine();

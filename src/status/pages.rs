@@ -269,6 +269,26 @@ pub fn machines_html(m: &Machines, sections: &[String]) -> String {
         h.push_str("</p>\n");
     }
     errors(&mut h, &m.errors);
+    if m.pending > 0 || m.journal_pending {
+        // Each view indexes some more: the page reloads itself until all.
+        h = h.replacen(
+            "</head>",
+            "<meta http-equiv=\"refresh\" content=\"1\">\n</head>",
+            1,
+        );
+        let journal = if m.journal_pending {
+            ", decisions from the first part of the journal"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            h,
+            "<p class=\"error\">Indexing: {} of {} machines shown{journal}; \
+             the page reloads itself until all are.</p>",
+            m.total,
+            m.total + m.pending
+        );
+    }
     // One chip per standing, with its count.
     h.push_str("<p class=\"chips\">");
     let all_class = if m.filter.standing.is_none() {
