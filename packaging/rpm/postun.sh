@@ -34,8 +34,8 @@ config_is_pristine() {
 rm -f "$DATA/edeploy.lock"
 if config_is_pristine; then
 	while read -r _ name; do
-		rm -f "$DATA/config/$name" "$DATA/config/.$name.spare" "$DATA/config/.$name.status" \
-			"$DATA/config/.$name".*.tmp
+		rm -f "$DATA/config/$name" "$DATA/config/.$name.spare" "$DATA/config/.$name.layout" \
+			"$DATA/config/.$name.status" "$DATA/config/.$name".*.tmp
 	done < "$SEEDED"
 	rm -f "$DATA/config/.edeploy-commit"
 fi
