@@ -91,7 +91,11 @@ enum Req {
 }
 
 fn hw(n: usize) -> String {
-    let vendor = if (100..200).contains(&n) { "Dell" } else { "QEMU" };
+    let vendor = if (100..200).contains(&n) {
+        "Dell"
+    } else {
+        "QEMU"
+    };
     format!(
         "[[\"system\", \"product\", \"vendor\", \"{vendor}\"],\
           [\"system\", \"product\", \"serial\", \"S{n}\"],\

@@ -431,6 +431,22 @@ pub struct Machine {
     pub installed: Option<Installed>,
 }
 
+impl Machine {
+    /// A machine known by its name (and its file, if any) only so far.
+    fn unknown(sysname: String, hw_file: Option<String>) -> Machine {
+        Machine {
+            sysname,
+            hw_file,
+            hardware: None,
+            hw_error: None,
+            last_seen: None,
+            standing: Standing::Unknown,
+            last_decision: None,
+            installed: None,
+        }
+    }
+}
+
 /// The filters of the machines view.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Filter {
@@ -542,18 +558,10 @@ fn all_rows(
         let Some(sysname) = file.strip_suffix(".hw").map(str::to_owned) else {
             continue;
         };
-        let machine = Machine {
-            sysname: sysname.clone(),
-            hw_file: Some(file),
-            hardware: None,
-            hw_error: None,
-            last_seen: Some(journal::timestamp(
-                UNIX_EPOCH + std::time::Duration::from_micros(entry.mtime_micros),
-            )),
-            standing: Standing::Unknown,
-            last_decision: None,
-            installed: None,
-        };
+        let mut machine = Machine::unknown(sysname.clone(), Some(file));
+        machine.last_seen = Some(journal::timestamp(
+            UNIX_EPOCH + std::time::Duration::from_micros(entry.mtime_micros),
+        ));
         rows.insert(
             sysname,
             Row {
@@ -563,16 +571,7 @@ fn all_rows(
         );
     }
     for sysname in pending_files {
-        let machine = Machine {
-            sysname: sysname.clone(),
-            hw_file: Some(format!("{sysname}.hw")),
-            hardware: None,
-            hw_error: None,
-            last_seen: None,
-            standing: Standing::Unknown,
-            last_decision: None,
-            installed: None,
-        };
+        let machine = Machine::unknown(sysname.clone(), Some(format!("{sysname}.hw")));
         rows.insert(sysname, Row { machine, hw: None });
     }
     for (sysname, s) in seen {
@@ -581,16 +580,7 @@ fn all_rows(
             continue;
         }
         let row = rows.entry(stem.clone()).or_insert_with(|| Row {
-            machine: Machine {
-                sysname: stem,
-                hw_file: None,
-                hardware: None,
-                hw_error: None,
-                last_seen: None,
-                standing: Standing::Unknown,
-                last_decision: None,
-                installed: None,
-            },
+            machine: Machine::unknown(stem, None),
             hw: None,
         });
         let m = &mut row.machine;
