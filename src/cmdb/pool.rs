@@ -312,9 +312,12 @@ impl Text {
 /// Whether a dict has only str keys and str or int values, as the entries
 /// of a text with a layout.
 fn is_plain(entry: &Dict) -> bool {
-    entry
-        .iter()
-        .all(|(k, v)| matches!(k, Value::Str(_)) && matches!(v, Value::Str(_) | Value::Int(_)))
+    entry.iter().all(|(k, v)| is_plain_item(k, v))
+}
+
+/// A str key with a str or int value.
+fn is_plain_item(key: &Value, value: &Value) -> bool {
+    matches!(key, Value::Str(_)) && matches!(value, Value::Str(_) | Value::Int(_))
 }
 
 /// What a pool keeps of a text with a layout, found by searching it.
@@ -392,10 +395,15 @@ impl Found {
                 index += 1;
             }
         }
-        // The index of an entry is the number of entry starts before it.
+        // The index of an entry is the number of entry starts before it,
+        // counted only as far as an entry of unknown index needs: those
+        // read on from the first unused one have theirs.
         let mut boundaries = memmem::find_iter(out, ENTRY_START).peekable();
         let mut before = 0;
-        for (&start, (_, _, index)) in &mut entries {
+        let unknown = entries
+            .iter_mut()
+            .filter(|(_, (_, _, index))| index.is_none());
+        for (&start, (_, _, index)) in unknown {
             while boundaries.next_if(|&at| at + 2 <= start).is_some() {
                 before += 1;
             }
@@ -423,7 +431,7 @@ impl Found {
 /// no such text may hold it (the key is not a str, or the value neither
 /// a str nor an int).
 fn item_text(key: &Value, value: &Value) -> Option<Vec<u8>> {
-    if !matches!(key, Value::Str(_)) || !matches!(value, Value::Str(_) | Value::Int(_)) {
+    if !is_plain_item(key, value) {
         return None;
     }
     let mut text = literal::repr(key);
