@@ -19,17 +19,17 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use edeploy::batch::queue_dir;
 use edeploy::store::Lock;
 use support::{
-    generated_cmdb, is_used, mac, machine_json, multipart, text, Answer, Site, BOUNDARY, PROFILE,
-    SPECS, UPLOAD,
+    generated_cmdb, is_used, mac, machine_json, multipart, text, Answer, Running, Site, BOUNDARY,
+    PROFILE, SPECS, UPLOAD,
 };
 
 /// The second profile: the same specs, its own CMDB and script.
@@ -64,7 +64,7 @@ fn site(robust: i64) -> Site {
 }
 
 /// Starts request `req` on `site`, with more environment variables.
-fn start(site: &Site, req: Req, env: &[(&str, &str)]) -> (Child, Instant) {
+fn start(site: &Site, req: Req, env: &[(&str, &str)]) -> Running {
     let mut command = Command::new(UPLOAD);
     command
         .env_clear()
@@ -99,26 +99,7 @@ fn start(site: &Site, req: Req, env: &[(&str, &str)]) -> (Child, Instant) {
     let mut child = command.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let _ = stdin.write_all(&body);
-    (child, started)
-}
-
-fn finish((mut child, started): (Child, Instant)) -> Answer {
-    let exit = child.wait().unwrap();
-    let mut raw = Vec::new();
-    child.stdout.take().unwrap().read_to_end(&mut raw).unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Answer {
-        exit,
-        raw,
-        stderr,
-        elapsed: started.elapsed(),
-    }
+    Running::new(child, started)
 }
 
 /// The intents queued next to the lock file.
@@ -152,13 +133,13 @@ fn batched(site: &Site, reqs: &[Req]) -> Vec<Answer> {
         wait_queued(site, n + 1);
     }
     drop(lock);
-    running.into_iter().map(finish).collect()
+    running.into_iter().map(Running::wait).collect()
 }
 
 /// Runs `reqs` one after the other.
 fn serial(site: &Site, reqs: &[Req]) -> Vec<Answer> {
     reqs.iter()
-        .map(|&req| finish(start(site, req, &[])))
+        .map(|&req| start(site, req, &[]).wait())
         .collect()
 }
 
@@ -304,12 +285,12 @@ fn a_waiter_killed_after_queuing_is_never_applied() {
     let lock = Lock::exclusive(&site.lock_file).unwrap();
     let mut killed = start(&site, Req::Machine(1), &[]);
     wait_queued(&site, 1);
-    killed.0.kill().unwrap();
-    killed.0.wait().unwrap();
+    killed.kill();
+    killed.wait();
     let other = start(&site, Req::Machine(2), &[]);
     wait_queued(&site, 2);
     drop(lock);
-    let a = finish(other);
+    let a = other.wait();
     let vars = a
         .script_vars()
         .unwrap_or_else(|| panic!("{}", a.describe()));
@@ -344,7 +325,7 @@ fn a_combiner_killed_at_any_step_of_a_batch_leaves_the_others_served() {
         assert!(n < 200, "no end to the crash points");
         let site = site(QUOTA);
         // Warm: the CMDB is expanded and the spares exist.
-        let first = finish(start(&site, Req::Machine(100), &[]));
+        let first = start(&site, Req::Machine(100), &[]).wait();
         assert!(first.script_vars().is_some(), "{}", first.describe());
         let once = site.config_dir.join("../crashed");
         let crash = n.to_string();
@@ -361,7 +342,7 @@ fn a_combiner_killed_at_any_step_of_a_batch_leaves_the_others_served() {
             loop {
                 let exited = running
                     .iter_mut()
-                    .map(|(child, _)| child.try_wait().unwrap().is_some())
+                    .map(Running::has_exited)
                     .filter(|&exited| exited)
                     .count();
                 if queued(&site).len() + exited >= running.len() {
@@ -372,7 +353,7 @@ fn a_combiner_killed_at_any_step_of_a_batch_leaves_the_others_served() {
             }
         }
         drop(lock);
-        let answers: Vec<Answer> = running.into_iter().map(finish).collect();
+        let answers: Vec<Answer> = running.into_iter().map(Running::wait).collect();
         let Some(victim) = answers.iter().find(|a| a.killed()) else {
             break;
         };
@@ -398,7 +379,7 @@ fn a_combiner_killed_at_any_step_of_a_batch_leaves_the_others_served() {
             received.insert(mac(1 + i), (text(&vars, "ip"), text(&vars, "hostname")));
         }
         // A last request completes whatever is pending.
-        let last = finish(start(&site, Req::Machine(50), &[]));
+        let last = start(&site, Req::Machine(50), &[]).wait();
         let vars = last
             .script_vars()
             .unwrap_or_else(|| panic!("{why}: last: {}", last.describe()));
