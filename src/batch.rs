@@ -21,8 +21,8 @@
 //! 3. Once the lock is released, the waiters take it shared, all at once,
 //!    and look for their answer, `STAMP.PID.N.answer`: one that finds it,
 //!    and the last commit marked durable, was committed by another
-//!    request; it removes both files, releases the lock and sends the
-//!    answer.
+//!    request; it recycles both files (see below), releases the lock and
+//!    sends the answer.
 //! 4. A waiter without an answer takes the lock for writing, completes an
 //!    interrupted commit (`store::recover`, which every holder of the lock
 //!    for writing runs first), and looks for its answer again.
@@ -35,6 +35,12 @@
 //!    commit record (`store::commit_all`): the answers are entries of the
 //!    record, renamed with the state and CMDBs. It flushes the directory,
 //!    marks the commit durable, and only then releases the lock.
+//!
+//! The queue's files are not removed but kept for reuse
+//! (`store::Recycler`): on ext4 without a journal, creating a file scans
+//! past every inode freed in the last minutes, and the two files each
+//! waiting request made and removed grew into a main cost of a boot storm.
+//! A file is recycled only under the lock, where no combiner reads it.
 //!
 //! # Why it is safe
 //!
@@ -74,7 +80,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::literal::{self, Dict, Document, Value};
 use crate::provision::{self, Intent, ProvisionError, Reply, Tried};
-use crate::store::{self, Lock};
+use crate::store::{self, Lock, Recycler};
 
 /// Most intents decided in one batch (more only when more arrived before
 /// the combiner's own): bounds a lock hold.
@@ -143,7 +149,8 @@ pub(crate) fn commit(
         if let Some(reply) = queued.take_answer()? {
             return Ok(reply);
         }
-        queued.withdraw();
+        // Under the lock for writing, no combiner reads it: kept for reuse.
+        Recycler::recycle(&queued.intent);
     }
     let reply = combine(cfg, &record, intent, queued.as_ref(), warnings)?;
     drop(lock);
@@ -161,11 +168,11 @@ fn combine(
 ) -> Result<Reply, ProvisionError> {
     let queue = queue_dir(&cfg.lock_file);
     let own_name = queued.map_or_else(new_name, |q| q.name.clone());
-    let mut waiting = match waiting(&queue) {
-        Ok(waiting) => waiting,
+    let (mut waiting, mut recycler) = match waiting(&queue) {
+        Ok(found) => found,
         Err(e) => {
             warnings.push(format!("cannot read the queue {}: {e}", queue.display()));
-            Vec::new()
+            (Vec::new(), Recycler::from_names(&queue, Vec::new()))
         }
     };
     // In order of arrival, this request among them.
@@ -190,13 +197,15 @@ fn combine(
     if decisions.files.is_empty() {
         // Nothing to make durable: the answers need no commit.
         for (path, text) in answers {
-            store::replace_cache_file(&path, &text).map_err(io(&path))?;
+            recycler
+                .replace_cache_file(&path, &text)
+                .map_err(io(&path))?;
         }
         return Ok(own_reply);
     }
     let mut files = decisions.files;
     for (path, text) in answers {
-        files.push(store::prepare_volatile(&path, &text).map_err(io(&path))?);
+        files.push(recycler.prepare_volatile(&path, &text).map_err(io(&path))?);
     }
     let renamed = store::commit_all(record, files).map_err(io(&cfg.config_dir))?;
     renamed.sync().map_err(io(&cfg.config_dir))?;
@@ -275,7 +284,7 @@ impl Queued {
             name,
         };
         let text = encode_intent(intent)?;
-        store::replace_cache_file(&queued.intent, &text)?;
+        Recycler::list(dir).replace_cache_file(&queued.intent, &text)?;
         Ok(queued)
     }
 
@@ -301,7 +310,8 @@ impl Queued {
     }
 
     /// With the lock (and, taken for writing, after recovery): the answer a
-    /// combiner committed, if any; both files are removed then.
+    /// combiner committed, if any; both files are recycled then (no
+    /// combiner reads them meanwhile: it holds the lock for writing).
     fn take_answer(&self) -> Result<Option<Reply>, ProvisionError> {
         let text = match fs::read(&self.answer) {
             Ok(text) => text,
@@ -313,9 +323,8 @@ impl Queued {
                 })
             }
         };
-        self.withdraw();
-        // Best effort: a leftover is removed by the next combiner.
-        let _ = fs::remove_file(&self.answer);
+        Recycler::recycle(&self.intent);
+        Recycler::recycle(&self.answer);
         decode_reply(&text).map(Some).ok_or_else(|| {
             ProvisionError::Decided(format!("{}: unreadable answer", self.answer.display()))
         })
@@ -334,19 +343,27 @@ struct Waiting {
     intent: Intent,
 }
 
-/// The intents of `queue` without an answer, in order of arrival. The
-/// files of dead processes, and answers without their intent (taken by
-/// their owner, who was killed before removing them), are removed.
-fn waiting(queue: &Path) -> io::Result<Vec<Waiting>> {
+/// Under the lock for writing: the intents of `queue` without an answer,
+/// in order of arrival, and the queue's files kept for reuse. The files of
+/// dead processes, and answers without their intent (taken by their owner,
+/// who was killed before removing them), are recycled.
+fn waiting(queue: &Path) -> io::Result<(Vec<Waiting>, Recycler)> {
     let entries = match fs::read_dir(queue) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok((Vec::new(), Recycler::from_names(queue, Vec::new())))
+        }
         Err(e) => return Err(e),
     };
     let mut intents = Vec::new();
     let mut answers = Vec::new();
+    let mut recycled = Vec::new();
     for entry in entries {
         let name = entry?.file_name();
+        if Recycler::is_recycled(&name) {
+            recycled.push(name);
+            continue;
+        }
         let Some(name) = name.to_str() else { continue };
         if let Some(stem) = name.strip_suffix(".intent") {
             intents.push(stem.to_owned());
@@ -355,10 +372,7 @@ fn waiting(queue: &Path) -> io::Result<Vec<Waiting>> {
         }
     }
     intents.sort();
-    let remove = |name: &str, kind: &str| {
-        // Best effort: tried again by the next combiner.
-        let _ = fs::remove_file(queue.join(format!("{name}.{kind}")));
-    };
+    let remove = |name: &str, kind: &str| Recycler::recycle(&queue.join(format!("{name}.{kind}")));
     for answer in answers.iter().filter(|a| !intents.contains(a)) {
         remove(answer, "answer");
     }
@@ -385,7 +399,7 @@ fn waiting(queue: &Path) -> io::Result<Vec<Waiting>> {
         };
         waiting.push(Waiting { name, intent });
     }
-    Ok(waiting)
+    Ok((waiting, Recycler::from_names(queue, recycled)))
 }
 
 /// An intent as queued.

@@ -303,6 +303,167 @@ pub fn replace_cache_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     prepared.rename()
 }
 
+/// Suffix of the files kept for reuse: `.<name>.recycled` (see [`Recycler`]).
+const RECYCLED: &str = ".recycled";
+
+/// Most files a directory keeps for reuse; a [`Recycler`] that finds more
+/// removes the rest.
+const RECYCLED_MAX: usize = 128;
+
+/// The files of a directory kept for reuse instead of removed.
+///
+/// On ext4 without a journal, creating a file scans past every inode freed
+/// in the last minutes (see [`prepare_file_locked`]): in a directory where
+/// each request made and removed small files of its own (the queue of
+/// src/batch.rs, two per waiting request), inode allocation grew into a
+/// main cost of a boot storm. A file no one reads any more is renamed to
+/// `.<name>.recycled` instead ([`Recycler::recycle`]); a new file of the
+/// directory is one of those, renamed to a temporary name and rewritten,
+/// and is created only when none is left.
+///
+/// Only for files that no process can be reading when they are recycled
+/// (the caller's lock makes sure), and that nothing needs after a crash:
+/// their content is never flushed.
+pub struct Recycler {
+    dir: PathBuf,
+    /// Recycled names not tried yet, the next one last.
+    names: Vec<OsString>,
+}
+
+impl Recycler {
+    /// The files kept for reuse in `dir`, as listed now.
+    pub fn list(dir: &Path) -> Recycler {
+        let names = match fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .filter(|name| Recycler::is_recycled(name))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        Recycler::from_names(dir, names)
+    }
+
+    /// The files kept for reuse in `dir` whose names (see
+    /// [`Recycler::is_recycled`]) the caller found reading it.
+    pub fn from_names(dir: &Path, mut names: Vec<OsString>) -> Recycler {
+        for extra in names.drain(RECYCLED_MAX.min(names.len())..) {
+            // Best effort: one left is tried again by the next reader.
+            let _ = fs::remove_file(dir.join(extra));
+        }
+        // Concurrent takers each start elsewhere in the list, so that they
+        // seldom try the same file.
+        if !names.is_empty() {
+            let at = std::process::id() as usize % names.len();
+            names.rotate_left(at);
+        }
+        Recycler {
+            dir: dir.to_path_buf(),
+            names,
+        }
+    }
+
+    /// Whether `name` is that of a file kept for reuse.
+    pub fn is_recycled(name: &OsStr) -> bool {
+        let name = name.as_encoded_bytes();
+        name.starts_with(b".") && name.ends_with(RECYCLED.as_bytes())
+    }
+
+    /// Keeps `path`, which no process reads any more, for reuse by the
+    /// next new file of its directory; removes it if it cannot be renamed.
+    /// Best effort: a file left behind is the caller's leftover as before.
+    pub fn recycle(path: &Path) {
+        let kept = hidden_sibling(path, RECYCLED).filter(|kept| fs::rename(path, kept).is_ok());
+        if kept.is_none() {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// Replaces `path` (in this directory) with `contents` as
+    /// [`replace_cache_file`] does, in a recycled file if one is left.
+    pub fn replace_cache_file(&mut self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        let mut prepared = self.prepare(path, contents, 0o600)?;
+        prepared.rename()
+    }
+
+    /// A new file for [`commit_all`] that only live processes read and that
+    /// nothing needs after a reboot (the answer to a waiting request): in a
+    /// recycled file if one is left, renamed with the commit, but never
+    /// flushed, nor its directory.
+    pub fn prepare_volatile(&mut self, path: &Path, contents: &[u8]) -> io::Result<Prepared> {
+        self.prepare(path, contents, 0o666)
+    }
+
+    /// `contents` in a temporary file for `path`, a new one created with
+    /// the permission bits `mode` less the umask if none is left to reuse.
+    fn prepare(&mut self, path: &Path, contents: &[u8], mode: u32) -> io::Result<Prepared> {
+        let (tmp_path, file, old_len) = self.temp_for(path, mode)?;
+        let mut prepared = Prepared {
+            tmp_path,
+            target: path.to_path_buf(),
+            file,
+            exchange: false,
+            volatile: true,
+            committed: false,
+        };
+        crash_point("write", &prepared.tmp_path);
+        // Written over the old content, then cut to length: no block freed
+        // only to be allocated again.
+        prepared
+            .file
+            .write_all(contents)
+            .and_then(|()| {
+                if old_len > contents.len() as u64 {
+                    prepared.file.set_len(contents.len() as u64)
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
+        Ok(prepared)
+    }
+
+    /// A temporary file for the new content of `target`, open for writing
+    /// at its start, and its length: a recycled file renamed to a new
+    /// temporary name, or else a new file (of length 0).
+    fn temp_for(&mut self, target: &Path, mode: u32) -> io::Result<(PathBuf, File, u64)> {
+        while let Some(name) = self.names.pop() {
+            let Some(tmp_path) = hidden_sibling(target, &temp_suffix()) else {
+                break;
+            };
+            // Fails when another taker renamed it first.
+            if fs::rename(self.dir.join(name), &tmp_path).is_err() {
+                continue;
+            }
+            let reusable = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp_path)
+                .and_then(|file| Ok((file.metadata()?, file)));
+            match reusable {
+                // Another name for the same file would see it rewritten.
+                Ok((meta, file)) if meta.is_file() && meta.nlink() == 1 => {
+                    return Ok((tmp_path, file, meta.len()));
+                }
+                _ => {
+                    let _ = fs::remove_file(&tmp_path);
+                }
+            }
+        }
+        let (tmp_path, file) = create_temp(target, mode)?;
+        Ok((tmp_path, file, 0))
+    }
+}
+
+/// [`Recycler::prepare_volatile`] in a new file: for a directory that
+/// keeps none for reuse.
+pub fn prepare_volatile(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
+    Recycler {
+        dir: parent_dir(path).to_path_buf(),
+        names: Vec::new(),
+    }
+    .prepare_volatile(path, contents)
+}
+
 /// Replaces the content of `path` atomically: readers see the old or the new
 /// content, never a mix, and a crash leaves one of them on disk.
 ///
@@ -334,15 +495,6 @@ pub fn prepare_file(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
     let target = resolve(path)?;
     let old = metadata_if_exists(&target)?;
     prepare_replacing(&target, old.as_ref(), &[contents])
-}
-
-/// A new file for [`commit_all`] that only live processes read and that
-/// nothing needs after a reboot (the answer to a waiting request): renamed
-/// with the commit, but never flushed, nor its directory.
-pub fn prepare_volatile(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
-    let mut prepared = prepare_with(path, |tmp| tmp.write_all(contents))?;
-    prepared.volatile = true;
-    Ok(prepared)
 }
 
 /// [`prepare_file`] once the target is resolved and its metadata (if it
