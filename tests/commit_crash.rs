@@ -11,7 +11,8 @@
 //! at point N, then machine B is served. After B, both files must parse,
 //! the CMDB entries marked used must be exactly the quota spent, no entry
 //! may be shared by two machines, and A's entry must be used exactly when
-//! A was killed after writing its commit record (the commit point). Before
+//! A was killed after writing its commit record (the commit point: the
+//! flushes of the record and the new files come after it). Before
 //! B, `edeploy check` must report the pending commit exactly when the files
 //! disagree. Where A left a commit to complete, B is also killed at each
 //! step of that completion in turn, then machine C is served, with the same
@@ -41,8 +42,9 @@ use support::{
 const QUOTA: i64 = 40;
 const CMDB_SIZE: usize = 50;
 const EDEPLOY: &str = env!("CARGO_BIN_EXE_edeploy");
-/// The crash point after which a commit is decided: its record is written.
-const COMMIT_POINT: &str = "flush the commit record";
+/// The crash point before the commit record is written: a kill at any
+/// point after it leaves a decided commit.
+const RECORD_POINT: &str = "write the commit record";
 
 /// The name of the crash point a process was killed at, from its stderr
 /// (`edeploy: crash point N: WHAT PATH`); `None` if it was not killed.
@@ -165,6 +167,7 @@ fn a_request_killed_at_any_step_of_its_commit_changes_all_or_nothing() {
     let mut recovery_kills = 0;
     for warm in [false, true] {
         let mut decided = false;
+        let mut record_written = false;
         let mut points = Vec::new();
         for n in 1.. {
             let site = site(warm);
@@ -175,7 +178,8 @@ fn a_request_killed_at_any_step_of_its_commit_changes_all_or_nothing() {
                 break;
             };
             assert!(n < 100, "no end to the crash points");
-            decided |= point == COMMIT_POINT;
+            decided |= record_written;
+            record_written |= point == RECORD_POINT;
             let why = format!("warm {warm}, killed at point {n} ({point})");
             eprintln!("{why}");
             seen.push(point.clone());
@@ -239,8 +243,8 @@ fn a_request_killed_at_any_step_of_its_commit_changes_all_or_nothing() {
         "write",
         "flush",
         "flush the directory before the commit record",
-        "write the commit record",
-        COMMIT_POINT,
+        RECORD_POINT,
+        "flush the commit record",
         "exchange",
         "flush the directory",
         "mark the commit durable",

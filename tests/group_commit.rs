@@ -164,7 +164,8 @@ fn last_commit(site: &Site) -> Vec<(String, String)> {
         .filter_map(|l| {
             let fields: Vec<&str> = l.split(' ').collect();
             match fields.as_slice() {
-                [kind, _, _, _, _, _, _, target] => Some((kind.to_string(), target.to_string())),
+                // KIND DEV NEW_INO NEW_LEN OLD_INO OLD_LEN HASH SOURCE TARGET
+                [kind, _, _, _, _, _, _, _, target] => Some((kind.to_string(), target.to_string())),
                 _ => None,
             }
         })
