@@ -2297,6 +2297,57 @@ mod tests {
     }
 
     #[test]
+    fn recycled_files_are_reused_whole_and_never_taken_twice() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let ino = |path: &Path| fs::metadata(path).unwrap().ino();
+        // None kept yet: a new file.
+        let first = dir.join("1.intent");
+        Recycler::list(dir)
+            .replace_cache_file(&first, b"a long first content\n")
+            .unwrap();
+        let inode = ino(&first);
+        Recycler::recycle(&first);
+        assert!(!first.exists());
+        let kept = dir.join(".1.intent.recycled");
+        assert!(Recycler::is_recycled(kept.file_name().unwrap()));
+        assert!(!Recycler::is_recycled(OsStr::new("1.intent")));
+        assert!(!Recycler::is_recycled(OsStr::new(".1.intent.1.2.tmp")));
+
+        // The next file is that one, cut to its new content.
+        let second = dir.join("2.answer");
+        let mut recycler = Recycler::list(dir);
+        let prepared = recycler.prepare_volatile(&second, b"short\n").unwrap();
+        assert!(!kept.exists());
+        let renamed = commit_all(&dir.join(COMMIT_RECORD), vec![prepared]).unwrap();
+        renamed.sync().unwrap();
+        assert_eq!(fs::read(&second).unwrap(), b"short\n");
+        assert_eq!(ino(&second), inode);
+        // Taken once: the same recycler, or another, creates a new one.
+        let third = dir.join("3.intent");
+        recycler.replace_cache_file(&third, b"third\n").unwrap();
+        assert_ne!(ino(&third), inode);
+        assert_eq!(fs::read(&third).unwrap(), b"third\n");
+
+        // Beyond the most a directory keeps, the rest is removed.
+        let names: Vec<OsString> = (0..RECYCLED_MAX + 3)
+            .map(|i| {
+                let name = OsString::from(format!(".{i}.answer.recycled"));
+                fs::write(dir.join(&name), b"x").unwrap();
+                name
+            })
+            .collect();
+        let recycler = Recycler::from_names(dir, names);
+        assert_eq!(recycler.names.len(), RECYCLED_MAX);
+        let left = fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| Recycler::is_recycled(&e.as_ref().unwrap().file_name()))
+            .count();
+        assert_eq!(left, RECYCLED_MAX);
+    }
+
+    #[test]
     fn a_later_plain_commit_is_not_undone_by_an_older_record() {
         let Some((_tmp, record, state, _cmdb)) = two_files() else {
             return;

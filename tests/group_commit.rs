@@ -17,7 +17,7 @@
 #[path = "fixtures/robust/support.rs"]
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
@@ -226,6 +226,48 @@ fn a_batch_equals_the_same_requests_served_one_by_one() {
         .collect();
     assert_eq!(profiles, vec![PROFILE; 6]);
     assert_same_outcome(&site, &reqs, &got, &(0..reqs.len()).collect::<Vec<_>>());
+}
+
+/// The inode numbers of the queue's files kept for reuse.
+fn recycled_inodes(site: &Site) -> BTreeSet<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::read_dir(queue_dir(&site.lock_file))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".recycled"))
+        .map(|e| e.metadata().unwrap().ino())
+        .collect()
+}
+
+#[test]
+fn waiting_requests_reuse_the_queue_files_of_those_before() {
+    use Req::Machine;
+    let site = site(20);
+    let first: Vec<Req> = (1..=6).map(Machine).collect();
+    for a in batched(&site, &first) {
+        assert!(a.script_vars().is_some(), "{}", a.describe());
+    }
+    // Each file of the queue kept for reuse: the 6 intents, and the
+    // answers of the 5 waiters but one, which the combiner wrote in its
+    // own intent's file, recycled before it.
+    let kept = recycled_inodes(&site);
+    assert_eq!(kept.len(), 10, "{kept:?}");
+    assert!(queued(&site).is_empty());
+
+    // The next batch writes its intents and answers in those files: no
+    // file is created (nor removed) in the queue.
+    let second: Vec<Req> = (7..=12).map(Machine).collect();
+    let got = batched(&site, &second);
+    for a in &got {
+        assert!(a.script_vars().is_some(), "{}", a.describe());
+    }
+    assert_eq!(recycled_inodes(&site), kept);
+    let hostnames: BTreeSet<String> = got
+        .iter()
+        .filter_map(|a| a.script_vars())
+        .map(|v| text(&v, "hostname"))
+        .collect();
+    assert_eq!(hostnames.len(), second.len(), "{hostnames:?}");
 }
 
 #[test]
