@@ -154,6 +154,7 @@ for d in config hw logs health; do
 	check "$data/$d belongs to www-data" owner_is www-data:www-data "$data/$d"
 done
 check "lock file belongs to www-data" owner_is www-data:www-data "$data/edeploy.lock"
+check "the queue next to it belongs to www-data" owner_is www-data:www-data "$data/edeploy.lock.queue"
 if [ -f "$top/legacy-config/state" ]; then
 	check "config seeded with the example state" cmp -s "$top/legacy-config/state" "$data/config/state"
 	check "seeded files belong to www-data" owner_is www-data:www-data "$data/config/state"
@@ -197,6 +198,14 @@ check "one .hw file saved in $data/hw" [ "$hwfiles" = 1 ]
 hwfile=$(find "$data/hw" -name '*.hw' -type f | head -n 1)
 check ".hw file written by www-data" owner_is www-data:www-data "${hwfile:-/nonexistent}"
 check ".hw file holds the pprinted items" grep -q "^\[('" "${hwfile:-/nonexistent}"
+
+# A request that finds the lock taken waits in the queue next to it, and
+# is answered once the lock is free (the queue is then what purge removes).
+flock -o "$data/edeploy.lock" sh -c "cd '$work' && { curl -s -S -o queued -F file=@hw.json.in '$url/upload.py' & } && sleep 1"
+for _ in $(seq 100); do grep -q '^#EDEPLOY_PROFILE' "$work/queued" 2>/dev/null && break; sleep 0.1; done
+check "a request that waited for the lock is answered" grep -qx "#EDEPLOY_PROFILE = $expected_profile" "$work/queued"
+check "it waited in the queue next to the lock file (its intent kept for reuse)" \
+	test -n "$(find "$data/edeploy.lock.queue" -name '.*.intent.recycled')"
 
 curl -s -S -o "$work/nofile" -F section=SERVER "$url/upload.py"
 check "upload.py without a file answers the error script" grep -q 'No file passed to the CGI' "$work/nofile"
@@ -307,6 +316,7 @@ check "purge deletes /etc/edeploy.conf" [ ! -e /etc/edeploy.conf ]
 check "purge deletes the Apache snippet" [ ! -e /etc/apache2/conf-available/edeploy.conf ]
 check "purge forgets the Apache enablement" bash -c "! a2query -c edeploy >/dev/null 2>&1"
 check "purge deletes the lock file" [ ! -e "$data/edeploy.lock" ]
+check "purge deletes the queue of waiting requests" [ ! -e "$data/edeploy.lock.queue" ]
 check "purge keeps the configuration the server used, whole" bash -c \
 	"! cmp -s '$top/legacy-config/kvm-test.cmdb' '$data/config/kvm-test.cmdb' && cmp -s '$top/legacy-config/kvm-test.specs' '$data/config/kvm-test.specs'"
 check "purge deletes the seed checksums" [ ! -e "$data/config.seeded.md5sums" ]

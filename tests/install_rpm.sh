@@ -139,6 +139,7 @@ for d in config hw logs health; do
 	t "/var/lib/edeploy/$d belongs to apache" owner_is apache:apache "/var/lib/edeploy/$d"
 done
 t "lock file belongs to apache" owner_is apache:apache /var/lib/edeploy/edeploy.lock
+t "the queue next to it belongs to apache" owner_is apache:apache /var/lib/edeploy/edeploy.lock.queue
 t "config seeded with the example state" cmp -s "$top/legacy-config/state" "$r/var/lib/edeploy/config/state"
 t "seeded files belong to apache" owner_is apache:apache /var/lib/edeploy/config/state
 t "edeploy check is clean" in_root edeploy check /var/lib/edeploy/config
@@ -159,12 +160,21 @@ rpm_ --nodeps -i "$rpm" >/dev/null 2>&1
 in_root runuser -u apache -- edeploy-upload -f /tmp/hw.json >"$r/tmp/answer" 2>&1
 t "a machine provisioned in the scratch root" grep -qx '#EDEPLOY_PROFILE = kvm-test' "$r/tmp/answer"
 t "its hardware saved" test -n "$(find "$r/var/lib/edeploy/hw" -name '*.hw' -type f)"
+# Again while the lock is taken: it waits in the queue next to the lock
+# file, which the erase must remove.
+flock -o "$r/var/lib/edeploy/edeploy.lock" sh -c \
+	"chroot '$r' runuser -u apache -- edeploy-upload -f /tmp/hw.json >'$r/tmp/queued' 2>&1 & sleep 1"
+for _ in $(seq 100); do grep -q '^#EDEPLOY_PROFILE' "$r/tmp/queued" 2>/dev/null && break; sleep 0.1; done
+t "a machine that waited for the lock provisioned" grep -qx '#EDEPLOY_PROFILE = kvm-test' "$r/tmp/queued"
+t "it waited in the queue next to the lock file (its intent kept for reuse)" \
+	test -n "$(find "$r/var/lib/edeploy/edeploy.lock.queue" -name '.*.intent.recycled')"
 rpm_ -e edeploy >"$r/tmp/erase2.log" 2>&1
 t "rpm -e after use" [ $? = 0 ]
 t "erase says it keeps the data" grep -q 'keeping /var/lib/edeploy/config' "$r/tmp/erase2.log"
 t "erase keeps the used configuration whole" sh -c \
 	"cd '$r/var/lib/edeploy/config' && ls state kvm-test.specs kvm-test.configure kvm-test.cmdb >/dev/null"
 t "erase removes the lock file" absent /var/lib/edeploy/edeploy.lock
+t "erase removes the queue of waiting requests" absent /var/lib/edeploy/edeploy.lock.queue
 rpm_ --nodeps -i "$rpm" >/dev/null 2>&1
 t "reinstall after erase" rpm_ -q edeploy
 t "edeploy check is clean after erase and reinstall" in_root edeploy check /var/lib/edeploy/config

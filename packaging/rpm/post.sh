@@ -12,9 +12,12 @@ WEB=apache
 for d in config hw logs health; do
 	[ -d "$DATA/$d" ] || install -d -m 0750 -o "$WEB" -g "$WEB" "$DATA/$d" || exit 1
 done
-# The CGI cannot create it in the root-owned $DATA.
+# The CGI cannot create them in the root-owned $DATA: the lock file, and
+# the queue where requests wait for it (group commit).
 [ -e "$DATA/edeploy.lock" ] ||
 	install -m 0644 -o "$WEB" -g "$WEB" /dev/null "$DATA/edeploy.lock" || exit 1
+[ -d "$DATA/edeploy.lock.queue" ] ||
+	install -d -m 0700 -o "$WEB" -g "$WEB" "$DATA/edeploy.lock.queue" || exit 1
 
 # On the first install, when the config directory holds no profile (hidden
 # files are the server's bookkeeping), copy the example profiles so that the

@@ -32,6 +32,8 @@ config_is_pristine() {
 }
 
 rm -f "$DATA/edeploy.lock"
+# The queue of waiting requests holds only the server's own transient files.
+rm -rf "$DATA/edeploy.lock.queue"
 if config_is_pristine; then
 	while read -r _ name; do
 		rm -f "$DATA/config/$name" "$DATA/config/.$name.spare" "$DATA/config/.$name.layout" \
