@@ -98,8 +98,9 @@ pub const KEYS: &[KeyDoc] = &[
         name: "LOCKFILE",
         default: "`/var/run/httpd/edeploy.lock`",
         meaning: "the lock serialising requests; requests waiting for it queue in the \
-                  directory `LOCKFILE.queue`, created next to it (see \"Waiting requests \
-                  are committed together\")",
+                  directory `LOCKFILE.queue` next to it, created by the packages (or by the \
+                  first request that waits, where it may) (see \"Waiting requests are \
+                  committed together\")",
     },
     KeyDoc {
         name: "USEPXEMNGR",
