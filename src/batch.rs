@@ -79,7 +79,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::literal::{self, Dict, Document, Value};
-use crate::provision::{self, Intent, ProvisionError, Reply, Tried};
+use crate::provision::{self, Decisions, Intent, ProvisionError, Reply, Tried};
 use crate::store::{self, Lock, Recycler};
 
 /// Most intents decided in one batch (more only when more arrived before
@@ -209,6 +209,7 @@ fn combine(
     }
     let renamed = store::commit_all(record, files).map_err(io(&cfg.config_dir))?;
     renamed.sync().map_err(io(&cfg.config_dir))?;
+    Decisions::write_caches(decisions.caches);
     Ok(own_reply)
 }
 

@@ -310,6 +310,39 @@ pub fn replace_cache_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     prepared.rename()
 }
 
+/// Rewrites, in place, a cache file that only holders of the exclusive
+/// lock read or write (a CMDB's layout): no inode is created or freed, as
+/// with [`prepare_file_locked`]. Not durable, nor atomic: a crash may
+/// leave it cut short or mixed, which its reader must take as a miss (a
+/// layout names its text by length and hash). A file that is not a
+/// regular file of one name is replaced by [`replace_cache_file`], never
+/// written through.
+pub fn rewrite_locked_cache_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let (mut file, meta) = match file.and_then(|file| Ok((file.metadata()?, file))) {
+        Ok((meta, file)) if meta.is_file() && meta.nlink() == 1 => (file, meta),
+        _ => return replace_cache_file(path, contents),
+    };
+    crash_point("write", path);
+    // Written over the old content, then cut to length: no block freed
+    // only to be allocated again.
+    file.write_all(contents)
+        .and_then(|()| {
+            if meta.len() > contents.len() as u64 {
+                file.set_len(contents.len() as u64)
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|e| context(e, "cannot write", path))
+}
+
 /// Suffix of the files kept for reuse: `.<name>.recycled` (see [`Recycler`]).
 const RECYCLED: &str = ".recycled";
 
@@ -1135,20 +1168,23 @@ fn add_dir(dirs: &mut Vec<PathBuf>, path: &Path) {
     }
 }
 
-/// Up to `max` bytes of `file` from `offset` on.
+/// Up to `max` bytes of `file` from `offset` on. The buffer grows with
+/// what is read: a record is a block or two, and a buffer of `max` bytes
+/// zeroed each time cost every request dozens of page faults.
 fn read_at_most(file: &File, offset: u64, max: u64) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0; usize::try_from(max).unwrap_or(usize::MAX).min(1 << 20)];
-    let mut len = 0;
-    while len < buf.len() {
-        match file.read_at(&mut buf[len..], offset + len as u64) {
+    let max = usize::try_from(max).unwrap_or(usize::MAX).min(1 << 20);
+    let mut buf = Vec::new();
+    let mut chunk = [0; 2 * RECORD_BLOCK];
+    while buf.len() < max {
+        let want = chunk.len().min(max - buf.len());
+        match file.read_at(&mut chunk[..want], offset + buf.len() as u64) {
             Ok(0) => break,
-            Ok(n) => len += n,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(len);
     Ok(buf)
 }
 
@@ -2345,6 +2381,45 @@ mod tests {
             .filter(|e| Recycler::is_recycled(&e.as_ref().unwrap().file_name()))
             .count();
         assert_eq!(left, RECYCLED_MAX);
+    }
+
+    #[test]
+    fn a_locked_cache_file_is_rewritten_in_its_own_inode_and_never_through_a_link() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let ino = |path: &Path| fs::symlink_metadata(path).unwrap().ino();
+        let cache = dir.join(".p.cmdb.layout");
+        rewrite_locked_cache_file(&cache, b"a long first layout\n").unwrap();
+        let inode = ino(&cache);
+        assert_eq!(fs::metadata(&cache).unwrap().mode() & 0o777, 0o600);
+        // Shorter: cut to length, in the same file.
+        rewrite_locked_cache_file(&cache, b"second\n").unwrap();
+        assert_eq!(fs::read(&cache).unwrap(), b"second\n");
+        assert_eq!(ino(&cache), inode);
+        rewrite_locked_cache_file(&cache, b"a third, longer than the second\n").unwrap();
+        assert_eq!(
+            fs::read(&cache).unwrap(),
+            b"a third, longer than the second\n"
+        );
+        assert_eq!(ino(&cache), inode);
+
+        // A symbolic link is replaced, its target left alone; so is a file
+        // with another name, which would see the rewrite.
+        let elsewhere = dir.join("elsewhere");
+        fs::write(&elsewhere, b"not a cache\n").unwrap();
+        let linked = dir.join(".q.cmdb.layout");
+        std::os::unix::fs::symlink(&elsewhere, &linked).unwrap();
+        rewrite_locked_cache_file(&linked, b"layout\n").unwrap();
+        assert!(fs::symlink_metadata(&linked).unwrap().is_file());
+        assert_eq!(fs::read(&linked).unwrap(), b"layout\n");
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"not a cache\n");
+        let hard = dir.join(".r.cmdb.layout");
+        fs::hard_link(&elsewhere, &hard).unwrap();
+        rewrite_locked_cache_file(&hard, b"layout\n").unwrap();
+        assert_eq!(fs::read(&hard).unwrap(), b"layout\n");
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"not a cache\n");
+        assert_ne!(ino(&hard), ino(&elsewhere));
     }
 
     #[test]

@@ -210,8 +210,8 @@ fn a_batch_equals_the_same_requests_served_one_by_one() {
     ];
     let site = site(5);
     let got = batched(&site, &reqs);
-    // One commit: the state, the CMDB of `robust` (`spare` is untouched)
-    // with its layout, and an answer for each of the 7 requests that waited.
+    // One commit: the state, the CMDB of `robust` (`spare` is untouched),
+    // and an answer for each of the 7 requests that waited.
     let entries = last_commit(&site);
     let answers = entries
         .iter()
@@ -241,6 +241,7 @@ fn recycled_inodes(site: &Site) -> BTreeSet<u64> {
 
 #[test]
 fn waiting_requests_reuse_the_queue_files_of_those_before() {
+    use std::os::unix::fs::MetadataExt;
     use Req::Machine;
     let site = site(20);
     let first: Vec<Req> = (1..=6).map(Machine).collect();
@@ -253,6 +254,9 @@ fn waiting_requests_reuse_the_queue_files_of_those_before() {
     let kept = recycled_inodes(&site);
     assert_eq!(kept.len(), 10, "{kept:?}");
     assert!(queued(&site).is_empty());
+    // The CMDB's layout is rewritten in place by each batch: no inode freed.
+    let layout = site.config_dir.join(format!(".{PROFILE}.cmdb.layout"));
+    let layout_inode = fs::metadata(&layout).unwrap().ino();
 
     // The next batch writes its intents and answers in those files: no
     // file is created (nor removed) in the queue.
@@ -262,6 +266,7 @@ fn waiting_requests_reuse_the_queue_files_of_those_before() {
         assert!(a.script_vars().is_some(), "{}", a.describe());
     }
     assert_eq!(recycled_inodes(&site), kept);
+    assert_eq!(fs::metadata(&layout).unwrap().ino(), layout_inode);
     let hostnames: BTreeSet<String> = got
         .iter()
         .filter_map(|a| a.script_vars())
