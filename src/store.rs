@@ -226,6 +226,31 @@ pub fn read_version_within(path: &Path, limit: u64, setting: &str) -> io::Result
         })
 }
 
+/// Smallest buffer [`prefault`] maps at once.
+const PREFAULT_MIN: usize = 256 << 10;
+
+/// Maps the pages of `buf`'s free capacity at once, if it is large (a
+/// CMDB of tens of thousands of entries): the read that fills it would
+/// otherwise fault them in one by one, and each fault is an exception (a
+/// few microseconds on a virtual machine): 1,700 of them for 6.8 MB.
+/// Best effort: a kernel without `MADV_POPULATE_WRITE` (before Linux
+/// 5.14) faults them in as before.
+fn prefault(buf: &mut Vec<u8>) {
+    let spare = buf.spare_capacity_mut();
+    if spare.len() < PREFAULT_MIN {
+        return;
+    }
+    const PAGE: usize = 4096;
+    let start = spare.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(PAGE);
+    let len = (start + spare.len() - first) / PAGE * PAGE;
+    // SAFETY: the range lies within memory this Vec owns; populating page
+    // tables changes no byte of it.
+    unsafe {
+        libc::madvise(first as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE);
+    }
+}
+
 /// [`read_version`], with the metadata of the version read: its inode,
 /// size and times identify it. `None` when the file changed while it was
 /// read (written in place by someone else than our writers), so that the
@@ -258,6 +283,7 @@ fn read_version_with(
             // Sized once: a CMDB is megabytes, grown by doubling it would be
             // copied and faulted in again at each step.
             let mut contents = Vec::with_capacity(usize::try_from(opened.size()).unwrap_or(0) + 1);
+            prefault(&mut contents);
             // Written in place by someone else meanwhile, it may have grown.
             let mut file = io::Read::take(file, limit.saturating_add(1));
             io::Read::read_to_end(&mut file, &mut contents)?;
@@ -1868,6 +1894,22 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_large_file_is_read_whole_into_its_prefaulted_buffer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("p.cmdb");
+        // Past the size that is prefaulted, and not a whole number of pages.
+        let text: Vec<u8> = (0..PREFAULT_MIN * 3 + 123)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        fs::write(&path, &text).unwrap();
+        assert_eq!(read_version(&path).unwrap(), text);
+        let mut buf = Vec::with_capacity(PREFAULT_MIN + 1);
+        buf.push(1u8);
+        prefault(&mut buf);
+        assert_eq!(buf, [1]);
     }
 
     #[test]
