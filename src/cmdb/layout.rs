@@ -7,9 +7,9 @@
 //! hold with a large CMDB. But a text the server printed has a known
 //! shape, and a layout names such a text by its length and 128-bit xxh3
 //! hash: a text that differs (an operator's edit, a crash, a lost or stale
-//! layout) is not recognised and is parsed whole, as always. The layout is
-//! a cache, committed with the CMDB but never flushed: nothing depends on
-//! it surviving.
+//! or half-written layout) is not recognised and is parsed whole, as
+//! always. The layout is a cache, rewritten in place once its CMDB is
+//! committed and never flushed: nothing depends on it surviving.
 //!
 //! A layout is only made for a list of at least [`MIN_ENTRIES`] entries,
 //! each a dict of str keys and str or int values, as pprint prints it.
