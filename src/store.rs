@@ -344,29 +344,22 @@ pub fn replace_cache_file(path: &Path, contents: &[u8]) -> io::Result<()> {
 /// regular file of one name is replaced by [`replace_cache_file`], never
 /// written through.
 pub fn rewrite_locked_cache_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    let (mut file, meta) = match file.and_then(|file| Ok((file.metadata()?, file))) {
-        Ok((meta, file)) if meta.is_file() && meta.nlink() == 1 => (file, meta),
-        _ => return replace_cache_file(path, contents),
+    let Some((mut file, meta)) = open_to_rewrite(path) else {
+        return replace_cache_file(path, contents);
     };
     crash_point("write", path);
-    // Written over the old content, then cut to length: no block freed
-    // only to be allocated again.
-    file.write_all(contents)
-        .and_then(|()| {
-            if meta.len() > contents.len() as u64 {
-                file.set_len(contents.len() as u64)
-            } else {
-                Ok(())
-            }
-        })
-        .map_err(|e| context(e, "cannot write", path))
+    write_over(&mut file, contents, meta.len()).map_err(|e| context(e, "cannot write", path))
+}
+
+/// Writes `contents` over the start of `file`, `old_len` bytes long, then
+/// cuts it to length: truncating first would free every block (a discard
+/// each, with `-o discard`) only to allocate them again.
+fn write_over(file: &mut File, contents: &[u8], old_len: u64) -> io::Result<()> {
+    file.write_all(contents)?;
+    if old_len > contents.len() as u64 {
+        file.set_len(contents.len() as u64)?;
+    }
+    Ok(())
 }
 
 /// Suffix of the files kept for reuse: `.<name>.recycled` (see [`Recycler`]).
@@ -473,18 +466,7 @@ impl Recycler {
             hash: None,
         };
         crash_point("write", &prepared.tmp_path);
-        // Written over the old content, then cut to length: no block freed
-        // only to be allocated again.
-        prepared
-            .file
-            .write_all(contents)
-            .and_then(|()| {
-                if old_len > contents.len() as u64 {
-                    prepared.file.set_len(contents.len() as u64)
-                } else {
-                    Ok(())
-                }
-            })
+        write_over(&mut prepared.file, contents, old_len)
             .map_err(|e| context(e, "cannot write", &prepared.tmp_path))?;
         Ok(prepared)
     }
@@ -655,24 +637,30 @@ fn new_modification_time(file: &File, before: &fs::Metadata) -> io::Result<()> {
     file.set_modified(later)
 }
 
-/// The spare of `target` (whose metadata is `old`), opened for writing if
-/// no one else has it open, and given the target's owner and mode, with
-/// its metadata before that; `None` if it cannot be used that way.
-fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File, fs::Metadata)> {
-    let path = hidden_sibling(target, ".spare")?;
+/// `path` opened for writing in place (created, readable by its owner
+/// only, if missing), with its metadata; `None` unless it is a regular file
+/// of that one name: a symbolic link is never followed, and another name
+/// for the same file would see it rewritten. Opening does not wait for a
+/// lease (see [`opened_only_here`]).
+fn open_to_rewrite(path: &Path) -> Option<(File, fs::Metadata)> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path)
+        .open(path)
         .ok()?;
     let meta = file.metadata().ok()?;
-    // Another name for the same file would see it rewritten.
-    if !meta.is_file() || meta.nlink() != 1 {
-        return None;
-    }
+    (meta.is_file() && meta.nlink() == 1).then_some((file, meta))
+}
+
+/// The spare of `target` (whose metadata is `old`), opened for writing if
+/// no one else has it open, and given the target's owner and mode, with
+/// its metadata before that; `None` if it cannot be used that way.
+fn open_spare(target: &Path, old: &fs::Metadata) -> Option<(PathBuf, File, fs::Metadata)> {
+    let path = hidden_sibling(target, ".spare")?;
+    let (file, meta) = open_to_rewrite(&path)?;
     if !opened_only_here(&file) {
         return None;
     }
@@ -2374,12 +2362,15 @@ mod tests {
         assert_eq!((read(&cmdb), read(&state)), old);
     }
 
+    /// The inode number of `path` itself.
+    fn ino(path: &Path) -> u64 {
+        fs::symlink_metadata(path).unwrap().ino()
+    }
+
     #[test]
     fn recycled_files_are_reused_whole_and_never_taken_twice() {
-        use std::os::unix::fs::MetadataExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let ino = |path: &Path| fs::metadata(path).unwrap().ino();
         // None kept yet: a new file.
         let first = dir.join("1.intent");
         Recycler::list(dir)
@@ -2427,10 +2418,8 @@ mod tests {
 
     #[test]
     fn a_locked_cache_file_is_rewritten_in_its_own_inode_and_never_through_a_link() {
-        use std::os::unix::fs::MetadataExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let ino = |path: &Path| fs::symlink_metadata(path).unwrap().ino();
         let cache = dir.join(".p.cmdb.layout");
         rewrite_locked_cache_file(&cache, b"a long first layout\n").unwrap();
         let inode = ino(&cache);
