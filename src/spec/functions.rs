@@ -122,7 +122,7 @@ fn apply(name: &str, value: &str, args: &[Arg<'_>]) -> Option<Arg<'static>> {
 }
 
 /// Python's whitespace for `float()`, `int()` and `\s` on byte strings.
-fn is_py_space(c: char) -> bool {
+pub(super) fn is_py_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
 }
 

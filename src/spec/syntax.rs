@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
-use super::functions::{parse_network, py_float};
+use super::functions::{is_py_space, parse_network, py_float};
 use super::pyre;
 use crate::hw::HwValue;
 
@@ -22,14 +22,9 @@ pub(super) fn split_assignment(var: &str) -> Option<(&str, &str)> {
     (!func.contains('=')).then_some((name, func))
 }
 
-/// White space as the legacy's `\s` (Python 2, without UNICODE).
-fn is_space(b: u8) -> bool {
-    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
-}
-
-/// Length of the white space that starts `s`.
+/// Length of the white space (the legacy's `\s`) that starts `s`.
 fn leading_space(s: &str) -> usize {
-    s.bytes().take_while(|&b| is_space(b)).count()
+    s.len() - s.trim_start_matches(is_py_space).len()
 }
 
 /// The legacy call syntax, `name(first, rest...)`: the legacy matches the
@@ -75,13 +70,8 @@ fn split_args(rest: &str) -> impl Iterator<Item = &str> {
             start = None;
             return Some(&rest[from..]);
         };
-        let before = rest.as_bytes()[from..comma]
-            .iter()
-            .rev()
-            .take_while(|&&b| is_space(b))
-            .count();
         start = Some(comma + 1 + leading_space(&rest[comma + 1..]));
-        Some(&rest[from..comma - before])
+        Some(rest[from..comma].trim_end_matches(is_py_space))
     })
 }
 
