@@ -61,8 +61,8 @@
 //!   only after the directory flush and the mark saying so, and a commit
 //!   left unmarked by a dead combiner sends its waiters to
 //!   `store::recover`, which flushes it. The answers themselves are never
-//!   flushed (`store::prepare_volatile`): after a power cut no one waits
-//!   for them.
+//!   flushed (`store::Recycler::prepare_volatile`): after a power cut no
+//!   one waits for them.
 //! - *The serial order.* The combiner decides in arrival order, each
 //!   intent against what the earlier ones left, with the serial server's
 //!   own code; a guess that no longer holds is answered "match again", as
@@ -79,7 +79,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::literal::{self, Dict, Document, Value};
-use crate::provision::{self, Decisions, Intent, ProvisionError, Reply, Tried};
+use crate::provision::{self, Intent, ProvisionError, Reply, Tried};
 use crate::store::{self, Lock, Recycler};
 
 /// Most intents decided in one batch (more only when more arrived before
@@ -209,7 +209,9 @@ fn combine(
     }
     let renamed = store::commit_all(record, files).map_err(io(&cfg.config_dir))?;
     renamed.sync().map_err(io(&cfg.config_dir))?;
-    Decisions::write_caches(decisions.caches);
+    for (file, layout) in &decisions.layouts {
+        layout.write(file);
+    }
     Ok(own_reply)
 }
 

@@ -307,24 +307,9 @@ pub(crate) struct Decisions {
     pub(crate) replies: Vec<Reply>,
     /// The new CMDBs, then the new state; empty when nothing changed.
     pub(crate) files: Vec<store::Prepared>,
-    /// The new CMDBs' layouts, to write once they are committed
-    /// ([`Decisions::write_caches`]).
-    pub(crate) caches: Vec<(PathBuf, Vec<u8>)>,
-}
-
-impl Decisions {
-    /// Writes the layouts of the CMDBs just committed, in place (see
-    /// `store::rewrite_locked_cache_file`): each names its text by hash,
-    /// so one that is not written, or is stale, or cut short by a crash,
-    /// only costs the next batch a parse. Rewriting rather than
-    /// replacing frees no inode: on ext4 without a journal, each inode
-    /// freed made every file created in the next minutes (a new
-    /// machine's `.hw`) slower.
-    pub(crate) fn write_caches(caches: Vec<(PathBuf, Vec<u8>)>) {
-        for (path, bytes) in caches {
-            let _ = store::rewrite_locked_cache_file(&path, &bytes);
-        }
-    }
+    /// The new CMDBs' layouts, each with its CMDB, to write once they are
+    /// committed (`cmdb::Layout::write`).
+    pub(crate) layouts: Vec<(PathBuf, cmdb::Layout)>,
 }
 
 /// Decides `intents` one after the other, exactly as the legacy server
@@ -359,7 +344,7 @@ pub(crate) fn decide(
         .map(|(position, intent)| batch.decide_one(position, intent))
         .collect();
     let mut files = Vec::new();
-    let mut caches = Vec::new();
+    let mut layouts = Vec::new();
     if write {
         // Every new file is written before any is renamed: a failed write
         // (a full disk) changes none. From the commit record on, the next
@@ -379,8 +364,8 @@ pub(crate) fn decide(
             let prepared = store::prepare_file_locked_from_parts(&cmdb.file, &contents.parts())
                 .map_err(io_error(&cmdb.file))?;
             files.push(prepared);
-            if let Some((layout, path)) = layout.zip(cmdb::Layout::path(&cmdb.file)) {
-                caches.push((path, layout.encode()));
+            if let Some(layout) = layout {
+                layouts.push((cmdb.file.clone(), layout));
             }
         }
         if batch.state_changed {
@@ -392,7 +377,7 @@ pub(crate) fn decide(
     Ok(Decisions {
         replies,
         files,
-        caches,
+        layouts,
     })
 }
 
@@ -747,7 +732,9 @@ mod tests {
                 .unwrap()
                 .sync()
                 .unwrap();
-            Decisions::write_caches(decisions.caches);
+            for (file, layout) in &decisions.layouts {
+                layout.write(file);
+            }
         }
         decisions.replies
     }

@@ -503,16 +503,6 @@ impl Recycler {
     }
 }
 
-/// [`Recycler::prepare_volatile`] in a new file: for a directory that
-/// keeps none for reuse.
-pub fn prepare_volatile(path: &Path, contents: &[u8]) -> io::Result<Prepared> {
-    Recycler {
-        dir: parent_dir(path).to_path_buf(),
-        names: Vec::new(),
-    }
-    .prepare_volatile(path, contents)
-}
-
 /// Replaces the content of `path` atomically: readers see the old or the new
 /// content, never a mix, and a crash leaves one of them on disk.
 ///
@@ -928,7 +918,7 @@ pub struct Prepared {
     /// `tmp_path` is the target's spare, to be exchanged with it.
     exchange: bool,
     /// Never flushed: a file that only live processes read (see
-    /// [`prepare_volatile`]).
+    /// [`Recycler::prepare_volatile`]).
     volatile: bool,
     /// The file is to stay: renamed, or named by a commit record.
     committed: bool,
@@ -1299,8 +1289,8 @@ pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 struct Entry {
     /// The source is the target's spare: exchanged, not renamed.
     exchange: bool,
-    /// A file of [`prepare_volatile`]: renamed, never flushed, and gone
-    /// after a reboot (then nothing needs it).
+    /// A file of [`Recycler::prepare_volatile`]: renamed, never flushed,
+    /// and gone after a reboot (then nothing needs it).
     volatile: bool,
     /// Device of the source and target (one directory).
     dev: u64,
@@ -2524,7 +2514,9 @@ mod tests {
         fs::write(&state, "old state\n").unwrap();
         let files = vec![
             prepare_file(&state, b"new state\n").unwrap(),
-            prepare_volatile(&answer, b"the answer\n").unwrap(),
+            Recycler::list(&queue)
+                .prepare_volatile(&answer, b"the answer\n")
+                .unwrap(),
         ];
         let entries: Vec<Entry> = files.iter().map(|f| f.record_entry().unwrap()).collect();
         assert!(!entries[0].volatile && entries[1].volatile);

@@ -82,7 +82,19 @@ impl Layout {
         Layout::decode(&bytes)
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    /// Keeps this layout for the CMDB `file`, just committed with its
+    /// text. Rewritten in place (`store::rewrite_locked_cache_file`: only
+    /// holders of the lock read it), never replaced: on ext4 without a
+    /// journal each inode freed made every file created in the next
+    /// minutes (a new machine's `.hw`) slower. A layout not written, or cut
+    /// short by a crash, only costs the next batch a parse.
+    pub fn write(&self, file: &Path) {
+        if let Some(path) = Layout::path(file) {
+            let _ = store::rewrite_locked_cache_file(&path, &self.encode());
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
         let mut bytes = MAGIC.to_vec();
         // Serialising a struct of integers into a Vec cannot fail.
         bytes.extend(postcard::to_stdvec(self).unwrap_or_default());
